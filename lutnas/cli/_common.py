@@ -1,0 +1,32 @@
+"""Helpers shared by CLI modules: argument types and console output."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from lutnas.errors import BadInputError
+from lutnas.supernet.space import SearchSpace
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    return SearchSpace.load(name_or_path)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise BadInputError(message)

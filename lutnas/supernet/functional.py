@@ -1,0 +1,148 @@
+"""The forward math of every block, written once on explicit weight tensors.
+
+Static blocks (`blocks.py`) call these with their own parameters; elastic supernet layers call them
+with slices of their largest weights. Because both paths run the same code, a subnet extracted from
+the supernet computes exactly what the supernet computed for it (Once-for-All's static/dynamic twin).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("hswish", "relu", "relu6", "gelu", "none")
+
+
+def activation(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "hswish":
+        return F.hardswish(x)
+    if name == "relu":
+        return F.relu(x)
+    if name == "relu6":
+        return F.relu6(x)
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "none":
+        return x
+    raise ValueError(f"unknown activation {name!r}; expected one of {ACTIVATIONS}")
+
+
+def batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, channels: int) -> torch.Tensor:
+    """BatchNorm over the first `channels` of `bn`.
+
+    Slicing the running buffers gives views, so in training mode the statistics of the active
+    channels are updated in place inside the full buffers (what weight sharing needs).
+    """
+    mean = bn.running_mean[:channels] if bn.running_mean is not None else None
+    var = bn.running_var[:channels] if bn.running_var is not None else None
+    use_batch_stats = bn.training or mean is None
+    momentum = bn.momentum if bn.momentum is not None else 0.1
+    if bn.training and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    return F.batch_norm(
+        x, mean, var, bn.weight[:channels], bn.bias[:channels],
+        use_batch_stats, momentum, bn.eps,
+    )
+
+
+def layer_norm(x: torch.Tensor, ln: nn.LayerNorm, channels: int) -> torch.Tensor:
+    return F.layer_norm(x, (channels,), ln.weight[:channels], ln.bias[:channels], ln.eps)
+
+
+def center_kernel(weight: torch.Tensor, kernel: int) -> torch.Tensor:
+    """The centre `kernel`x`kernel` window of a larger kernel (OFA's kernel sharing, no transform)."""
+    full = weight.shape[-1]
+    start = (full - kernel) // 2
+    return weight[..., start:start + kernel, start:start + kernel]
+
+
+def conv_bn_act(
+    x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, cout: int, kernel: int, stride: int,
+    act: str, groups_depthwise: bool = False,
+) -> torch.Tensor:
+    cin = x.shape[1]
+    if groups_depthwise:
+        weight = center_kernel(conv.weight[:cout], kernel)
+        groups = cout
+    else:
+        weight = center_kernel(conv.weight[:cout, :cin], kernel)
+        groups = 1
+    y = F.conv2d(x, weight, None, stride, kernel // 2, 1, groups)
+    return activation(batch_norm(y, bn, cout), act)
+
+
+def squeeze_excite(x: torch.Tensor, reduce: nn.Conv2d, expand: nn.Conv2d, mid: int) -> torch.Tensor:
+    channels = x.shape[1]
+    s = x.mean((2, 3), keepdim=True)
+    s = F.relu(F.conv2d(s, reduce.weight[:mid, :channels], reduce.bias[:mid]))
+    s = F.hardsigmoid(F.conv2d(s, expand.weight[:channels, :mid], expand.bias[:channels]))
+    return x * s
+
+
+def se_channels(channels: int) -> int:
+    """SE bottleneck width: a quarter, rounded up to a multiple of 8 (MobileNetV3's rule)."""
+    return max(8, (channels // 4 + 7) // 8 * 8)
+
+
+def attention_tokens(
+    x: torch.Tensor, hw: int, norm: nn.LayerNorm, qkv: nn.Linear, v_dwconv: nn.Conv2d,
+    proj: nn.Linear, rel_bias: torch.Tensor, channels: int, heads: int, head_dim: int,
+    v_dim_per_head: int, act: str, qk_rows: int,
+) -> torch.Tensor:
+    """Pre-norm multi-head attention on a (B, C, H, W) map; returns the same shape with residual.
+
+    `qkv.weight` rows are laid out [q (qk_rows), k (qk_rows), v (rest)] so a width slice of every part
+    is a contiguous slice of the largest layer; `rel_bias` is (heads, N, N) gathered for this grid.
+    """
+    batch = x.shape[0]
+    tokens = x.flatten(2).transpose(1, 2)  # (B, N, C)
+    n = tokens.shape[1]
+    y = layer_norm(tokens, norm, channels)
+    qk_dim = heads * head_dim
+    v_dim = heads * v_dim_per_head
+    q_max = qk_rows
+    w, b = qkv.weight, qkv.bias
+    w_q, b_q = w[:qk_dim, :channels], b[:qk_dim]
+    w_k, b_k = w[q_max:q_max + qk_dim, :channels], b[q_max:q_max + qk_dim]
+    w_v, b_v = w[2 * q_max:2 * q_max + v_dim, :channels], b[2 * q_max:2 * q_max + v_dim]
+    q = F.linear(y, w_q, b_q).reshape(batch, n, heads, head_dim).transpose(1, 2)
+    k = F.linear(y, w_k, b_k).reshape(batch, n, heads, head_dim).transpose(1, 2)
+    v = F.linear(y, w_v, b_v)  # (B, N, v_dim)
+    v_map = v.transpose(1, 2).reshape(batch, v_dim, hw, hw)
+    v_map = v_map + F.conv2d(
+        v_map, v_dwconv.weight[:v_dim], v_dwconv.bias[:v_dim], 1, 1, 1, v_dim
+    )
+    v = v_map.reshape(batch, heads, v_dim_per_head, n).transpose(2, 3)  # (B, h, N, dv)
+    scores = torch.matmul(q, k.transpose(2, 3)) * (head_dim ** -0.5) + rel_bias[:heads]
+    out = torch.matmul(scores.softmax(dim=-1), v)  # (B, h, N, dv)
+    out = out.transpose(1, 2).reshape(batch, n, v_dim)
+    out = F.linear(activation(out, act), proj.weight[:channels, :v_dim], proj.bias[:channels])
+    tokens = tokens + out
+    return tokens.transpose(1, 2).reshape(batch, channels, hw, hw)
+
+
+def feed_forward_tokens(
+    x: torch.Tensor, norm: nn.LayerNorm, fc1: nn.Linear, fc2: nn.Linear, channels: int,
+    hidden: int, act: str,
+) -> torch.Tensor:
+    batch, _, h, w = x.shape
+    tokens = x.flatten(2).transpose(1, 2)
+    y = layer_norm(tokens, norm, channels)
+    y = activation(F.linear(y, fc1.weight[:hidden, :channels], fc1.bias[:hidden]), act)
+    y = F.linear(y, fc2.weight[:channels, :hidden], fc2.bias[:channels])
+    tokens = tokens + y
+    return tokens.transpose(1, 2).reshape(batch, channels, h, w)
+
+
+def relative_bias_for_grid(table: torch.Tensor, max_hw: int, hw: int) -> torch.Tensor:
+    """Gather a (heads, N, N) bias for an `hw`x`hw` grid from a table sized for `max_hw`.
+
+    The table is indexed by offsets, so a smaller grid uses the central offsets of the same table:
+    every resolution of the supernet shares one set of bias parameters.
+    """
+    side = 2 * max_hw - 1
+    coords = torch.stack(torch.meshgrid(torch.arange(hw), torch.arange(hw), indexing="ij")).flatten(1)
+    rel = coords[:, :, None] - coords[:, None, :] + (max_hw - 1)
+    index = rel[0] * side + rel[1]
+    return table[:, index]
