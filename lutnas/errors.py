@@ -61,3 +61,7 @@ class RunnerOutputError(DeviceError):
 
 class SearchError(BadInputError):
     """A search request that cannot be satisfied (e.g. a target outside the achievable range)."""
+
+
+class DataError(BadInputError):
+    """A training data set that cannot be found or read (`--data`)."""
