@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.console import Console
 
 from lutnas.errors import BadInputError
-from lutnas.supernet.space import SearchSpace
+from lutnas.supernet.space import SearchSpace, SubnetConfig
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -30,3 +31,15 @@ def positive_int(text: str) -> int:
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise BadInputError(message)
+
+
+def read_config(space: SearchSpace, source: str) -> SubnetConfig:
+    """A subnet config from a JSON file path or from JSON text, validated against `space`."""
+    text = source
+    if not source.lstrip().startswith("{"):
+        path = Path(source)
+        if not path.is_file():
+            raise BadInputError(f"config {source!r} is neither a JSON file nor JSON text; "
+                                f"write one with `lutnas space sample {space.source or space.name}`")
+        text = path.read_text()
+    return space.config_from_json(text)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import random
 from collections import Counter
 
 from rich.table import Table
 
-from lutnas.cli._common import console, load_space
+from lutnas.cli._common import console, load_space, read_config
 from lutnas.profiler.plan import make_plan
+from lutnas.supernet.blocks import BlockSpec, operators_of
+from lutnas.supernet.complexity import block_complexity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("space", help="built-in space name (elasticvit, tiny) or a space YAML file")
     show.add_argument("--resolution", type=int, action="append", help="only these resolutions")
     show.set_defaults(handler=show_space)
+    register_more(sub)
 
 
 def show_space(args: argparse.Namespace) -> int:
@@ -38,4 +42,62 @@ def show_space(args: argparse.Namespace) -> int:
         table.add_row(f"op:{kind}", str(count))
     table.add_row("[bold]operators[/]", f"[bold]{len(plan.operators)}[/]")
     console.print(table)
+    return 0
+
+
+def register_more(sub: argparse._SubParsersAction) -> None:
+    blocks = sub.add_parser("blocks", help="list a subnet's blocks (execution order) and its cost")
+    blocks.add_argument("space", help="built-in space name or a space YAML file")
+    blocks.add_argument("--config", required=True,
+                        help="subnet config: a JSON file, or JSON text (see `lutnas space sample`)")
+    blocks.set_defaults(handler=show_blocks)
+    sample = sub.add_parser("sample", help="print random subnet configs of a space as JSON lines")
+    sample.add_argument("space", help="built-in space name or a space YAML file")
+    sample.add_argument("-n", type=int, default=1, help="how many configs (default 1)")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--largest", action="store_true", help="the largest subnet instead")
+    sample.add_argument("--smallest", action="store_true", help="the smallest subnet instead")
+    sample.set_defaults(handler=sample_configs)
+    block = sub.add_parser("block", help="parse a block key and show its cost and operators")
+    block.add_argument("key", help="e.g. mbconv:hw=56,cin=24,cout=32,k=5,s=2,e=4,se=1,act=hswish")
+    block.set_defaults(handler=show_block)
+
+
+def show_blocks(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    config = read_config(space, args.config)
+    table = Table(title=f"{space.name} subnet at {config.resolution}px")
+    for column in ("#", "block key", "MMACs", "params", "KB moved"):
+        table.add_column(column, justify="left" if column == "block key" else "right")
+    for index, spec in enumerate(space.blocks_of(config)):
+        cost = block_complexity(spec)
+        table.add_row(str(index), spec.key, f"{cost.macs / 1e6:.2f}", f"{cost.params:,}",
+                      f"{cost.bytes_moved / 1024:.0f}")
+    console.print(table)
+    total = space.complexity(config)
+    console.print(f"total: {total.macs / 1e6:.2f} MMACs, {total.params / 1e6:.3f}M params, "
+                  f"{total.bytes_moved / 2**20:.1f} MiB moved")
+    return 0
+
+
+def sample_configs(args: argparse.Namespace) -> int:
+    space = load_space(args.space)
+    if args.largest or args.smallest:
+        configs = [space.largest() if args.largest else space.smallest()]
+    else:
+        rng = random.Random(args.seed)
+        configs = [space.sample(rng) for _ in range(max(1, args.n))]
+    for config in configs:
+        print(config.to_json())
+    return 0
+
+
+def show_block(args: argparse.Namespace) -> int:
+    spec = BlockSpec.parse(args.key)
+    cost = block_complexity(spec)
+    console.print(f"{spec.key}\n  MMACs {cost.macs / 1e6:.3f}  params {cost.params:,}  "
+                  f"bytes read {cost.bytes_read:,}  written {cost.bytes_written:,}  "
+                  f"FLOPs/byte {cost.arithmetic_intensity:.2f}")
+    for op in operators_of(spec):
+        console.print(f"  {op.key}")
     return 0

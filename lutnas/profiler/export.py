@@ -146,7 +146,7 @@ class _NativeOutput:
         return f" (converter said: {lines[-1][:200]})" if lines else ""
 
 
-def _seed_for(key: str) -> int:
+def model_seed(key: str) -> int:
     return zlib.crc32(key.encode())
 
 
@@ -245,7 +245,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
 
 
 def export_spec(spec: BlockSpec, fmt: str, cache: ModelCache) -> ExportedModel:
-    torch.manual_seed(_seed_for(spec.key))
+    torch.manual_seed(model_seed(spec.key))
     module = build_block(spec)
     return export_module(spec.key, module, example_input(spec), is_spatial_input(spec), fmt, cache)
 
@@ -258,7 +258,7 @@ def subnet_key(space: SearchSpace, config: SubnetConfig) -> str:
 
 def build_subnet(space: SearchSpace, config: SubnetConfig) -> nn.Module:
     """The static model of a subnet: exactly the composition of its blocks' modules."""
-    torch.manual_seed(_seed_for(config.to_json()))
+    torch.manual_seed(model_seed(config.to_json()))
     return nn.Sequential(*[build_block(spec) for spec in space.blocks_of(config)]).eval()
 
 

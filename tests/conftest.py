@@ -1,0 +1,30 @@
+"""Shared fixtures. Every test session gets its own model cache so no test reads a stale file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from lutnas.supernet.space import SearchSpace
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Export cache for the session (LUTNAS_CACHE), unless the caller already chose one."""
+    if os.environ.get("LUTNAS_CACHE"):
+        return Path(os.environ["LUTNAS_CACHE"])
+    path = tmp_path_factory.mktemp("model-cache")
+    os.environ["LUTNAS_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_space() -> SearchSpace:
+    return SearchSpace.load("tiny")
+
+
+@pytest.fixture(scope="session")
+def elasticvit_space() -> SearchSpace:
+    return SearchSpace.load("elasticvit")

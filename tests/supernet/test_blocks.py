@@ -1,0 +1,62 @@
+import random
+
+import pytest
+import torch
+from torch import nn
+
+from lutnas.errors import BlockKeyError
+from lutnas.supernet.blocks import KINDS, BlockSpec, build_block, example_input, operators_of
+from lutnas.supernet.space import SearchSpace
+
+
+def test_every_key_round_trips(elasticvit_space: SearchSpace) -> None:
+    blocks = elasticvit_space.unique_blocks([128])
+    operators = {op.key: op for b in blocks for op in operators_of(b)}
+    kinds_seen = {b.kind for b in blocks} | {o.kind for o in operators.values()}
+    assert kinds_seen == set(KINDS)
+    for spec in [*blocks, *operators.values()]:
+        assert BlockSpec.parse(spec.key) == spec
+        assert BlockSpec.parse(spec.key).key == spec.key
+
+
+def test_key_format_matches_design() -> None:
+    spec = BlockSpec.make("mbconv", hw=56, cin=24, cout=32, k=5, s=2, e=4, se=1, act="hswish")
+    assert spec.key == "mbconv:hw=56,cin=24,cout=32,k=5,s=2,e=4,se=1,act=hswish"
+    assert spec.cout == 32 and spec.act == "hswish"
+
+
+@pytest.mark.parametrize("key, message", [
+    ("nonsense", "not of the form"),
+    ("warp:hw=1", "unknown block kind 'warp'"),
+    ("conv:hw=8,cin=3,cout=8,k=3,s=2", "missing"),
+    ("conv:hw=8,cin=3,cout=8,k=3,s=x,act=relu", "not an integer"),
+    ("conv:hw=8,cin=3,cout=8,k=3,s=2,act=swoosh", "is not one of"),
+    ("ffn:hw=4,c=32,r=2,act=hswish,extra=1", "unexpected"),
+])
+def test_bad_keys_are_named(key: str, message: str) -> None:
+    with pytest.raises(BlockKeyError, match=message):
+        BlockSpec.parse(key)
+
+
+def test_static_subnet_is_the_composition_of_its_blocks(tiny_space: SearchSpace) -> None:
+    rng = random.Random(0)
+    for _ in range(3):
+        config = tiny_space.sample(rng)
+        specs = tiny_space.blocks_of(config)
+        modules = [build_block(s) for s in specs]
+        x = torch.randn(2, 3, config.resolution, config.resolution)
+        y = x
+        for spec, module in zip(specs, modules):
+            expected_shape = example_input(spec, batch=2).shape
+            assert y.shape == expected_shape, spec.key
+            y = module(y)
+        assert torch.allclose(nn.Sequential(*modules)(x), y)
+        assert y.shape == (2, tiny_space.num_classes)
+
+
+def test_operator_modules_run_on_their_example_inputs(tiny_space: SearchSpace) -> None:
+    block = tiny_space.blocks_of(tiny_space.largest())
+    ops = {op.key: op for b in block for op in operators_of(b)}
+    for op in ops.values():
+        out = build_block(op)(example_input(op))
+        assert torch.isfinite(out).all(), op.key
