@@ -14,7 +14,7 @@ import hashlib
 import statistics
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,16 @@ class DeviceAgent(ABC):
         A file that fails gets a Measurement whose `status` is the error text; the others go on.
         A failure of the device itself (disconnect, timeout) raises `DeviceError`.
         """
+
+    def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
+                       trial_index: int) -> Iterator[Measurement]:
+        """Like `measure_batch`, yielding each Measurement as soon as it is taken.
+
+        The profiling loop stores measurements from this iterator, so an agent that can report
+        file by file (the local agent) loses at most the file in flight when the process is
+        killed; the default simply yields the finished batch.
+        """
+        yield from self.measure_batch(files, settings, trial_index)
 
     def check_settings(self, settings: RunSettings) -> None:
         """Raise BadInputError for settings this device cannot honour (default: accept)."""

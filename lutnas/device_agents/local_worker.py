@@ -1,0 +1,232 @@
+"""One trial on the host: a fresh process that measures a batch of model files in the order given.
+
+Run as `python -m lutnas.device_agents.local_worker`, a request (JSON) on stdin, one JSON line per
+file on stdout as soon as that file is measured, so the parent can store each measurement as it is
+taken. Why a process per trial: a process that starts slow stays slow for its whole life (CV across
+processes 5-19% on a 2-core host, 0.2-3.6% within one), so trials must sample processes.
+
+It imports only the runtime it needs (torch costs ~1.5 s to import, onnxruntime and LiteRT ~0.15 s)
+and nothing of lutnas beyond the TFLite fallback chain. Native libraries print to fd 1, so the
+protocol goes to a private duplicate of stdout and fd 1 is pointed at stderr.
+"""
+
+from __future__ import annotations
+
+import gc
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+def read_temps() -> dict[str, float]:
+    temps: dict[str, float] = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        try:
+            with open(f"{zone}/type") as t, open(f"{zone}/temp") as v:
+                temps[t.read().strip() or os.path.basename(zone)] = int(v.read().strip()) / 1000.0
+        except (OSError, ValueError):
+            continue
+    return temps
+
+
+def read_freqs(cores: list[int] | None) -> dict[str, int]:
+    freqs: dict[str, int] = {}
+    for core in cores if cores else range(os.cpu_count() or 1):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{core}/cpufreq/scaling_cur_freq") as handle:
+                freqs[f"cpu{core}"] = int(handle.read().strip())
+        except (OSError, ValueError):
+            continue
+    return freqs
+
+
+def _numpy_dtype(onnx_type: str) -> Any:
+    return {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+            "tensor(int32)": np.int32, "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}[onnx_type]
+
+
+def _random(shape: Any, dtype: Any) -> np.ndarray:
+    # Symbolic (str / None) or negative dimensions are batch-like: use 1.
+    dims = [int(d) if isinstance(d, (int, np.integer)) and int(d) > 0 else 1 for d in shape]
+    rng = np.random.default_rng(0)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(dims).astype(dtype)
+    return rng.integers(0, 8, size=dims).astype(dtype)
+
+
+class Runner:
+    """Loads one file and gives a zero-argument `invoke` to time, plus optional per-operator times."""
+
+    name = "?"
+    version = "?"
+
+    def load(self, path: str, threads: int) -> Callable[[], Any]:
+        raise NotImplementedError
+
+    def operator_ms(self, path: str, threads: int, runs: int) -> dict[str, float] | None:
+        return None
+
+
+class TfliteRunner(Runner):
+    def load(self, path: str, threads: int) -> Callable[[], Any]:
+        from lutnas.device_agents.runtimes import load_tflite_interpreter_named
+
+        interpreter, named = load_tflite_interpreter_named(path, threads)
+        self.name, _, self.version = named.partition("==")
+        interpreter.allocate_tensors()
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], _random(detail["shape"], detail["dtype"]))
+        return interpreter.invoke
+
+
+class OnnxRunner(Runner):
+    def __init__(self) -> None:
+        import onnxruntime
+
+        self.ort = onnxruntime
+        self.name, self.version = "onnxruntime", onnxruntime.__version__
+
+    def _session(self, path: str, threads: int, profile: bool) -> Any:
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if profile:
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                       f"lutnas-ort-{os.getpid()}")
+        return self.ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def _feeds(self, session: Any) -> dict[str, np.ndarray]:
+        return {i.name: _random(i.shape, _numpy_dtype(i.type)) for i in session.get_inputs()}
+
+    def load(self, path: str, threads: int) -> Callable[[], Any]:
+        session = self._session(path, threads, profile=False)
+        feeds = self._feeds(session)
+        return lambda: session.run(None, feeds)
+
+    def operator_ms(self, path: str, threads: int, runs: int) -> dict[str, float] | None:
+        # A separate profiled session after the timed runs: the profiler's own cost stays out of the
+        # timed samples; its per-node kernel times are summed by operator type, per run.
+        session = self._session(path, threads, profile=True)
+        feeds = self._feeds(session)
+        session.run(None, feeds)
+        profiled_runs = max(1, min(runs, 20))
+        for _ in range(profiled_runs):
+            session.run(None, feeds)
+        profile_path = session.end_profiling()
+        try:
+            with open(profile_path) as handle:
+                events = json.load(handle)
+        finally:
+            os.unlink(profile_path)
+        totals: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+                op = event.get("args", {}).get("op_name", "?")
+                totals[op] = totals.get(op, 0.0) + float(event.get("dur", 0))
+        # The first profiled run is the warm-up; kernel events of all runs are in the file.
+        return {op: us / 1000.0 / (profiled_runs + 1) for op, us in sorted(totals.items())}
+
+
+class TorchRunner(Runner):
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
+        self.torch = torch
+        self.name, self.version = "torch", torch.__version__.split("+")[0]
+
+    def load(self, path: str, threads: int) -> Callable[[], Any]:
+        torch = self.torch
+        sidecar = os.path.splitext(path)[0] + ".json"
+        try:
+            with open(sidecar) as handle:
+                shape = json.load(handle)["input_shape"]
+        except (OSError, ValueError, KeyError):
+            raise RuntimeError(f"no input shape for {path}: TorchScript files need the export record "
+                               f"{sidecar} next to them") from None
+        module = torch.jit.load(path).eval()
+        example = torch.from_numpy(_random(shape, np.float32))
+
+        def invoke() -> Any:
+            with torch.inference_mode():
+                return module(example)
+
+        return invoke
+
+
+def make_runner(runtime: str, threads: int) -> Runner:
+    if runtime == "tflite":
+        return TfliteRunner()
+    if runtime == "onnxruntime":
+        return OnnxRunner()
+    if runtime == "torch":
+        return TorchRunner(threads)
+    raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
+            op_profiling: bool) -> tuple[list[float], dict[str, float] | None]:
+    invoke = runner.load(path, threads)
+    for _ in range(warmup):
+        invoke()
+    samples: list[float] = []
+    clock = time.perf_counter_ns
+    gc.collect()
+    gc.disable()  # a collection inside a timed run would be charged to the block
+    try:
+        for _ in range(runs):
+            start = clock()
+            invoke()
+            samples.append((clock() - start) / 1e6)
+    finally:
+        gc.enable()
+    operators = runner.operator_ms(path, threads, runs) if op_profiling else None
+    return samples, operators
+
+
+def main() -> int:
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    request = json.loads(sys.stdin.read())
+    cores = request.get("cores")
+
+    def emit(record: dict[str, Any]) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    try:
+        if cores:
+            os.sched_setaffinity(0, cores)  # before the runtime creates its thread pool
+        runner = make_runner(request["runtime"], int(request["threads"]))
+    except Exception as exc:
+        emit({"fatal": f"{type(exc).__name__}: {exc}"})
+        return 3
+    for item in request["files"]:
+        record: dict[str, Any] = {"key": item["key"], "temps_before": read_temps(),
+                                  "freqs_before": read_freqs(cores), "timestamp": time.time()}
+        try:
+            samples, operators = measure(runner, item["path"], int(request["threads"]),
+                                         int(request["warmup"]), int(request["runs"]),
+                                         bool(request.get("op_profiling")))
+            record.update(samples_ms=samples, operator_ms=operators, status="ok")
+        except Exception as exc:  # one bad file must not abort the batch
+            record.update(samples_ms=[], operator_ms=None, status=f"error: {type(exc).__name__}: {exc}")
+        record.update(runner_name=runner.name, runner_version=runner.version,
+                      temps_after=read_temps(), freqs_after=read_freqs(cores), pid=os.getpid(),
+                      affinity=sorted(os.sched_getaffinity(0)))
+        emit(record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""The measurement store: one SQLite file (WAL) of devices, profiling runs and every measurement.
+
+Why SQLite in WAL mode: several `profile-device` processes (one per phone, or a rerun next to a
+running one) append to one file at once; WAL lets readers go on while one writer commits, and each
+measurement is its own small transaction, so a `kill -9` loses at most the one being written and
+never leaves half a row. Writers wait on a busy timeout and retry, since two writers never both win.
+
+A file is checked before anything is written to it, through a read-only connection: a file that is
+not SQLite, an SQLite file that is not ours, a corrupt one, or one written by a newer lutnas is
+refused with one line and left byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import statistics
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+import lutnas
+from lutnas.device_agents.base import DeviceInfo, Measurement, RunSettings
+from lutnas.errors import StoreError
+
+APP_ID = "lutnas-measurement-store"
+SCHEMA_VERSION = 1
+FLAGS = ("settled", "re-measured", "never-settled")
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 30.0
+# Retries on top of the busy timeout: WAL can still answer SQLITE_BUSY at once (a writer upgrading a
+# read transaction), which the busy handler does not wait on.
+WRITE_RETRIES = 20
+
+SETTINGS_COLUMNS = ("device_id", "runtime", "threads", "core_mask", "accelerator")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id TEXT PRIMARY KEY, info_json TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
+    accelerator TEXT NOT NULL, settings_json TEXT NOT NULL, space TEXT NOT NULL, granularity TEXT NOT NULL,
+    argv_json TEXT NOT NULL, hostname TEXT NOT NULL, pid INTEGER NOT NULL, lutnas_version TEXT NOT NULL,
+    started REAL NOT NULL, finished REAL, summary_json TEXT
+);
+CREATE TABLE IF NOT EXISTS measurements (
+    measurement_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id INTEGER NOT NULL REFERENCES runs(run_id),
+    device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
+    accelerator TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, model_sha256 TEXT NOT NULL,
+    runner_name TEXT NOT NULL, runner_version TEXT NOT NULL, runner_sha256 TEXT NOT NULL,
+    warmup INTEGER NOT NULL, runs INTEGER NOT NULL, trial_index INTEGER NOT NULL,
+    median_ms REAL, mean_ms REAL, std_ms REAL, min_ms REAL, p90_ms REAL,
+    samples_f32 BLOB NOT NULL, operator_json TEXT, raw_output_zlib BLOB NOT NULL,
+    temps_before_json TEXT NOT NULL, temps_after_json TEXT NOT NULL,
+    freqs_before_json TEXT NOT NULL, freqs_after_json TEXT NOT NULL,
+    timestamp REAL NOT NULL, status TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_by_settings
+    ON measurements (device_id, runtime, threads, core_mask, accelerator, key);
+CREATE TABLE IF NOT EXISTS quality (
+    device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
+    accelerator TEXT NOT NULL, key TEXT NOT NULL, flag TEXT NOT NULL, cv REAL, trials INTEGER NOT NULL,
+    median_ms REAL, run_id INTEGER, updated REAL NOT NULL,
+    PRIMARY KEY (device_id, runtime, threads, core_mask, accelerator, key)
+);
+CREATE TABLE IF NOT EXISTS reference_checks (
+    check_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
+    accelerator TEXT NOT NULL, key TEXT NOT NULL, trial_index INTEGER NOT NULL, median_ms REAL NOT NULL,
+    baseline_ms REAL NOT NULL, drift REAL NOT NULL, timestamp REAL NOT NULL
+);
+"""
+
+MEASUREMENT_COLUMNS = [
+    "measurement_id", "run_id", "device_id", "runtime", "threads", "core_mask", "accelerator",
+    "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
+    "warmup", "runs", "trial_index", "median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms",
+    "samples_ms", "operator_ms", "timestamp", "status",
+]
+QUALITY_COLUMNS = ["device_id", "runtime", "threads", "core_mask", "accelerator", "key", "flag", "cv",
+                   "trials", "median_ms"]
+
+T = TypeVar("T")
+
+
+def settings_identity(device_id: str, settings: RunSettings) -> tuple[str, str, int, str, str]:
+    """What makes two measurements comparable (DESIGN.md): device, runtime, threads, cores, accelerator."""
+    return (device_id, settings.runtime, int(settings.threads), settings.core_mask, settings.accelerator)
+
+
+def _samples_blob(samples: Sequence[float]) -> bytes:
+    # float32 keeps ~7 significant digits, far below timer resolution at ms scale, at 4 bytes a sample.
+    return np.asarray(samples, dtype="<f4").tobytes()
+
+
+def _samples_from_blob(blob: bytes) -> list[float]:
+    return [float(x) for x in np.frombuffer(blob, dtype="<f4")]
+
+
+def check_store_file(path: Path) -> None:
+    """Refuse a file that is not a readable lutnas store of a schema we know, without writing to it."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    if path.is_dir():
+        raise StoreError(f"store path {path} is a directory; pass a file path with --store")
+    with open(path, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if header != SQLITE_HEADER:
+        raise StoreError(f"{path} is not a lutnas measurement store (not an SQLite file); "
+                         f"pass a new or existing store path with --store")
+    try:
+        # mode=ro: SQLite never writes the database file; locks are still honoured, so a store that
+        # another process is writing is read consistently instead of looking corrupt.
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} cannot be opened as a measurement store ({exc})") from None
+    try:
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is corrupt ({exc}); restore it from a copy or pass a new --store") \
+                from None
+        if "meta" not in tables:
+            raise StoreError(f"{path} is an SQLite file but not a lutnas measurement store; "
+                             f"pass a new or existing store path with --store")
+        try:
+            meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+            check = conn.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is corrupt ({exc}); restore it from a copy or pass a new --store") \
+                from None
+        if meta.get("app") != APP_ID:
+            raise StoreError(f"{path} is an SQLite file but not a lutnas measurement store; "
+                             f"pass a new or existing store path with --store")
+        if check != [("ok",)]:
+            raise StoreError(f"{path} is corrupt (integrity check: {check[0][0][:100]}); restore it from "
+                             f"a copy or pass a new --store")
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{path} has store schema {version}, newer than this lutnas reads "
+                             f"({SCHEMA_VERSION}); upgrade lutnas")
+    finally:
+        conn.close()
+
+
+class MeasurementStore:
+    """Devices, runs and measurements in one SQLite file; safe to share between processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.parent.exists():
+            raise StoreError(f"directory {self.path.parent} of store {self.path} does not exist; "
+                             f"create it or pass another --store")
+        check_store_file(self.path)
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                         check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
+        # NORMAL in WAL survives a killed process (the OS keeps what was written); only a power cut
+        # may lose the last commits, and fsync per measurement would cost more than measuring.
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._write(self._create_schema)
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _retry(self, action: Callable[[], T]) -> T:
+        delay = 0.01
+        for attempt in range(WRITE_RETRIES):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or attempt == WRITE_RETRIES - 1:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in one IMMEDIATE transaction (takes the write lock up front), retrying on busy."""
+
+        def attempt() -> T:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(self._conn)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return result
+
+        return self._retry(attempt)
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"lutnas {lutnas.__version__}",))
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._retry(lambda: self._conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "MeasurementStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- devices ---------------------------------------------------------------------------------
+    def upsert_device(self, info: DeviceInfo) -> None:
+        now = time.time()
+        blob = json.dumps(info.to_dict(), sort_keys=True)
+        self._write(lambda c: c.execute(
+            "INSERT INTO devices VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET "
+            "info_json = excluded.info_json, last_seen = excluded.last_seen",
+            (info.device_id, blob, now, now)))
+
+    def device_info(self, device_id: str) -> DeviceInfo:
+        rows = self._query("SELECT info_json FROM devices WHERE device_id = ?", (device_id,))
+        if not rows:
+            known = ", ".join(d.device_id for d in self.devices()) or "none"
+            raise StoreError(f"no device {device_id!r} in {self.path} (devices: {known})")
+        return DeviceInfo.from_dict(json.loads(rows[0][0]))
+
+    def devices(self) -> list[DeviceInfo]:
+        return [DeviceInfo.from_dict(json.loads(r[0]))
+                for r in self._query("SELECT info_json FROM devices ORDER BY first_seen")]
+
+    # -- runs ------------------------------------------------------------------------------------
+    def start_run(self, device_id: str, settings: RunSettings, space: str, granularity: str,
+                  argv: list[str]) -> int:
+        identity = settings_identity(device_id, settings)
+
+        def insert(c: sqlite3.Connection) -> int:
+            cursor = c.execute(
+                "INSERT INTO runs (device_id, runtime, threads, core_mask, accelerator, settings_json, "
+                "space, granularity, argv_json, hostname, pid, lutnas_version, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*identity, json.dumps(settings.to_dict(), sort_keys=True), space, granularity,
+                 json.dumps(list(argv)), socket.gethostname(), os.getpid(), lutnas.__version__,
+                 time.time()))
+            return int(cursor.lastrowid)
+
+        return self._write(insert)
+
+    def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        self._write(lambda c: c.execute(
+            "UPDATE runs SET finished = ?, summary_json = ? WHERE run_id = ?",
+            (time.time(), json.dumps(summary, sort_keys=True, default=str), run_id)))
+
+    def runs_frame(self) -> pd.DataFrame:
+        rows = self._query(
+            "SELECT r.run_id, r.device_id, r.runtime, r.threads, r.core_mask, r.accelerator, r.space, "
+            "r.granularity, r.started, r.finished, r.summary_json, r.argv_json, r.settings_json, "
+            "(SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id) "
+            "FROM runs r ORDER BY r.run_id")
+        columns = ["run_id", "device_id", "runtime", "threads", "core_mask", "accelerator", "space",
+                   "granularity", "started", "finished", "summary", "argv", "settings", "measurements"]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["summary"] = [json.loads(s) if s else None for s in frame["summary"]]
+        frame["argv"] = [json.loads(s) for s in frame["argv"]]
+        frame["settings"] = [json.loads(s) for s in frame["settings"]]
+        return frame
+
+    # -- measurements ----------------------------------------------------------------------------
+    def add_measurement(self, run_id: int, device_id: str, settings: RunSettings, kind: str,
+                        m: Measurement) -> int:
+        """Append one measurement in its own transaction: once this returns it survives a kill -9."""
+        identity = settings_identity(device_id, settings)
+        raw = zlib.compress(m.raw_output.encode("utf-8", errors="replace"), 6)
+        row = (
+            run_id, *identity, m.key, kind, m.model_sha256, m.runner.name, m.runner.version,
+            m.runner.binary_sha256, int(settings.warmup), int(settings.runs), int(m.trial_index),
+            m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, _samples_blob(m.samples_ms),
+            json.dumps(m.operator_ms, sort_keys=True) if m.operator_ms is not None else None, raw,
+            json.dumps(m.temps_before), json.dumps(m.temps_after), json.dumps(m.freqs_before),
+            json.dumps(m.freqs_after), float(m.timestamp), m.status,
+        )
+
+        def insert(c: sqlite3.Connection) -> int:
+            cursor = c.execute(
+                "INSERT INTO measurements (run_id, device_id, runtime, threads, core_mask, accelerator, "
+                "key, kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, runs, "
+                "trial_index, median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, "
+                "raw_output_zlib, temps_before_json, temps_after_json, freqs_before_json, "
+                "freqs_after_json, timestamp, status) VALUES (" + ", ".join("?" * len(row)) + ")", row)
+            return int(cursor.lastrowid)
+
+        return self._write(insert)
+
+    def set_status(self, measurement_ids: Iterable[int], status: str) -> None:
+        """Mark measurements as not to be used (e.g. taken while the reference block drifted)."""
+        ids = [(status, int(i)) for i in measurement_ids]
+        if ids:
+            self._write(lambda c: c.executemany(
+                "UPDATE measurements SET status = ? WHERE measurement_id = ?", ids))
+
+    def raw_output(self, measurement_id: int) -> str:
+        rows = self._query("SELECT raw_output_zlib FROM measurements WHERE measurement_id = ?",
+                           (measurement_id,))
+        if not rows:
+            raise StoreError(f"no measurement {measurement_id} in {self.path}")
+        return zlib.decompress(rows[0][0]).decode("utf-8", errors="replace")
+
+    def trial_medians(self, device_id: str, settings: RunSettings,
+                      keys: Iterable[str] | None = None) -> dict[str, list[float]]:
+        """Key -> the medians of its ok trials under these settings (what QC and resume need)."""
+        identity = settings_identity(device_id, settings)
+        rows = self._query(
+            "SELECT key, median_ms FROM measurements WHERE device_id = ? AND runtime = ? AND threads = ? "
+            "AND core_mask = ? AND accelerator = ? AND status = 'ok' AND median_ms IS NOT NULL "
+            "ORDER BY measurement_id", identity)
+        wanted = set(keys) if keys is not None else None
+        result: dict[str, list[float]] = {}
+        for key, median in rows:
+            if wanted is None or key in wanted:
+                result.setdefault(key, []).append(float(median))
+        return result
+
+    def attempts(self, device_id: str, settings: RunSettings) -> dict[str, int]:
+        """Key -> every measurement taken under these settings, failed or discarded ones included."""
+        rows = self._query(
+            "SELECT key, COUNT(*) FROM measurements WHERE device_id = ? AND runtime = ? AND threads = ? "
+            "AND core_mask = ? AND accelerator = ? GROUP BY key", settings_identity(device_id, settings))
+        return {k: int(n) for k, n in rows}
+
+    def measurements_frame(self, device_id: str | None = None, runtime: str | None = None,
+                           threads: int | None = None, core_mask: str | None = None,
+                           kinds: Iterable[str] | None = None, keys: Iterable[str] | None = None,
+                           ok_only: bool = True) -> pd.DataFrame:
+        where, params = self._filters(device_id, runtime, threads, core_mask)
+        if ok_only:
+            where.append("status = 'ok'")
+        for column, values in (("kind", kinds), ("key", keys)):
+            if values is not None:
+                values = list(values)
+                where.append(f"{column} IN (SELECT value FROM json_each(?))")
+                params.append(json.dumps(values))
+        sql = ("SELECT measurement_id, run_id, device_id, runtime, threads, core_mask, accelerator, key, "
+               "kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, runs, trial_index, "
+               "median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, timestamp, status "
+               "FROM measurements")
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._query(sql + " ORDER BY measurement_id", params)
+        frame = pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
+        frame["samples_ms"] = [_samples_from_blob(b) for b in frame["samples_ms"]]
+        frame["operator_ms"] = [json.loads(s) if s else None for s in frame["operator_ms"]]
+        return frame
+
+    # -- quality ---------------------------------------------------------------------------------
+    def set_quality(self, device_id: str, settings: RunSettings, key: str, flag: str, cv: float | None,
+                    trials: int, median_ms: float | None = None, run_id: int | None = None) -> None:
+        if flag not in FLAGS:
+            raise StoreError(f"quality flag {flag!r} is not one of {', '.join(FLAGS)}")
+        identity = settings_identity(device_id, settings)
+        self._write(lambda c: c.execute(
+            "INSERT INTO quality VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(device_id, runtime, threads, core_mask, accelerator, key) DO UPDATE SET flag = excluded.flag, "
+            "cv = excluded.cv, trials = excluded.trials, median_ms = excluded.median_ms, "
+            "run_id = excluded.run_id, updated = excluded.updated",
+            (*identity, key, flag, cv, int(trials), median_ms, run_id, time.time())))
+
+    def finished_keys(self, device_id: str, settings: RunSettings) -> dict[str, str]:
+        """Key -> quality flag for every key whose profiling is complete under these settings."""
+        rows = self._query(
+            "SELECT key, flag FROM quality WHERE device_id = ? AND runtime = ? AND threads = ? AND "
+            "core_mask = ? AND accelerator = ?", settings_identity(device_id, settings))
+        return dict(rows)
+
+    def quality_frame(self, device_id: str | None = None, runtime: str | None = None,
+                      threads: int | None = None, core_mask: str | None = None) -> pd.DataFrame:
+        where, params = self._filters(device_id, runtime, threads, core_mask)
+        sql = "SELECT " + ", ".join(QUALITY_COLUMNS) + " FROM quality"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return pd.DataFrame(self._query(sql + " ORDER BY key", params), columns=QUALITY_COLUMNS)
+
+    # -- reference checks (drift) ----------------------------------------------------------------
+    def add_reference_check(self, run_id: int, device_id: str, settings: RunSettings, key: str,
+                            trial_index: int, median_ms: float, baseline_ms: float) -> None:
+        drift = median_ms / baseline_ms - 1.0
+        identity = settings_identity(device_id, settings)
+        self._write(lambda c: c.execute(
+            "INSERT INTO reference_checks (run_id, device_id, runtime, threads, core_mask, accelerator, "
+            "key, trial_index, median_ms, baseline_ms, drift, timestamp) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, *identity, key, trial_index, median_ms, baseline_ms, drift, time.time())))
+
+    def reference_medians(self, device_id: str, settings: RunSettings, key: str) -> list[float]:
+        rows = self._query(
+            "SELECT median_ms FROM reference_checks WHERE device_id = ? AND runtime = ? AND threads = ? "
+            "AND core_mask = ? AND accelerator = ? AND key = ? ORDER BY check_id",
+            (*settings_identity(device_id, settings), key))
+        return [float(r[0]) for r in rows]
+
+    # -- helpers ---------------------------------------------------------------------------------
+    @staticmethod
+    def _filters(device_id: str | None, runtime: str | None, threads: int | None,
+                 core_mask: str | None) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("device_id", device_id), ("runtime", runtime), ("threads", threads),
+                              ("core_mask", core_mask)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        return where, params
+
+
+def figure_of(trial_medians: Sequence[float]) -> float:
+    """The latency of a key: the median of its trial medians (robust to one slow process)."""
+    return float(statistics.median(trial_medians))
+
+
+def cv_of(trial_medians: Sequence[float]) -> float | None:
+    """Coefficient of variation of trial medians (sample std / mean); None below two trials."""
+    if len(trial_medians) < 2:
+        return None
+    mean = statistics.fmean(trial_medians)
+    return float(statistics.stdev(trial_medians) / mean) if mean > 0 else None
