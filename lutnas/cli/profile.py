@@ -1,0 +1,171 @@
+"""`lutnas profile-device` (also the `profile-device` script): measure a space's blocks on devices."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lutnas.cli._common import err_console, require
+from lutnas.device_agents.base import RUNTIMES, RunSettings
+from lutnas.device_agents.factory import AgentOptions
+from lutnas.errors import BadInputError
+from lutnas.profiler.export import ModelCache
+from lutnas.profiler.plan import GRANULARITIES
+from lutnas.profiler.run import ProfileSummary, QualitySettings, run_profile
+from lutnas.profiler.run import Progress as LoopProgress
+
+DEFAULT_STORE = "measurements.sqlite"
+# Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 220)
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """'0', '0,2', '4-7' -> core numbers (taskset's list syntax)."""
+    cores: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            cores.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    except ValueError:
+        raise BadInputError(f"--cores {text!r} is not a core list like 0 or 0,1 or 4-7") from None
+    require(bool(cores) and min(cores) >= 0, f"--cores {text!r} must list core numbers >= 0")
+    return tuple(sorted(set(cores)))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("profile-device", help="measure every block of a space on a device")
+    p.add_argument("--device", action="append", metavar="ADDRESS",
+                   help="local, adb:HOST[:PORT] or usb[:SERIAL]; repeat for several devices "
+                        "(default: local)")
+    p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
+    p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
+    p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
+    p.add_argument("--granularity", default="block", help=f"one of {', '.join(GRANULARITIES)}")
+    p.add_argument("--resolution", type=int, action="append", metavar="R", help="only these resolutions")
+    p.add_argument("--limit", type=int, help="profile N blocks (a seeded, stage-spanning subset)")
+    p.add_argument("--sample", type=float, metavar="FRACTION", help="profile this share of the blocks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
+    p.add_argument("--op-profiling", action="store_true",
+                   help="also record per-operator times where the runtime gives them (onnxruntime)")
+    p.add_argument("--cv-bound", type=float, default=0.05, help="re-measure above this CV (default 0.05)")
+    p.add_argument("--max-remeasure", type=int, default=2)
+    p.add_argument("--reference-every", type=int, default=8, metavar="N")
+    p.add_argument("--drift-bound", type=float, default=0.10)
+    p.add_argument("--batch-size", type=int, default=64, help="blocks per worker process")
+    p.add_argument("--export-workers", type=int, default=2)
+    p.add_argument("--cache", type=Path, metavar="DIR", help="model cache (default $LUTNAS_CACHE)")
+    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
+    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
+    p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
+    p.add_argument("--max-temp", type=float, default=45.0, help="wait while the phone is hotter (C)")
+    p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
+    p.set_defaults(handler=profile_device)
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    require(args.runtime in RUNTIMES, f"unknown runtime {args.runtime!r}; use one of {', '.join(RUNTIMES)}")
+    require(args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
+    require(args.trials >= 1, f"--trials must be at least 1, got {args.trials}")
+    require(args.runs >= 1 and args.warmup >= 0, "--runs must be at least 1 and --warmup at least 0")
+    require(args.granularity in GRANULARITIES,
+            f"--granularity {args.granularity!r} is not one of {', '.join(GRANULARITIES)}")
+    require(args.batch_size >= 1 and args.reference_every >= 1 and args.export_workers >= 1,
+            "--batch-size, --reference-every and --export-workers must be at least 1")
+    require(0 < args.cv_bound and 0 < args.drift_bound, "--cv-bound and --drift-bound must be positive")
+    store = Path(args.store)
+    require(store.parent.is_dir(), f"--store {store}: directory {store.parent} does not exist; create it "
+                                   f"or choose another path")
+    cores = parse_cores(args.cores) if args.cores else None
+    return RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
+                       runs=args.runs, op_profiling=args.op_profiling)
+
+
+class _RichProgress:
+    """One bar per device (measurements taken / expected, ETA, current CV) and one for the export."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.bars = progress
+        self.tasks: dict[str, int] = {}
+
+    def __call__(self, event: LoopProgress) -> None:
+        if event.device not in self.tasks:
+            label = "export models" if event.phase == "export" else event.device
+            self.tasks[event.device] = self.bars.add_task(label, total=None, cv="")
+        task = self.tasks[event.device]
+        if event.phase == "export":
+            self.bars.update(task, completed=event.keys_done, total=event.keys_total)
+            return
+        cv = f"cv {event.current_cv:.1%}" if event.current_cv is not None else ""
+        self.bars.update(task, completed=event.measurements_done,
+                         total=max(event.measurements_expected, event.measurements_done, 1),
+                         description=f"{event.device} blocks {event.keys_done}/{event.keys_total}", cv=cv)
+        if event.message:
+            self.bars.console.print(f"[yellow]{event.device}: {event.message}[/]")
+
+
+def print_summary(summary: ProfileSummary) -> None:
+    table = Table(title=f"profiled into {summary.store}")
+    for column in ("device", "run", "measured", "skipped", "re-measured", "flagged", "failed",
+                   "measurements", "drift events", "median CV", "wall s"):
+        table.add_column(column, justify="left" if column == "device" else "right")
+    for device, result in summary.devices.items():
+        s = result.summary()
+        table.add_row(device, str(summary.run_ids.get(device, "-")), str(result.measured),
+                      str(result.skipped), str(result.re_measured), str(result.flagged),
+                      str(len(result.failed)), str(result.measurements), str(result.drift_events),
+                      f"{s['cv_median']:.1%}" if s["cv_median"] is not None else "-", f"{result.wall_s:.1f}")
+    console.print(table)
+    console.print(f"plan: {summary.plan_keys} keys; exported/cached {summary.exported} models in "
+                  f"{summary.export_s:.1f} s; wall time {summary.wall_s:.1f} s")
+    for device, result in summary.devices.items():
+        if result.failed:
+            console.print(f"[red]{device}: {len(result.failed)} key(s) failed every trial, e.g. "
+                          f"{result.failed[0]}; see `lutnas measurements --device {device} --all`[/]")
+
+
+def profile_device(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
+                           onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
+                           keep_files=args.keep_files)
+    qc = QualitySettings(cv_bound=args.cv_bound, max_remeasure=args.max_remeasure,
+                         reference_every=args.reference_every, drift_bound=args.drift_bound,
+                         batch_size=args.batch_size)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[cv]}"))
+    with Progress(*columns, console=err_console, transient=False) as bars:
+        try:
+            summary = run_profile(
+                args.device or ["local"], args.space, settings, args.store, trials=args.trials,
+                granularity=args.granularity, resolutions=args.resolution, limit=args.limit,
+                sample_fraction=args.sample, seed=args.seed,
+                cache=ModelCache(args.cache) if args.cache else None, export_workers=args.export_workers,
+                qc=qc, agent_options=options, argv=sys.argv[1:], progress=_RichProgress(bars))
+        except KeyboardInterrupt:
+            bars.stop()
+            err_console.print(f"stopped during export; nothing measured was lost. Run the same command "
+                              f"again to resume (store {args.store}).")
+            return 130
+    print_summary(summary)
+    if summary.interrupted:
+        err_console.print(f"stopped: every measurement taken is in {args.store}; run the same command "
+                          f"again to resume where it stopped.")
+        return 130
+    return 0
