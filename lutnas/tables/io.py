@@ -26,7 +26,7 @@ import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
 from lutnas.supernet.blocks import BlockSpec
-from lutnas.tables.table import COLUMNS, SCHEMA_VERSION, LatencyTable
+from lutnas.tables.table import COLUMNS, SCHEMA_VERSION, LatencyTable, make_frame
 
 METADATA_KEY = b"lutnas.latency_table"
 
@@ -94,7 +94,8 @@ def load_parquet(path: str | Path) -> LatencyTable:
     except (KeyError, TypeError) as exc:
         raise TableError(f"{path}: the lutnas metadata lacks {exc}; rebuild the table") from None
     frame = frame.set_index("key")
-    frame["operator_ms"] = frame["operator_ms"].astype(object).where(frame["operator_ms"].notna(), None)
+    frame["operator_ms"] = pd.Series([v if isinstance(v, str) else None for v in frame["operator_ms"]],
+                                     index=frame.index, dtype=object)
     extra = {k: v for k, v in meta.items() if k not in ("device", "settings", "space")}
     return LatencyTable(frame, device, settings, space, extra)
 
@@ -214,8 +215,7 @@ def import_ofa_yaml(paths: Iterable[str | Path],
                          "operator_ms": None}
     if not rows:
         raise TableError("the OFA files held no entries the key mapping accepted")
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
-    frame["trials"] = frame["trials"].astype("int64")
+    frame = make_frame(rows)
     device = device or DeviceInfo(device_id="imported:ofa", kind="android", model="unknown")
     settings = {"device_id": device.device_id, "runtime": "unknown", "threads": None,
                 "core_mask": "unknown", "accelerator": "cpu"}

@@ -214,8 +214,15 @@ def aggregate(measurements: pd.DataFrame, quality: pd.DataFrame | None = None) -
             "flag": flags.get(str(key), UNRATED), "kind": str(group["kind"].iloc[0]),
             "source": "measured", "operator_ms": operator,
         }
+    return make_frame(rows)
+
+
+def make_frame(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """A table frame from key -> row dicts, with stable dtypes (None stays None in operator_ms)."""
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
     frame["trials"] = frame["trials"].astype("int64")
+    frame["operator_ms"] = pd.Series([r["operator_ms"] for r in rows.values()], index=frame.index,
+                                     dtype=object)
     frame.index.name = "key"
     return frame
 
