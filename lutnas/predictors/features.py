@@ -1,0 +1,167 @@
+"""BlockSpec -> numeric features for the learned and analytic predictors.
+
+A block's latency on a phone CPU follows its shape through a few physical quantities: the FLOPs it
+computes, the bytes it moves (AutoViT's point: most of these blocks are memory-bound), how many
+operators it launches and how well its widths fill the SIMD lanes. The learned predictor gets the
+spec's own parameters *and* these quantities, so a tree ensemble that never saw a width can still
+place it between two it did see on the FLOPs/bytes axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lutnas.errors import BlockKeyError, PredictorError
+from lutnas.supernet.blocks import KINDS, STRING_FIELDS, BlockSpec, conv_out, operators_of
+from lutnas.supernet.complexity import block_complexity
+from lutnas.supernet.functional import ACTIVATIONS
+
+ANALYTIC_COLUMNS = ("flops", "params", "bytes_read", "bytes_written", "arithmetic_intensity",
+                    "output_elements", "num_ops", "parallel_work")
+# fp32 lanes of a 128-bit SIMD unit (NEON on every phone CPU, SSE on the host): widths that are not
+# multiples of it leave lanes idle.
+DEFAULT_SIMD_LANES = 4
+
+
+def as_specs(items: Iterable[BlockSpec | str]) -> list[BlockSpec]:
+    return [item if isinstance(item, BlockSpec) else BlockSpec.parse(str(item)) for item in items]
+
+
+def output_elements(spec: BlockSpec) -> int:
+    """Values in the block's output tensor (what the next block must read)."""
+    p = spec.as_dict()
+    kind = spec.kind
+    if kind in ("conv", "conv2d", "mbconv"):
+        return conv_out(int(p["hw"]), int(p["s"])) ** 2 * int(p["cout"])
+    if kind in ("attn", "ffn"):
+        return int(p["hw"]) ** 2 * int(p["c"])
+    if kind == "head":
+        return int(p["ncls"])
+    if kind == "dwconv":
+        return conv_out(int(p["hw"]), int(p["s"])) ** 2 * int(p["c"])
+    if kind == "linear":
+        return int(p["n"]) * int(p["cout"])
+    if kind == "matmul":
+        return int(p["b"]) * int(p["n"]) * int(p["m"])
+    if kind == "softmax":
+        return int(p["b"]) * int(p["n"]) * int(p["m"])
+    if kind in ("layernorm", "activation", "add"):
+        return int(p["n"]) * int(p["c"])
+    if kind == "pool":
+        return int(p["c"])
+    raise BlockKeyError(f"no output size rule for block kind {kind!r}")
+
+
+def parallel_work(spec: BlockSpec) -> int:
+    """The channel-like dimension a kernel vectorises over (output channels, or the inner width)."""
+    p = spec.as_dict()
+    if spec.kind == "mbconv":
+        return int(p["cin"]) * int(p["e"])  # the depthwise conv on the expanded width dominates
+    for name in ("cout", "c", "m", "ncls"):
+        if name in p:
+            return int(p[name])
+    return 1
+
+
+def lane_utilisation(width: int, lanes: int) -> float:
+    """Share of SIMD lanes doing useful work for a loop of `width` elements."""
+    if width <= 0:
+        return 1.0
+    return width / (math.ceil(width / lanes) * lanes)
+
+
+def analytic_features(spec: BlockSpec) -> dict[str, float]:
+    cost = block_complexity(spec)
+    return {
+        "flops": float(cost.flops),
+        "params": float(cost.params),
+        "bytes_read": float(cost.bytes_read),
+        "bytes_written": float(cost.bytes_written),
+        "arithmetic_intensity": float(cost.arithmetic_intensity),
+        "output_elements": float(output_elements(spec)),
+        "num_ops": float(max(1, len(operators_of(spec)))) if not spec.is_operator else 1.0,
+        "parallel_work": float(parallel_work(spec)),
+    }
+
+
+def spec_columns(kind: str) -> list[str]:
+    """Feature columns of one kind: its shape parameters (act one-hot) then the analytic ones."""
+    if kind not in KINDS:
+        raise BlockKeyError(f"unknown block kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    columns: list[str] = []
+    for name in KINDS[kind]:
+        if name in STRING_FIELDS:
+            columns += [f"{name}={value}" for value in ACTIVATIONS]
+        else:
+            columns.append(name)
+    return columns + list(ANALYTIC_COLUMNS)
+
+
+def block_feature_frame(specs: Sequence[BlockSpec | str], kind: str | None = None) -> pd.DataFrame:
+    """One row per spec, indexed by key. With `kind`, exactly that kind's columns (all specs must be of
+    it); without, the union over kinds with 0 where a field does not apply plus a `kind` column."""
+    specs = as_specs(specs)
+    rows: list[dict[str, Any]] = []
+    for spec in specs:
+        if kind is not None and spec.kind != kind:
+            raise PredictorError(f"{spec.key} is not of kind {kind!r}")
+        row: dict[str, Any] = {}
+        for name, value in spec.params:
+            if name in STRING_FIELDS:
+                for act in ACTIVATIONS:
+                    row[f"{name}={act}"] = 1.0 if value == act else 0.0
+            else:
+                row[name] = float(value)
+        row.update(analytic_features(spec))
+        rows.append(row)
+    index = pd.Index([s.key for s in specs], name="key")
+    if kind is not None:
+        return pd.DataFrame(rows, index=index, columns=spec_columns(kind), dtype=float)
+    frame = pd.DataFrame(rows, index=index, dtype=float).fillna(0.0)
+    frame.insert(0, "kind", [s.kind for s in specs])
+    return frame
+
+
+def log_features(frame: pd.DataFrame) -> np.ndarray:
+    """Features as a float matrix with sizes on a log scale: latency is closer to a power law of
+    FLOPs and bytes than to a linear function, and trees split log-spaced data more evenly."""
+    values = frame.to_numpy(dtype=float)
+    return np.log1p(np.maximum(values, 0.0))
+
+
+# ------------------------------------------------------------------------------------------------
+# Measured data in, whatever the caller holds (a LatencyTable, a frame, a mapping).
+
+def measured_latencies(source: Any, measured_only: bool = True) -> pd.Series:
+    """key -> latency ms of the measured entries of `source`.
+
+    Accepts a LatencyTable (anything with a `.frame`), a DataFrame indexed by key (or with a `key`
+    column) holding `median_ms`, or a mapping key -> ms. Entries whose `source` column says they
+    were predicted are dropped unless `measured_only` is False: a predictor fitted on another
+    predictor's output would only learn that predictor.
+    """
+    frame = getattr(source, "frame", source)
+    if isinstance(frame, Mapping):
+        series = pd.Series({str(k): float(v) for k, v in frame.items()}, dtype=float)
+    elif isinstance(frame, pd.DataFrame):
+        data = frame.set_index("key") if "key" in frame.columns else frame
+        if "median_ms" not in data.columns:
+            raise PredictorError("the latency data has no median_ms column; pass a LatencyTable, "
+                                 "a frame indexed by key with median_ms, or a dict key -> ms")
+        if measured_only and "source" in data.columns:
+            data = data[data["source"].astype(str) == "measured"]
+        series = data["median_ms"].astype(float)
+    elif isinstance(frame, pd.Series):
+        series = frame.astype(float)
+    else:
+        raise PredictorError(f"cannot read latencies from {type(source).__name__}; pass a "
+                             f"LatencyTable, a DataFrame or a dict key -> ms")
+    series = series[~series.index.astype(str).str.startswith("subnet:")]
+    series = series[np.isfinite(series.to_numpy()) & (series.to_numpy() > 0)]
+    series.index = series.index.astype(str)
+    return series
