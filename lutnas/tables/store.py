@@ -120,9 +120,12 @@ def check_store_file(path: Path) -> None:
         raise StoreError(f"{path} is not a lutnas measurement store (not an SQLite file); "
                          f"pass a new or existing store path with --store")
     try:
-        # mode=ro: SQLite never writes the database file; locks are still honoured, so a store that
-        # another process is writing is read consistently instead of looking corrupt.
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        # A -wal file exists while some process has the store open: read it with locks (mode=ro) so
+        # a store being written is read consistently. Otherwise immutable=1, which creates no
+        # -wal/-shm files: a refused file is left exactly as it was, with nothing beside it.
+        live = Path(f"{path}-wal").exists()
+        query = "mode=ro" if live else "mode=ro&immutable=1"
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?{query}", uri=True, timeout=BUSY_TIMEOUT_S)
     except sqlite3.Error as exc:
         raise StoreError(f"{path} cannot be opened as a measurement store ({exc})") from None
     try:
