@@ -157,11 +157,12 @@ def _default_measure_files() -> MeasureFiles:
 def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
                     configs: Sequence[SubnetConfig], store: Any, trials: int, argv: Sequence[str] = (),
                     measure_files: MeasureFiles | None = None, cache: Any = None,
-                    on_progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+                    progress: Callable[..., None] | None = None,
+                    on_export: Callable[[int, int], None] | None = None) -> np.ndarray:
     """Median over trials of each whole subnet, measured like the table's blocks, reusing the store.
 
-    A subnet already in the store with at least `trials` ok trials under the table's settings is not
-    measured again.
+    The profiling loop's `measure_files` gives subnets the blocks' protocol (shuffled trials in fresh
+    processes, CV re-measure, drift checks); subnets it finished before are not measured again.
     """
     from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_subnet, subnet_key
     from lutnas.tables.store import figure_of
@@ -173,30 +174,29 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
                          f"is {info.device_id}; evaluate a table on its own device")
     agent.check_settings(settings)
     keys = [subnet_key(space, c) for c in configs]
-    done = store.trial_medians(info.device_id, settings, keys)
-    todo = [(k, c) for k, c in zip(keys, configs) if len(done.get(k, [])) < trials]
+    finished = store.finished_keys(info.device_id, settings)
+    todo = [(k, c) for k, c in zip(keys, configs) if k not in finished]
     if todo:
         cache = cache or ModelCache()
         fmt = RUNTIME_FORMATS[settings.runtime]
         files = []
         for i, (key, config) in enumerate(todo):
-            if on_progress:
-                on_progress("export", i, len(todo))
             exported = export_subnet(space, config, fmt, cache)
             files.append(ModelFile(exported.path, key, exported.sha256))
-        if on_progress:
-            on_progress("measure", 0, len(todo))
+            if on_export:
+                on_export(i + 1, len(todo))
         store.upsert_device(info)
         run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
         measure = measure_files or _default_measure_files()
-        missing_trials = max(trials - min(len(done.get(k, [])) for k, _ in todo), 1)
-        measure(agent, files, SUBNET_KIND, settings, missing_trials, store, run_id)
-        store.finish_run(run_id, {"subnets": len(files), "trials": missing_trials})
-        done = store.trial_medians(info.device_id, settings, keys)
+        try:
+            measure(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress)
+        finally:
+            store.finish_run(run_id, {"subnets": len(files), "trials": trials})
+    done = store.trial_medians(info.device_id, settings, keys)
     failed = [k for k in keys if not done.get(k)]
     if failed:
         raise DeviceError(f"{len(failed)} of {len(keys)} subnets have no successful measurement "
-                          f"(e.g. {failed[0]}); see the store's error statuses")
+                          f"(e.g. {failed[0]}); see `lutnas measurements` for their errors")
     return np.asarray([figure_of(done[k]) for k in keys], dtype=float)
 
 

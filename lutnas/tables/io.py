@@ -222,3 +222,41 @@ def import_ofa_yaml(paths: Iterable[str | Path],
     metadata = {"imported_from": files, "unmapped_keys": unmapped, "correction": None,
                 "space_yaml": None}
     return LatencyTable(frame, device, settings, space, metadata)
+
+
+def plot_diff(diff: Any, path: str | Path, name_a: str = "A", name_b: str = "B") -> Path:
+    """Per-key B against A on log axes (one colour per kind) and the per-kind ratio bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_key, per_kind = diff.per_key, diff.per_kind
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5), dpi=110)
+    for kind, group in per_key.groupby("kind"):
+        left.scatter(group["a_ms"], group["b_ms"], s=12, alpha=0.8, label=str(kind))
+    if len(per_key):
+        low = float(min(per_key["a_ms"].min(), per_key["b_ms"].min())) * 0.8
+        high = float(max(per_key["a_ms"].max(), per_key["b_ms"].max())) * 1.25
+        left.plot([low, high], [low, high], color="black", linewidth=1)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel(f"{name_a} (ms)")
+    left.set_ylabel(f"{name_b} (ms)")
+    left.set_title("per key")
+    left.legend(fontsize=8)
+    right.bar(per_kind.index.astype(str), per_kind["ratio_of_sums"], color="tab:blue", alpha=0.8)
+    right.errorbar(per_kind.index.astype(str), per_kind["median_ratio"],
+                   yerr=[per_kind["median_ratio"] - per_kind["min_ratio"],
+                         per_kind["max_ratio"] - per_kind["median_ratio"]],
+                   fmt="o", color="black", capsize=4, label="median (min-max) per key")
+    right.axhline(1.0, color="grey", linewidth=1)
+    right.set_ylabel(f"{name_b} / {name_a}")
+    right.set_title("per kind (bar: ratio of sums)")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -283,3 +283,33 @@ def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, s
     if loaded.source == space and Path(space).is_file():
         return loaded.name, Path(space).read_text()
     return loaded.name, None
+
+
+# ---------------------------------------------------------------------- comparing two tables
+
+@dataclass
+class TableDiff:
+    """B / A latency ratios of the keys two tables share (two devices, or two runtimes)."""
+
+    per_key: pd.DataFrame  # index key; a_ms, b_ms, ratio, kind; sorted by ratio
+    per_kind: pd.DataFrame  # index kind; keys, a_ms, b_ms, ratio_of_sums, median/min/max ratio
+    only_a: int
+    only_b: int
+
+
+def diff_tables(a: LatencyTable, b: LatencyTable) -> TableDiff:
+    common = a.frame.index.intersection(b.frame.index)
+    per_key = pd.DataFrame({"a_ms": a.frame.loc[common, "median_ms"].astype(float),
+                            "b_ms": b.frame.loc[common, "median_ms"].astype(float),
+                            "kind": a.frame.loc[common, "kind"].astype(str)})
+    per_key = per_key[(per_key["a_ms"] > 0) & np.isfinite(per_key["b_ms"])]
+    per_key["ratio"] = per_key["b_ms"] / per_key["a_ms"]
+    per_key = per_key.sort_values("ratio")
+    grouped = per_key.groupby("kind")
+    per_kind = pd.DataFrame({
+        "keys": grouped.size(), "a_ms": grouped["a_ms"].sum(), "b_ms": grouped["b_ms"].sum(),
+        "median_ratio": grouped["ratio"].median(), "min_ratio": grouped["ratio"].min(),
+        "max_ratio": grouped["ratio"].max()})
+    per_kind["ratio_of_sums"] = per_kind["b_ms"] / per_kind["a_ms"]
+    return TableDiff(per_key, per_kind, len(a.frame.index.difference(common)),
+                     len(b.frame.index.difference(common)))

@@ -1,0 +1,109 @@
+"""`lutnas evaluate`: check a table's predictions against whole subnets measured on its device."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from lutnas.cli._common import console, err_console, positive_int
+from lutnas.errors import BadInputError
+from lutnas.tables.table import LatencyTable
+
+DEFAULT_STORE = "measurements.sqlite"
+
+
+class _MeasuringProgress:
+    """Export and measuring bars fed by `measure_subnets` and the profiling loop's callbacks."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.export_task: Any = None
+        self.measure_task: Any = None
+
+    def on_export(self, done: int, total: int) -> None:
+        if self.export_task is None:
+            self.export_task = self.progress.add_task("export subnets", total=total)
+        self.progress.update(self.export_task, completed=done)
+
+    def on_loop(self, event: Any) -> None:
+        expected = getattr(event, "measurements_expected", 0) or None
+        if self.measure_task is None:
+            self.measure_task = self.progress.add_task("measure subnets", total=expected)
+        cv = getattr(event, "current_cv", None)
+        self.progress.update(self.measure_task, total=expected,
+                             completed=getattr(event, "measurements_done", 0),
+                             description=f"measure subnets (CV {cv:.3f})" if cv else "measure subnets")
+
+
+@contextlib.contextmanager
+def measuring_progress() -> Iterator[_MeasuringProgress]:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        yield _MeasuringProgress(progress)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("evaluate", help="score predictors against whole subnets measured end to end")
+    p.add_argument("--device", default="local", help="device address: local, adb:HOST[:PORT], usb[:SERIAL]")
+    p.add_argument("--table", required=True, type=Path)
+    p.add_argument("--samples", type=positive_int, default=50, help="held-out subnets (default 50)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--store", default=DEFAULT_STORE,
+                   help=f"where measured subnets go and are reused from (default {DEFAULT_STORE})")
+    p.add_argument("--trials", type=positive_int,
+                   help="trials per subnet (default: the table's typical trial count)")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="scatter plot (default: TABLE.evaluate.png)")
+    p.add_argument("--json", type=Path, metavar="OUT", help="write the reports and every subnet as JSON")
+    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
+    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
+    p.set_defaults(handler=evaluate_command)
+
+
+def print_reports(reports: list[Any], title: str) -> None:
+    out = Table(title=title)
+    for column in ("predictor", "n", "RMSE ms", "MAPE %", "within ±5%", "within ±10%", "Spearman",
+                   "Kendall", "max |err| %"):
+        out.add_column(column, justify="left" if column == "predictor" else "right")
+    for r in reports:
+        out.add_row(r.predictor, str(r.n), f"{r.rmse_ms:.4f}", f"{r.mape:.2f}", f"{r.within_5:.0%}",
+                    f"{r.within_10:.0%}", f"{r.spearman:.3f}", f"{r.kendall:.3f}",
+                    f"{r.max_abs_pct_error:.1f}")
+    console.print(out)
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from lutnas.device_agents.factory import AgentOptions, open_agent
+    from lutnas.predictors.evaluate import evaluate_on_device, scatter_plot
+    from lutnas.tables.store import MeasurementStore
+
+    table = LatencyTable.load(args.table)
+    space = table.load_space()
+    if not table.correction:
+        err_console.print("[yellow]note:[/] the table has no whole-model correction "
+                          "(build-table --calibrate K); 'LUT + correction' is not reported")
+    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device)
+    if args.samples < 2:
+        raise BadInputError("--samples must be at least 2 to rank subnets")
+    with MeasurementStore(args.store) as store, open_agent(args.device, options) as agent, \
+            measuring_progress() as progress:
+        result = evaluate_on_device(agent, table, space, args.samples, args.seed, store, args.trials,
+                                    argv=["evaluate", "--table", str(args.table)],
+                                    progress=progress.on_loop, on_export=progress.on_export)
+    print_reports(result.reports, f"{len(result.configs)} held-out {space.name} subnets on "
+                                  f"{table.describe_settings()}")
+    plot = args.plot or args.table.with_suffix(".evaluate.png")
+    scatter_plot(plot, result.measured_ms, result.predictions,
+                 title=f"{space.name} on {table.device.device_id} ({table.settings.get('runtime')})")
+    console.print(f"wrote {plot}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_dict(), indent=1))
+        console.print(f"wrote {args.json}")
+    return 0

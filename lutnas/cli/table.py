@@ -1,0 +1,226 @@
+"""`lutnas build-table` and `lutnas table show|diff|export|import-ofa`: latency tables for users."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from lutnas.cli._common import console, err_console, positive_int
+from lutnas.errors import BadInputError, TableError
+from lutnas.tables.table import LatencyTable
+
+DEFAULT_STORE = "measurements.sqlite"
+
+
+def core_mask_of(text: str | None) -> str | None:
+    """--cores as the store keeps it: 'all', a hex mask '0x3', or a core list '0,1' / '0-1'."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text == "all" or text.lower().startswith("0x"):
+        return text.lower()
+    from lutnas.cli.profile import parse_cores
+    from lutnas.device_agents.base import RunSettings
+
+    return RunSettings(cores=parse_cores(text)).core_mask
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
+    b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
+    b.add_argument("--device", help="device id in the store (needed when it holds several)")
+    b.add_argument("--runtime", help="tflite, onnxruntime or torch")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
+    b.add_argument("--accelerator", help="cpu, gpu or nnapi")
+    b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
+    b.add_argument("--out", required=True, type=Path, help="table file to write (.parquet)")
+    b.add_argument("--calibrate", type=int, default=0, metavar="K",
+                   help="measure K random whole subnets end to end and store the fitted correction")
+    b.add_argument("--calibrate-on", default="local", metavar="ADDRESS",
+                   help="device address to measure the calibration subnets on (default local)")
+    b.add_argument("--trials", type=positive_int, help="trials per calibration subnet "
+                   "(default: the table's typical trial count)")
+    b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
+    b.set_defaults(handler=build_table_command)
+
+    parser = subparsers.add_parser("table", help="inspect, compare, export and import latency tables")
+    sub = parser.add_subparsers(dest="table_command", metavar="ACTION", required=True)
+    show = sub.add_parser("show", help="device, coverage of the space, slowest and flagged blocks")
+    show.add_argument("table", type=Path)
+    show.add_argument("--space", help="space to measure coverage against (default: the table's)")
+    show.add_argument("--top", type=positive_int, default=10)
+    show.set_defaults(handler=show_command)
+    diff = sub.add_parser("diff", help="per-key and per-kind latency ratios B / A")
+    diff.add_argument("a", type=Path)
+    diff.add_argument("b", type=Path)
+    diff.add_argument("--plot", type=Path, metavar="PNG", help="write a ratio plot")
+    diff.add_argument("--top", type=positive_int, default=10)
+    diff.set_defaults(handler=diff_command)
+    export = sub.add_parser("export", help="write the table as CSV and/or JSON")
+    export.add_argument("table", type=Path)
+    export.add_argument("--csv", type=Path)
+    export.add_argument("--json", type=Path)
+    export.set_defaults(handler=export_command)
+    ofa = sub.add_parser("import-ofa", help="import Once-for-All style YAML tables {key: {count, mean, std}}")
+    ofa.add_argument("yaml", nargs="+", type=Path)
+    ofa.add_argument("--out", required=True, type=Path)
+    ofa.add_argument("--device-id", default="imported:ofa", help="device id to record")
+    ofa.add_argument("--drop-unmapped", action="store_true",
+                     help="drop keys with no lutnas counterpart instead of keeping them as 'foreign'")
+    ofa.set_defaults(handler=import_ofa_command)
+
+
+def build_table_command(args: argparse.Namespace) -> int:
+    from lutnas.tables.store import MeasurementStore
+    from lutnas.tables.table import build_table
+
+    if not Path(args.store).is_file():
+        raise BadInputError(f"store {args.store} does not exist; "
+                            f"run profile-device --store {args.store} first")
+    if args.calibrate < 0:
+        raise BadInputError(f"--calibrate must be 0 or more, got {args.calibrate}")
+    with MeasurementStore(args.store) as store:
+        table = build_table(store, device_id=args.device, runtime=args.runtime, threads=args.threads,
+                            core_mask=core_mask_of(args.cores), accelerator=args.accelerator,
+                            space=args.space)
+        console.print(f"{len(table)} keys  {table.describe_settings()}  space={table.space or '?'}")
+        if len(table.metadata.get("runners", [])) > 1:
+            err_console.print(f"[yellow]warning:[/] measurements come from several runner builds: "
+                              f"{', '.join(table.metadata['runners'])}")
+        if args.calibrate:
+            _calibrate(args, table, store)
+    table.save(args.out)
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> None:
+    from lutnas.cli.evaluate import measuring_progress
+    from lutnas.device_agents.factory import open_agent
+    from lutnas.predictors.evaluate import calibrate
+
+    space = table.load_space()
+    with open_agent(args.calibrate_on) as agent, measuring_progress() as progress:
+        correction = calibrate(agent, table, space, args.calibrate, args.seed, store, args.trials,
+                               argv=["build-table", "--calibrate", str(args.calibrate)],
+                               progress=progress.on_loop, on_export=progress.on_export)
+    console.print(f"correction from {correction['n']} subnets: measured = {correction['scale']:.4f} x "
+                  f"LUT sum + {correction['intercept']:.4f} ms (fit RMSE {correction['rmse_ms']:.4f} ms)")
+
+
+def show_command(args: argparse.Namespace) -> int:
+    from lutnas.supernet.space import SearchSpace
+
+    table = LatencyTable.load(args.table)
+    device = table.device
+    console.print(f"[bold]{args.table}[/]: {len(table)} keys")
+    details = ", ".join(x for x in (device.kind, f"{device.manufacturer} {device.model}".strip(),
+                                    device.soc, device.cpu_model) if x)
+    console.print(f"device: {device.device_id} ({details})")
+    console.print(f"settings: {table.describe_settings()}  warmup={table.settings.get('warmup')} "
+                  f"runs={table.settings.get('runs')}")
+    console.print(f"space: {table.space or '?'}   lutnas {table.metadata.get('lutnas_version')}   "
+                  f"runners: {', '.join(table.metadata.get('runners', [])) or '?'}")
+    correction = table.correction
+    if correction:
+        console.print(f"correction: {correction['scale']:.4f} x sum + {correction['intercept']:.4f} ms "
+                      f"from {correction.get('n', '?')} subnets")
+    else:
+        console.print("correction: none (build-table --calibrate K adds one)")
+    space_name = args.space or table.space
+    if space_name:
+        try:
+            space = SearchSpace.load(args.space) if args.space else table.load_space()
+        except BadInputError as exc:
+            err_console.print(f"[yellow]coverage not computed:[/] {exc}")
+        else:
+            cov = table.coverage(space)
+            console.print(f"coverage of {space.name}: {cov['present']}/{cov['total']} unique blocks "
+                          f"({cov['share']:.1%}); " + ", ".join(
+                              f"{k} {v['present']}/{v['total']}" for k, v in cov["by_kind"].items()))
+    frame = table.frame
+    flags = frame["flag"].value_counts()
+    cv_median = float(np.nanmedian(frame["cv"])) if frame["cv"].notna().any() else float("nan")
+    console.print("quality: " + ", ".join(f"{k} {v}" for k, v in flags.items()) +
+                  f"; CV median {cv_median:.3f}")
+    slowest = frame.sort_values("median_ms", ascending=False).head(args.top)
+    console.print(_rows_table("slowest blocks", slowest))
+    flagged = frame[frame["flag"].isin(["never-settled", "re-measured"])]
+    if len(flagged):
+        console.print(_rows_table(f"flagged blocks ({len(flagged)})",
+                                  flagged.sort_values("cv", ascending=False).head(args.top)))
+    return 0
+
+
+def _rows_table(title: str, rows: pd.DataFrame) -> Table:
+    out = Table(title=title)
+    for column in ("key", "median_ms", "cv", "trials", "flag"):
+        out.add_column(column, justify="left" if column in ("key", "flag") else "right")
+    for key, row in rows.iterrows():
+        out.add_row(str(key), f"{row['median_ms']:.4f}", f"{row['cv']:.3f}", str(row["trials"]),
+                    str(row["flag"]))
+    return out
+
+
+def diff_command(args: argparse.Namespace) -> int:
+    from lutnas.tables.io import plot_diff
+    from lutnas.tables.table import diff_tables
+
+    a, b = LatencyTable.load(args.a), LatencyTable.load(args.b)
+    result = diff_tables(a, b)
+    console.print(f"A = {args.a} ({a.describe_settings()})")
+    console.print(f"B = {args.b} ({b.describe_settings()})")
+    console.print(f"common keys: {len(result.per_key)}; only in A: {result.only_a}; "
+                  f"only in B: {result.only_b}")
+    if result.per_key.empty:
+        raise TableError("the two tables share no keys; nothing to compare")
+    kinds = Table(title="B / A per kind (sum of common keys; median of per-key ratios)")
+    for column in ("kind", "keys", "A ms", "B ms", "ratio of sums", "median ratio", "min", "max"):
+        kinds.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, row in result.per_kind.iterrows():
+        kinds.add_row(str(kind), str(int(row["keys"])), f"{row['a_ms']:.3f}", f"{row['b_ms']:.3f}",
+                      f"{row['ratio_of_sums']:.3f}", f"{row['median_ratio']:.3f}",
+                      f"{row['min_ratio']:.3f}", f"{row['max_ratio']:.3f}")
+    console.print(kinds)
+    extremes = pd.concat([result.per_key.head(args.top // 2 or 1), result.per_key.tail(args.top // 2 or 1)])
+    keys = Table(title="keys with the most extreme ratios")
+    for column in ("key", "A ms", "B ms", "B / A"):
+        keys.add_column(column, justify="left" if column == "key" else "right")
+    for key, row in extremes.drop_duplicates().iterrows():
+        keys.add_row(str(key), f"{row['a_ms']:.4f}", f"{row['b_ms']:.4f}", f"{row['ratio']:.3f}")
+    console.print(keys)
+    if args.plot:
+        plot_diff(result, args.plot, str(args.a.name), str(args.b.name))
+        console.print(f"wrote {args.plot}")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from lutnas.tables.io import export_csv, export_json
+
+    if not args.csv and not args.json:
+        raise BadInputError("give --csv PATH and/or --json PATH")
+    table = LatencyTable.load(args.table)
+    for path, write in ((args.csv, export_csv), (args.json, export_json)):
+        if path:
+            write(table, path)
+            console.print(f"wrote {path}")
+    return 0
+
+
+def import_ofa_command(args: argparse.Namespace) -> int:
+    from lutnas.device_agents.base import DeviceInfo
+    from lutnas.tables.io import import_ofa_yaml
+
+    device = DeviceInfo(device_id=args.device_id, kind="android", model="unknown")
+    table = import_ofa_yaml(args.yaml, device=device, keep_unmapped=not args.drop_unmapped)
+    table.save(args.out)
+    kinds = table.frame["kind"].value_counts()
+    console.print(f"imported {len(table)} keys ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
+                  f"{table.metadata['unmapped_keys']} had no lutnas counterpart; wrote {args.out}")
+    return 0

@@ -1,0 +1,175 @@
+"""The LUT predictor: hand sums, agreement with `blocks_of`, missing keys, fallback, correction."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lutnas.device_agents.base import DeviceInfo
+from lutnas.errors import ConfigError, PredictorError
+from lutnas.predictors.base import Predictor
+from lutnas.predictors.lut import LutPredictor, fit_correction
+from lutnas.supernet.blocks import BlockSpec
+from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.tables.table import LatencyTable, make_frame
+
+
+def table_for(space: SearchSpace, value_of, drop: Sequence[str] = ()) -> LatencyTable:
+    rows = {}
+    for spec in space.unique_blocks():
+        if spec.key in drop:
+            continue
+        ms = float(value_of(spec))
+        rows[spec.key] = {"median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "p90_ms": ms,
+                          "trials": 3, "cv": 0.0, "flag": "settled", "kind": spec.kind,
+                          "source": "measured", "operator_ms": None}
+    settings = {"device_id": "host-t", "runtime": "tflite", "threads": 1, "core_mask": "all",
+                "accelerator": "cpu"}
+    return LatencyTable(make_frame(rows), DeviceInfo("host-t", "host", "t"), settings, space.name,
+                        {"correction": None})
+
+
+def random_values(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    cache: dict[str, float] = {}
+    return lambda spec: cache.setdefault(spec.key, float(rng.uniform(0.05, 3.0)))
+
+
+def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace) -> None:
+    table = table_for(tiny_space, random_values())
+    config = tiny_space.smallest()
+    blocks = tiny_space.blocks_of(config)
+    hand = 0.0
+    for spec in blocks:
+        hand += table.latency_ms(spec.key)
+    predicted = LutPredictor(table, tiny_space).predict([config])
+    assert predicted.shape == (1,) and predicted[0] == pytest.approx(hand, rel=1e-12)
+    # a repeated block counts as often as it executes: depth 2 in stage 1 adds one more block
+    deeper = SubnetConfig.from_dict(config.to_dict() | {
+        "stages": [dict(config.to_dict()["stages"][0], depth=2)] + config.to_dict()["stages"][1:]})
+    extra = tiny_space.blocks_of(deeper)[3]  # stem conv, stem mbconv, stage1 first, stage1 second
+    assert len(tiny_space.blocks_of(deeper)) == len(blocks) + 1
+    delta = LutPredictor(table, tiny_space).predict([deeper])[0] - hand
+    assert delta == pytest.approx(table.latency_ms(extra.key))
+
+
+@pytest.mark.parametrize("space_name", ["tiny", "elasticvit"])
+def test_vectorised_sum_equals_the_sum_over_blocks_of(space_name: str) -> None:
+    space = SearchSpace.load(space_name)
+    table = table_for(space, random_values(1))
+    predictor = LutPredictor(table, space)
+    rng = random.Random(3)
+    configs = [space.sample(rng) for _ in range(300)] + [space.smallest(), space.largest()]
+    lookup = table.lookup()
+    expected = [sum(lookup[b.key] for b in space.blocks_of(c)) for c in configs]
+    np.testing.assert_allclose(predictor.predict(configs), expected, rtol=1e-12)
+    encoded = predictor.index.encode(configs)
+    np.testing.assert_allclose(predictor.predict_encoded(encoded), expected, rtol=1e-12)
+
+
+def test_config_outside_the_space_names_the_field(tiny_space: SearchSpace) -> None:
+    predictor = LutPredictor(table_for(tiny_space, lambda s: 1.0), tiny_space)
+    data = tiny_space.smallest().to_dict()
+    data["stages"][0]["width"] = 999
+    with pytest.raises(ConfigError, match="stage1.*width=999"):
+        predictor.predict([SubnetConfig.from_dict(data)])
+
+
+def test_missing_keys_are_an_error_naming_count_and_kinds(tiny_space: SearchSpace) -> None:
+    config = tiny_space.largest()
+    drop = [b.key for b in tiny_space.blocks_of(config) if b.kind in ("attn", "head")]
+    predictor = LutPredictor(table_for(tiny_space, lambda s: 1.0, drop=drop), tiny_space)
+    with pytest.raises(PredictorError) as error:
+        predictor.predict([tiny_space.smallest(), config])
+    message = str(error.value)
+    unique = sorted(set(drop))
+    assert f"need {len(unique)} block keys missing" in message
+    assert "attn" in message and "head" in message and "fallback" in message
+    assert predictor.missing_keys([config]) == unique
+
+
+class ConstantBlocks:
+    """A block-level fallback (the learned predictor's face) pricing every block at 0.5 ms."""
+
+    name = "const"
+
+    def predict_blocks(self, specs: Sequence[BlockSpec]) -> np.ndarray:
+        return np.full(len(specs), 0.5)
+
+
+class ConstantNets(Predictor):
+    name = "const-net"
+
+    def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        return np.full(len(configs), 42.0)
+
+
+def test_block_fallback_fills_missing_keys_and_is_flagged(tiny_space: SearchSpace) -> None:
+    config = tiny_space.largest()
+    dropped = {b.key for b in tiny_space.blocks_of(config) if b.kind == "ffn"}
+    table = table_for(tiny_space, lambda s: 1.0, drop=dropped)
+    predictor = LutPredictor(table, tiny_space, fallback=ConstantBlocks())
+    result = predictor.predict_detailed([config, tiny_space.smallest()])
+    blocks = tiny_space.blocks_of(config)
+    n_ffn = sum(b.kind == "ffn" for b in blocks)
+    assert result.ms[0] == pytest.approx((len(blocks) - n_ffn) * 1.0 + n_ffn * 0.5)
+    smallest_has_dropped = any(b.key in dropped for b in tiny_space.blocks_of(tiny_space.smallest()))
+    assert list(result.used_fallback) == [True, smallest_has_dropped]
+    explained = predictor.explain(config)
+    assert set(explained[explained["kind"] == "ffn"]["source"]) == {"predicted:const"}
+    assert explained["ms"].sum() == pytest.approx(result.ms[0])
+
+
+def test_whole_net_fallback_prices_only_the_configs_with_holes(tiny_space: SearchSpace) -> None:
+    config = tiny_space.largest()
+    dropped = [tiny_space.blocks_of(config)[-1].key]  # its head
+    table = table_for(tiny_space, lambda s: 1.0, drop=dropped)
+    predictor = LutPredictor(table, tiny_space, fallback=ConstantNets())
+    small = tiny_space.smallest()
+    assert tiny_space.blocks_of(small)[-1].key not in dropped
+    result = predictor.predict_detailed([config, small])
+    assert result.ms[0] == 42.0 and result.ms[1] == len(tiny_space.blocks_of(small))
+    assert list(result.used_fallback) == [True, False]
+
+
+def test_correction_fit_recovers_scale_and_intercept() -> None:
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(2.0, 10.0, 12)
+    measured = 1.07 * raw + 0.35 + rng.normal(0, 0.01, 12)
+    fit = fit_correction(raw, measured)
+    assert fit["scale"] == pytest.approx(1.07, abs=0.01)
+    assert fit["intercept"] == pytest.approx(0.35, abs=0.06)
+    assert fit["n"] == 12 and fit["rmse_ms"] < 0.02
+    with pytest.raises(PredictorError, match="at least 2"):
+        fit_correction(raw[:1], measured[:1])
+    with pytest.raises(PredictorError, match="same LUT sum"):
+        fit_correction(np.ones(4), measured[:4])
+
+
+def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: SearchSpace,
+                                                              tmp_path: Path) -> None:
+    table = table_for(tiny_space, random_values(2))
+    predictor = LutPredictor(table, tiny_space)
+    rng = random.Random(0)
+    configs = [tiny_space.sample(rng) for _ in range(8)]
+    raw = predictor.predict(configs)
+    predictor.fit(configs, 1.1 * raw + 0.2)
+    corrected = predictor.as_corrected()
+    held_out = [tiny_space.sample(rng) for _ in range(5)]
+    np.testing.assert_allclose(corrected.predict(held_out), 1.1 * predictor.predict(held_out) + 0.2)
+    assert corrected.name == "LUT + correction" and predictor.name == "LUT"
+    path = table.save(tmp_path / "t.parquet")
+    reloaded = LutPredictor.load(path, tiny_space, corrected=True)
+    np.testing.assert_allclose(reloaded.predict(held_out), corrected.predict(held_out))
+    assert len(reloaded.correction_["subnets"]) == 8
+    with pytest.raises(PredictorError, match="--calibrate"):
+        LutPredictor(table_for(tiny_space, lambda s: 1.0), tiny_space, corrected=True)
+
+
+def test_space_comes_from_the_table_when_not_given(tiny_space: SearchSpace) -> None:
+    table = table_for(tiny_space, lambda s: 1.0)
+    assert LutPredictor(table).space == tiny_space
