@@ -316,6 +316,7 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
     sampler = _build_sampler(options, space)
     sampler.set_total_steps(total_steps)
     rows: list[dict[str, Any]] = []
+    epoch_losses: list[float] = []  # this epoch's step losses so far (kept across a resume)
     step = 0
     if options.resume:
         tensors, meta = load_checkpoint(out, device)
@@ -329,7 +330,7 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
         if device.type == "cuda" and "rng_cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng_cuda"].cpu(), device)
         sampler.load_state_dict(meta["sampler"])
-        step, rows = meta["step"], meta["rows"]
+        step, rows, epoch_losses = meta["step"], meta["rows"], meta["epoch_losses"]
     largest, smallest, middle = space.largest(), space.smallest(), middle_config(space)
     val_loader = D.eval_loader(splits.val, options.eval_batch_size, options.workers)
     calib_loader = D.calibration_loader(splits.train, options.batch_size, options.calib_batches,
@@ -350,13 +351,12 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
             meta = {"space": space_record(space), "options": asdict(options), "step": step,
                     "epoch": step // steps_per_epoch, "steps_per_epoch": steps_per_epoch,
                     "total_steps": total_steps, "world_size": ctx.world,
-                    "sampler": sampler.state_dict(), "rows": rows}
+                    "sampler": sampler.state_dict(), "rows": rows, "epoch_losses": epoch_losses}
             save_checkpoint(out, tensors, meta)
         ctx.barrier()
 
     model.train()
     epoch_start = time.perf_counter()
-    epoch_losses: list[float] = []
     while step < stop_at:
         epoch, offset = divmod(step, steps_per_epoch)
         batches = D.epoch_batches(len(splits.train), options.batch_size, steps_per_epoch, epoch,
@@ -386,7 +386,8 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
                     rows.append(row)
                     _append_csv(out / LOG_CSV, row)
                     reporter.epoch(row)
-                epoch_start, epoch_losses = time.perf_counter(), []
+                epoch_start = time.perf_counter()
+                epoch_losses.clear()
                 save()
             elif step >= stop_at:
                 save()
