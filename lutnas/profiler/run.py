@@ -6,8 +6,8 @@ Why it is shaped this way (DESIGN.md, "Measurement rules"; numbers from toolchai
   0.2-3.6% within one), so a key's trials must come from different processes, and shuffling keeps a
   slow process from always hitting the same neighbours.
 - The figure of a key is the median of its trial medians; a key whose trial medians have a CV above
-  `cv_bound` gets another `trials` trials, up to `max_remeasure` times, then is flagged
-  never-settled.
+  `cv_bound` gets another `trials` trials (judged on that new set), up to `max_remeasure` times,
+  then is flagged never-settled.
 - A reference block opens each batch and recurs every `reference_every` blocks; when it drifts from
   its running median by more than `drift_bound`, the blocks measured next to it are marked "drift"
   (kept, but not used) and measured again in another process.
@@ -92,7 +92,7 @@ class KeysResult:
         cvs = sorted(self.cvs)
         data["cvs"] = None
         data["cv_median"] = statistics.median(cvs) if cvs else None
-        data["cv_p90"] = cvs[int(0.9 * (len(cvs) - 1))] if cvs else None
+        data["cv_p90"] = cvs[min(len(cvs) - 1, round(0.9 * (len(cvs) - 1)))] if cvs else None
         return data
 
 
@@ -134,6 +134,9 @@ class _KeyLoop:
     def _say(self, message: str) -> None:
         self._emit(*self._last, message=message)
 
+    def _allowance(self, key: str, remeasures: dict[str, int]) -> int:
+        return self.qc.max_extra_attempts * (1 + remeasures.get(key, 0))
+
     def run(self) -> KeysResult:
         start = time.perf_counter()
         finished = self.store.finished_keys(self.device_id, self.settings)
@@ -141,6 +144,8 @@ class _KeyLoop:
         self.result.skipped = len(self.files) - len(todo)
         target = dict.fromkeys(todo, self.trials)
         remeasures = dict.fromkeys(todo, 0)
+        self.remeasures = remeasures
+        self.discards: dict[str, int] = {}
         open_keys = set(todo)
         total = len(self.files)
         round_index = 0
@@ -149,10 +154,11 @@ class _KeyLoop:
             while open_keys and not self.stop.is_set():
                 medians = self.store.trial_medians(self.device_id, self.settings, open_keys)
                 attempts = self.store.attempts(self.device_id, self.settings)
+                # Failed and drift-discarded trials are retried, each within its own allowance,
+                # so a file that always fails ends (as failed) and drift never starves a key.
                 pending = [k for k in open_keys
                            if len(medians.get(k, [])) < target[k]
-                           and attempts.get(k, 0) < target[k] + self.qc.max_extra_attempts
-                           + remeasures[k] * self.qc.max_extra_attempts]
+                           and attempts.get(k, 0) < target[k] + 2 * self._allowance(k, remeasures)]
                 expected = self.result.measurements + sum(
                     max(0, target[k] - len(medians.get(k, []))) for k in pending)
                 if pending:
@@ -168,7 +174,11 @@ class _KeyLoop:
                         self.result.failed.append(key)
                         open_keys.discard(key)
                         continue
-                    cv = cv_of(values)
+                    # Judge the latest set of trials: a re-measurement is a fresh set in fresh
+                    # processes, and one slow process in an earlier set must not condemn a key whose
+                    # new set agrees (the figure still uses every trial median; their median shrugs
+                    # off the outlier).
+                    cv = cv_of(values[-self.trials:])
                     if cv is not None and cv > self.qc.cv_bound and remeasures[key] < self.qc.max_remeasure:
                         if remeasures[key] == 0:
                             self.result.re_measured += 1
@@ -207,7 +217,7 @@ class _KeyLoop:
             order = _with_references(pending[start:start + size], self.reference,
                                      max(1, self.qc.reference_every))
             files = [self.files[k] for k, _ in order]
-            segment: list[int] = []
+            segment: list[tuple[int, str]] = []
             previous_drifted = False
             stream = self.agent.measure_stream(files, self.settings, round_index)
             try:
@@ -219,10 +229,8 @@ class _KeyLoop:
                                           f"{key!r} was asked: results out of order")
                     if is_reference:
                         drifted = self._reference_check(measurement, round_index)
-                        if (drifted or previous_drifted) and segment:
-                            self.store.set_status(segment, f"drift: reference {self.reference} moved "
-                                                  f"beyond {self.qc.drift_bound:.0%}")
-                            self.result.discarded += len(segment)
+                        if drifted or previous_drifted:
+                            self._discard(segment, medians)
                         previous_drifted, segment = drifted, []
                         continue
                     measurement.trial_index = attempts.get(key, 0)
@@ -230,7 +238,7 @@ class _KeyLoop:
                     row = self.store.add_measurement(self.run_id, self.device_id, self.settings,
                                                      self.kinds[key], measurement)
                     self.result.measurements += 1
-                    segment.append(row)
+                    segment.append((row, key))
                     if measurement.ok and measurement.median_ms is not None:
                         values = medians.setdefault(key, [])
                         values.append(measurement.median_ms)
@@ -241,6 +249,18 @@ class _KeyLoop:
                 if close:
                     close()
         return last_cv
+
+    def _discard(self, segment: list[tuple[int, str]], medians: dict[str, list[float]]) -> None:
+        """Mark a drifted segment's measurements unused, within each key's discard allowance."""
+        rows = []
+        for row, key in segment:
+            if self.discards.get(key, 0) < self._allowance(key, self.remeasures):
+                self.discards[key] = self.discards.get(key, 0) + 1
+                rows.append(row)
+        if rows:
+            self.store.set_status(rows, f"drift: reference {self.reference} moved beyond "
+                                        f"{self.qc.drift_bound:.0%}")
+            self.result.discarded += len(rows)
 
     def _reference_check(self, measurement: Measurement, round_index: int) -> bool:
         if not measurement.ok or measurement.median_ms is None:

@@ -1,0 +1,200 @@
+"""The profiling loop: trial protocol, QC re-measure, drift, resume, several devices, measure_files.
+
+The loop is driven through the DeviceAgent contract; a scripted agent (a simulated device whose
+speed per process is set by the test) makes the QC and drift paths deterministic, and the real
+LocalAgent runs the same loop on real exported blocks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from lutnas.device_agents.base import (
+    DeviceAgent,
+    DeviceInfo,
+    Measurement,
+    ModelFile,
+    RunnerInfo,
+    RunSettings,
+)
+from lutnas.device_agents.local import LocalAgent
+from lutnas.errors import BadInputError
+from lutnas.profiler.export import ModelCache, export_many
+from lutnas.profiler.plan import make_plan
+from lutnas.profiler.run import QualitySettings, measure_files, measure_keys, run_profile
+from lutnas.tables.store import MeasurementStore
+
+SETTINGS = RunSettings(runtime="onnxruntime", warmup=1, runs=3)
+
+
+class ScriptedDevice(DeviceAgent):
+    """A simulated device: key latency = base[key] * speed of the process (one factor per batch)."""
+
+    def __init__(self, device_id: str, base_ms: dict[str, float], speeds: Sequence[float] = (),
+                 noisy: dict[str, list[float]] | None = None) -> None:
+        self.device_id, self.base_ms, self.speeds = device_id, base_ms, list(speeds)
+        self.noisy = {k: list(v) for k, v in (noisy or {}).items()}
+        self.batches: list[list[str]] = []
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(device_id=self.device_id, kind="simulated", model="scripted")
+
+    def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
+                      trial_index: int) -> list[Measurement]:
+        speed = self.speeds.pop(0) if self.speeds else 1.0
+        self.batches.append([f.key for f in files])
+        out = []
+        for f in files:
+            scale = self.noisy[f.key].pop(0) if self.noisy.get(f.key) else 1.0
+            value = self.base_ms[f.key] * speed * scale
+            out.append(Measurement(f.key, f.sha256, trial_index, RunnerInfo("scripted", "1"),
+                                   samples_ms=[value] * settings.runs).fill_stats_from_samples())
+        return out
+
+
+@pytest.fixture()
+def keyed_files(tmp_path) -> dict[str, ModelFile]:
+    files = {}
+    for i in range(6):
+        path = tmp_path / f"block{i}.bin"
+        path.write_bytes(b"x" * (100 + i))
+        files[f"conv:k={i}"] = ModelFile.from_path(path, f"conv:k={i}")
+    return files
+
+
+def _base(files):
+    return {k: 1.0 + i for i, k in enumerate(sorted(files))}
+
+
+def test_trials_are_shuffled_interleaved_and_the_figure_is_the_median_of_trial_medians(tmp_path, keyed_files):
+    base = _base(keyed_files)
+    agent = ScriptedDevice("sim", base)
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    run = store.start_run("sim", SETTINGS, "t", "block", [])
+    result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 4, store, run,
+                          QualitySettings(reference_every=100), seed=3)
+    assert result.measured == 6 and result.flagged == 0 and not result.failed
+    orders = [[k for k in batch[1:-1]] for batch in agent.batches]  # strip the reference checks
+    assert len(orders) == 4 and all(sorted(o) == sorted(keyed_files) for o in orders)
+    assert len({tuple(o) for o in orders}) > 1  # each trial has its own order
+    frame = store.measurements_frame(device_id="sim")
+    assert frame.groupby("key").size().tolist() == [4] * 6
+    assert sorted(frame.groupby("key")["trial_index"].apply(list).iloc[0]) == [0, 1, 2, 3]
+    for key, figure in result.figures_ms.items():
+        assert figure == statistics.median(frame[frame.key == key]["median_ms"])
+        assert figure == pytest.approx(base[key])
+    assert set(store.quality_frame()["flag"]) == {"settled"}
+
+
+def test_unsettled_keys_are_re_measured_then_flagged(tmp_path, keyed_files):
+    base = _base(keyed_files)
+    steady, wobbly, hopeless = sorted(keyed_files)[:3]
+    noisy = {wobbly: [1.0, 1.5, 1.0] + [1.0] * 30, hopeless: [1.0, 1.5] * 20}
+    agent = ScriptedDevice("sim", base, noisy=noisy)
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    run = store.start_run("sim", SETTINGS, "t", "block", [])
+    qc = QualitySettings(cv_bound=0.05, max_remeasure=2, reference_every=100)
+    result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store, run, qc)
+    flags = dict(store.quality_frame()[["key", "flag"]].values)
+    trials = store.measurements_frame().groupby("key").size()
+    assert flags[steady] == "settled" and trials[steady] == 3
+    assert flags[wobbly] == "re-measured" and trials[wobbly] == 6
+    assert flags[hopeless] == "never-settled" and trials[hopeless] == 9  # 3 + 2 re-measures of 3
+    assert result.re_measured == 2 and result.flagged == 1
+
+
+def test_a_drifting_reference_discards_and_re_measures_its_neighbours(tmp_path, keyed_files):
+    base = _base(keyed_files)
+    # Batches are processes: the third one runs 40% slow, as a slow process does.
+    agent = ScriptedDevice("sim", base, speeds=[1.0, 1.0, 1.4, 1.0, 1.0])
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    run = store.start_run("sim", SETTINGS, "t", "block", [])
+    qc = QualitySettings(cv_bound=0.05, drift_bound=0.10, reference_every=3)
+    result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store, run, qc)
+    assert result.drift_events == 3 and result.discarded == 6
+    everything = store.measurements_frame(ok_only=False)
+    assert (everything["status"].str.startswith("drift")).sum() == 6
+    assert result.flagged == 0 and result.re_measured == 0
+    for key, figure in result.figures_ms.items():
+        assert figure == pytest.approx(base[key])  # the slow process left no trace in the figures
+
+
+def test_resume_after_a_stop_measures_only_what_is_missing(tmp_path, keyed_files):
+    base = _base(keyed_files)
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    stop = threading.Event()
+    taken = []
+
+    def stop_after_eight(event):
+        taken.append(event.measurements_done)
+        if event.measurements_done >= 8:
+            stop.set()
+
+    qc = QualitySettings(reference_every=100, batch_size=4)
+    run = store.start_run("sim", SETTINGS, "t", "block", [])
+    first = measure_keys(ScriptedDevice("sim", base), keyed_files, dict.fromkeys(keyed_files, "conv"),
+                         SETTINGS, 3, store, run, qc, progress=stop_after_eight, stop=stop)
+    assert first.interrupted and first.measurements == 8
+    run2 = store.start_run("sim", SETTINGS, "t", "block", [])
+    second = measure_keys(ScriptedDevice("sim", base), keyed_files, dict.fromkeys(keyed_files, "conv"),
+                          SETTINGS, 3, store, run2, qc)
+    assert not second.interrupted and second.measured == 6 and second.measurements == 18 - 8
+    assert store.measurements_frame().groupby("key").size().tolist() == [3] * 6
+    third = measure_keys(ScriptedDevice("sim", base), keyed_files, dict.fromkeys(keyed_files, "conv"),
+                         SETTINGS, 3, store, run2, qc)
+    assert third.skipped == 6 and third.measurements == 0
+
+
+def test_measure_files_stores_subnets_and_skips_them_next_time(tmp_path, tiny_space):
+    configs = [tiny_space.smallest(), tiny_space.largest()]
+    from lutnas.profiler.export import export_subnet, subnet_key
+
+    cache = ModelCache()
+    files = [ModelFile(e.path, subnet_key(tiny_space, c), e.sha256)
+             for c in configs for e in [export_subnet(tiny_space, c, "onnx", cache)]]
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    agent = LocalAgent()
+    figures = measure_files(agent, files, "subnet", SETTINGS, 2, store)
+    assert set(figures) == {f.key for f in files} and all(v > 0 for v in figures.values())
+    frame = store.measurements_frame(kinds=["subnet"])
+    assert len(frame) >= 4 and set(frame["key"]) == set(figures)
+    again = measure_files(agent, files, "subnet", SETTINGS, 2, store)
+    assert again == figures and len(store.measurements_frame(kinds=["subnet"])) == len(frame)
+
+
+def test_several_devices_profile_in_parallel_each_into_its_own_rows(tmp_path, tiny_space):
+    plan = make_plan(tiny_space, limit=3, seed=2)
+    keys = [s.key for s in plan.specs]
+    phones = [ScriptedDevice(f"phone-{i}", {k: 1.0 + i for k in keys}) for i in range(2)]
+    summary = run_profile(phones, tiny_space, SETTINGS, tmp_path / "m.sqlite", trials=2, limit=3, seed=2,
+                          qc=QualitySettings(reference_every=100), export_workers=1)
+    assert not summary.interrupted and set(summary.devices) == {"phone-0", "phone-1"}
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    frame = store.measurements_frame()
+    for i in range(2):
+        rows = frame[frame.device_id == f"phone-{i}"]
+        assert set(rows["key"]) == set(keys) and len(rows) == 2 * len(keys)
+        assert (rows["median_ms"] == 1.0 + i).all()
+    assert len(store.runs_frame()) == 2 and len(store.devices()) == 2
+
+
+def test_the_same_device_twice_is_refused(tmp_path, tiny_space):
+    with pytest.raises(BadInputError, match="twice"):
+        run_profile([ScriptedDevice("x", {}), ScriptedDevice("x", {})], tiny_space, SETTINGS,
+                    tmp_path / "m.sqlite", limit=1)
+
+
+def test_local_profile_of_real_blocks(tmp_path, tiny_space):
+    summary = run_profile(["local"], tiny_space, SETTINGS, Path(tmp_path / "m.sqlite"), trials=2, limit=3,
+                          seed=5, export_workers=1)
+    (result,) = summary.devices.values()
+    assert result.measured + len(result.failed) == 3 and not result.failed
+    entries = export_many(make_plan(tiny_space, limit=3, seed=5).specs, "onnx", ModelCache(), workers=1)
+    frame = MeasurementStore(tmp_path / "m.sqlite").measurements_frame()
+    assert set(frame["key"]) == set(entries)
+    assert set(frame["model_sha256"]) == {e.sha256 for e in entries.values()}
