@@ -85,6 +85,7 @@ def test_missing_key_is_created_0600_and_the_prompt_is_announced(tmp_path: Path,
 def test_rejected_key_is_one_clear_error(tmp_path: Path, adb_key: Path):
     with SimulatedAdbd(tmp_path / "sb", "pixel7", faults=Faults(reject_key=True)) as server:
         agent = agent_for(server)
+        agent.auth_timeout_s = 1.0  # adb-shell reads a closed socket until this timeout
         with pytest.raises(DeviceError, match="did not accept this computer's ADB key") as info:
             agent.info()
     assert "\n" not in str(info.value) and str(adb_key) in str(info.value)
@@ -195,7 +196,8 @@ def test_hot_phone_is_waited_for_and_recorded(phone, runner, tflite_model, tmp_p
 
 def test_dropped_connection_reconnects_and_the_batch_completes(phone, runner, tflite_model, tmp_path):
     files = models(tmp_path, tflite_model, [f"m{i}.tflite" for i in range(5)])
-    with agent_for(phone, runner) as agent:
+    # adb-shell notices a closed TCP socket only when its read times out, like a phone off Wi-Fi.
+    with agent_for(phone, runner, command_timeout_s=3.0) as agent:
         agent.info()
         phone.faults.drop_after_commands = len(phone.commands) + 4  # mid-way through the pushes
         results = agent.measure_batch(files, FAST, 0)
@@ -205,7 +207,7 @@ def test_dropped_connection_reconnects_and_the_batch_completes(phone, runner, tf
 
 def test_unplugged_phone_is_a_device_error(phone, runner, tflite_model, tmp_path):
     files = models(tmp_path, tflite_model, ["a.tflite"])
-    agent = agent_for(phone, runner)
+    agent = agent_for(phone, runner, command_timeout_s=2.0)
     agent.info()
     phone.faults.drop_after_commands, phone.faults.offline_after_drop = len(phone.commands), True
     with pytest.raises(DeviceError, match="cannot connect to 127.0.0.1") as info:
@@ -250,3 +252,14 @@ def test_bad_addresses():
         with pytest.raises(BadInputError, match="adb:HOST"):
             AdbAgent.from_address(address, AgentOptions())
     assert AdbAgent.from_address("adb:10.0.0.2", AgentOptions()).address == "10.0.0.2:5555"
+
+
+def test_cli_devices_prints_the_fingerprint(phone, capsys):
+    from lutnas.cli import main
+
+    assert main(["devices", "--device", f"adb:{phone.address}"]) == 0
+    out = capsys.readouterr().out
+    assert "android:google-pixel-7:SIMPIXEL7" in out and "GS201" in out and "2850 MHz" in out
+    assert main(["devices", "--device", f"adb:{phone.address}", "--json"]) == 0
+    assert '"model": "Pixel 7"' in capsys.readouterr().out
+    assert main(["devices", "--device", "adb:127.0.0.1:1", "--timeout", "1"]) == 1
