@@ -1,0 +1,184 @@
+"""`lutnas search`: the most accurate subnet under a millisecond target, exported and optionally
+measured on the device. Parsing and printing only; the steps live in `lutnas.search.pipeline`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from lutnas.cli._common import console, err_console, load_space, positive_int, require
+from lutnas.errors import SearchError
+from lutnas.search.evolution import Candidate
+from lutnas.search.pipeline import Outcome, SearchJob
+
+
+def _targets(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ms, "
+                                         f"e.g. 5,10,20") from None
+    if not values:
+        raise argparse.ArgumentTypeError("--targets needs at least one value")
+    return values
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("search", help="evolutionary search for the best subnet under a "
+                                             "latency target")
+    p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
+    p.add_argument("--table", required=True, type=Path, help="latency table (.parquet)")
+    p.add_argument("--predictor", default="lut", choices=("lut", "learned", "analytic"))
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-ms", type=float, help="latency cap in milliseconds")
+    target.add_argument("--targets", type=_targets, metavar="MS,MS,...",
+                        help="one search per target (e.g. 5,10,20) and one plot of the winners")
+    p.add_argument("--window-ms", type=float, default=0.5,
+                   help="predicted latency must lie in [target - window, target] (default 0.5)")
+    p.add_argument("--fill", default="analytic", choices=("analytic", "learned", "none"),
+                   help="price blocks the table lacks with this predictor, fitted on the table "
+                        "(default analytic; none: a missing block is an error)")
+    p.add_argument("--max-params", help="hard cap on parameters, e.g. 5M or 800k")
+    p.add_argument("--max-mflops", help="hard cap on MFLOPs (2 x MMACs), e.g. 300")
+    p.add_argument("--supernet", type=Path, metavar="CKPT",
+                   help="trained supernet (train-supernet output); without it a proxy is maximised")
+    p.add_argument("--data", default="builtin:digits",
+                   help="data of the supernet's held-out split (default builtin:digits)")
+    p.add_argument("--calib-batches", type=positive_int, default=4,
+                   help="training batches for BN recalibration per candidate (default 4)")
+    p.add_argument("--proxy", default="mflops", choices=("mflops", "params"),
+                   help="proxy objective without --supernet (default mflops; labelled as a proxy)")
+    p.add_argument("--population", type=positive_int, default=512)
+    p.add_argument("--generations", type=positive_int, default=40)
+    p.add_argument("--parents", type=positive_int, default=256)
+    p.add_argument("--mutations", type=int, default=128)
+    p.add_argument("--crossovers", type=int, default=128)
+    p.add_argument("--mutate-prob", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--no-export", action="store_true", help="skip the .tflite/.onnx export")
+    p.add_argument("--verify-on", metavar="DEVICE",
+                   help="measure the exported winner end to end: local, adb:HOST[:PORT], usb[:SERIAL]")
+    p.add_argument("--verify-trials", type=positive_int, default=5,
+                   help="fresh-process trials for --verify-on (default 5)")
+    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
+    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
+    p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
+    p.add_argument("--cache", type=Path, metavar="DIR", help="model cache (default $LUTNAS_CACHE)")
+    p.set_defaults(handler=run_search)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from lutnas.search.constraints import CostModel, parse_count
+    from lutnas.search.evolution import EvolutionSettings
+    from lutnas.search.objectives import ProxyObjective, supernet_objective
+    from lutnas.search.pipeline import load_latency_model, run_target
+    from lutnas.search.report import plot_winners
+
+    require(args.table.is_file(), f"--table {args.table}: no such file; build one with "
+                                  f"`lutnas build-table --out {args.table}`")
+    require(not (args.verify_on and args.no_export), "--verify-on needs the export; drop --no-export")
+    space = load_space(args.space)
+    settings = EvolutionSettings(args.population, args.generations, args.parents, args.mutations,
+                                 args.crossovers, args.mutate_prob, args.seed)
+    max_params = parse_count(args.max_params, "--max-params") if args.max_params else None
+    max_mflops = parse_count(args.max_mflops, "--max-mflops") if args.max_mflops else None
+    targets = args.targets or [args.target_ms]
+    predictor, table, estimated = load_latency_model(args.table, args.predictor, space, args.fill)
+    if estimated:
+        err_console.print(f"[yellow]{len(estimated)} of the space's blocks are not in the table; "
+                          f"{args.fill} estimates them (e.g. {estimated[0]})[/]")
+    bundle = None
+    if args.supernet:
+        bundle = supernet_objective(str(args.supernet), args.data, space, args.calib_batches)
+        objective = bundle.objective
+    else:
+        objective = ProxyObjective(args.proxy)
+        err_console.print(f"[yellow]no --supernet: maximising a PROXY ({objective.label}); "
+                          f"train one with `lutnas train-supernet` for accuracy[/]")
+    label = f"{table.describe_settings()} [{args.predictor}]"
+    job = SearchJob(space, CostModel(space, predictor), objective, settings, args.window_ms,
+                    max_params, max_mflops, label, bundle, frozenset(estimated))
+    outcomes = []
+    for target in targets:
+        out = args.out if len(targets) == 1 else args.out / f"target-{target:g}ms"
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[best]}"), TimeElapsedColumn(),
+                      console=err_console, transient=True) as bar:
+            task = bar.add_task(f"search {target:g} ms", total=settings.generations, best="")
+
+            def progress(done: int, total: int, best: Candidate, task: TaskID = task) -> None:
+                bar.update(task, completed=done,
+                           best=f"best {best.score:.4g} at {best.latency_ms:.3f} ms")
+
+            outcome = run_target(job, target, out, progress, export=not args.no_export,
+                                 cache_root=args.cache)
+        outcomes.append(outcome)
+        _print_outcome(outcome)
+        if args.verify_on:
+            _verify(args, job, table, outcome)
+    if len(outcomes) > 1:
+        plot = plot_winners([o.result for o in outcomes], args.out / "pareto.png",
+                            f"{space.name}: winners per target ({label})")
+        summary = [{"target_ms": o.result.constraints.target_ms, "out": str(o.out),
+                    "predicted_ms": o.result.best.latency_ms, o.result.objective_name: o.result.best.score,
+                    "mflops": o.result.best.mflops, "params": int(o.result.best.params)}
+                   for o in outcomes]
+        (args.out / "winners.json").write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"winners plot: {plot}")
+    return 0
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    result = outcome.result
+    best, c = result.best, result.constraints
+    table = Table(title=f"winner under {c.target_ms:g} ms  (window {c.low_ms:.3f}..{c.high_ms:.3f} ms)")
+    table.add_column("predicted ms", justify="right")
+    table.add_column("proxy" if result.is_proxy else "top-1 %", justify="right")
+    table.add_column("MFLOPs", justify="right")
+    table.add_column("params", justify="right")
+    table.add_column("evaluated", justify="right")
+    table.add_row(f"{best.latency_ms:.3f}", f"{best.score:.4g}", f"{best.mflops:.1f}",
+                  f"{best.params / 1e6:.3f}M", str(result.evaluations))
+    console.print(table)
+    if result.is_proxy:
+        console.print(f"objective: {result.objective_label}")
+    console.print(f"config: {best.config.to_json()}")
+    console.print(f"outputs: {', '.join(str(p) for p in outcome.files.values())}")
+
+
+def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Outcome) -> None:
+    from lutnas.device_agents.factory import AgentOptions
+    from lutnas.search.pipeline import verify_winner
+
+    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
+                           onnx_runner=args.onnx_runner)
+    result = outcome.result
+    with console.status(f"measuring the winner on {args.verify_on} "
+                        f"({args.verify_trials} trials)..."):
+        check = verify_winner(job, table, result.best.config, result.best.latency_ms,
+                              outcome.out, args.verify_on, args.verify_trials,
+                              agent_options=options, cache_root=args.cache)
+    console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
+                  f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms "
+                  f"({check.error_pct:+.1f}%)")
+    if not check.same_device:
+        err_console.print(f"[yellow]warning: the table was measured on {check.table_device}, not on "
+                          f"{check.device}; the comparison crosses devices[/]")
+    best_path = outcome.out / "best.json"
+    body = json.loads(best_path.read_text())
+    body["verification"] = check.to_dict()
+    best_path.write_text(json.dumps(body, indent=2, sort_keys=True, default=str) + "\n")
+    if not (check.measured_ms > 0):
+        raise SearchError("the device returned no latency for the winner")

@@ -1,0 +1,110 @@
+"""Search outputs: best.json, candidates.csv and the Pareto plots (matplotlib, Agg, PNG).
+
+The objective's column and axis carry its own name: `top1` for supernet accuracy, `proxy_mflops` /
+`proxy_params` for a proxy, so nothing downstream can mistake a proxy for accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lutnas.search.evolution import SearchResult, result_summary
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; an output file is for sharing
+    os.replace(tmp, path)
+
+
+def write_best(result: SearchResult, path: Path, extra: dict[str, Any] | None = None) -> Path:
+    body = result_summary(result)
+    body.update(extra or {})
+    _atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+def write_candidates(result: SearchResult, path: Path) -> Path:
+    """Every scored candidate; the objective column is named after the objective (e.g. top1)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["generation", "latency_ms", "params", "mflops", result.objective_name, "config"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for cand in result.candidates:
+            row = cand.row()
+            writer.writerow([row["generation"], f"{row['latency_ms']:.6f}", row["params"],
+                             f"{row['mflops']:.4f}", f"{row['score']:.6g}", row["config"]])
+    return path
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_pareto(result: SearchResult, path: Path, title: str = "") -> Path:
+    """Objective against predicted latency: every candidate, the Pareto front, window and winner."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    c = result.constraints
+    ax.axvspan(c.low_ms, c.high_ms, color="tab:green", alpha=0.12, label="latency window")
+    ax.axvline(c.target_ms, color="tab:green", lw=1.2, ls="--", label=f"target {c.target_ms:g} ms")
+    xs = [cand.latency_ms for cand in result.candidates]
+    ys = [cand.score for cand in result.candidates]
+    gens = [cand.generation for cand in result.candidates]
+    points = ax.scatter(xs, ys, c=gens, cmap="viridis", s=9, alpha=0.7, label="scored candidates")
+    front = result.pareto_front()
+    ax.plot([f.latency_ms for f in front], [f.score for f in front], color="tab:red", lw=1.3,
+            marker="o", ms=3, label="Pareto front")
+    ax.scatter([result.best.latency_ms], [result.best.score], marker="*", s=180, color="tab:red",
+               edgecolor="black", zorder=5, label="winner")
+    fig.colorbar(points, ax=ax, label="generation first scored")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel(result.objective_label)
+    ax.set_title(title or f"search under {c.target_ms:g} ms")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_winners(results: Sequence[SearchResult], path: Path, title: str = "") -> Path:
+    """One point per target: the winner's objective against its predicted latency."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    ordered = sorted(results, key=lambda r: r.constraints.target_ms)
+    ax.plot([r.best.latency_ms for r in ordered], [r.best.score for r in ordered], color="tab:red",
+            marker="*", ms=12, lw=1.2, label="winner per target")
+    for r in ordered:
+        c = r.constraints
+        ax.axvspan(c.low_ms, c.high_ms, color="tab:green", alpha=0.08)
+        ax.axvline(c.target_ms, color="tab:green", lw=1, ls="--")
+        ax.annotate(f"{c.target_ms:g} ms", (r.best.latency_ms, r.best.score), fontsize=7,
+                    xytext=(4, -10), textcoords="offset points")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel(ordered[0].objective_label if ordered else "objective")
+    ax.set_title(title or "winners per latency target")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
