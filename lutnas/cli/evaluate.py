@@ -9,13 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int
+from lutnas.cli._common import err_console, positive_int
 from lutnas.errors import BadInputError
 from lutnas.tables.table import LatencyTable
 
+# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 
@@ -61,6 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="trials per subnet (default: the table's typical trial count)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="scatter plot (default: TABLE.evaluate.png)")
     p.add_argument("--json", type=Path, metavar="OUT", help="write the reports and every subnet as JSON")
+    p.add_argument("--resolution", type=int, action="append", metavar="R",
+                   help="sample subnets at these resolutions (default: those the table fully covers)")
     p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
     p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
     p.set_defaults(handler=evaluate_command)
@@ -94,6 +99,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     with MeasurementStore(args.store) as store, open_agent(args.device, options) as agent, \
             measuring_progress() as progress:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed, store, args.trials,
+                                    resolutions=args.resolution,
                                     argv=["evaluate", "--table", str(args.table)],
                                     progress=progress.on_loop, on_export=progress.on_export)
     print_reports(result.reports, f"{len(result.configs)} held-out {space.name} subnets on "

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import console
 from lutnas.errors import ConfigError
 
+# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict a subnet's latency from a latency table")

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int
+from lutnas.cli._common import err_console, positive_int
 from lutnas.errors import BadInputError, TableError
 from lutnas.tables.table import LatencyTable
 
+# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 
@@ -45,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="device address to measure the calibration subnets on (default local)")
     b.add_argument("--trials", type=positive_int, help="trials per calibration subnet "
                    "(default: the table's typical trial count)")
+    b.add_argument("--resolution", type=int, action="append", metavar="R",
+                   help="calibration subnets at these resolutions (default: those the table covers)")
     b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
     b.set_defaults(handler=build_table_command)
 
@@ -107,6 +112,7 @@ def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> 
     space = table.load_space()
     with open_agent(args.calibrate_on) as agent, measuring_progress() as progress:
         correction = calibrate(agent, table, space, args.calibrate, args.seed, store, args.trials,
+                               resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
                                progress=progress.on_loop, on_export=progress.on_export)
     console.print(f"correction from {correction['n']} subnets: measured = {correction['scale']:.4f} x "

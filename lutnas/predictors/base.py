@@ -80,7 +80,10 @@ def registered_predictors() -> dict[str, Builder]:
 def build_available(context: PredictorContext) -> list[Predictor]:
     """Every registered predictor that can be built for this context, in registration order."""
     built = []
-    for name, builder in registered_predictors().items():
+    builders = registered_predictors()
+    order = [n for n in REPORT_ORDER if n in builders] + [n for n in builders if n not in REPORT_ORDER]
+    for name in order:
+        builder = builders[name]
         predictor = builder(context)
         if predictor is not None:
             if not isinstance(predictor, Predictor):
@@ -90,6 +93,8 @@ def build_available(context: PredictorContext) -> list[Predictor]:
     return built
 
 
+# The reference predictors first in reports; any others follow in registration order.
+REPORT_ORDER = ("lut", "lut+correction", "flops-linear")
 # Modules whose import registers a predictor, in report order.
 BUILTIN_MODULES = ("lut", "baselines", "analytic", "learned")
 

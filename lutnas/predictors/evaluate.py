@@ -202,13 +202,27 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
 
 # ---------------------------------------------------------------------- calibration and evaluation
 
+def covered_resolutions(table: LatencyTable, space: SearchSpace) -> list[int]:
+    """Resolutions whose every unique block is in the table (a table profiled at one resolution)."""
+    return [r for r in space.resolutions if table.coverage(space, [r])["share"] == 1.0]
+
+
+def _resolutions(table: LatencyTable, space: SearchSpace, given: Sequence[int] | None) -> list[int]:
+    if given:
+        return list(given)
+    covered = covered_resolutions(table, space)
+    return covered or list(space.resolutions)  # none complete: missing keys are reported by name
+
+
 def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count: int, seed: int,
-              store: Any, trials: int | None = None, **kwargs: Any) -> dict[str, Any]:
+              store: Any, trials: int | None = None, resolutions: Sequence[int] | None = None,
+              **kwargs: Any) -> dict[str, Any]:
     """Measure `count` random subnets and store the fitted correction in the table's metadata."""
     from lutnas.predictors.lut import LutPredictor
 
-    configs = sample_configs(space, count, seed)
+    configs = sample_configs(space, count, seed, resolutions=_resolutions(table, space, resolutions))
     predictor = LutPredictor(table, space)
+    predictor.predict(configs)  # missing keys fail here, before minutes of measuring
     measured = measure_subnets(agent, table, space, configs, store, trials or table_trials(table),
                                **kwargs)
     predictor.fit(configs, measured)
@@ -257,14 +271,19 @@ def evaluate_predictors(table: LatencyTable, space: SearchSpace, configs: Sequen
 
 def evaluate_on_device(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, samples: int,
                        seed: int, store: Any, trials: int | None = None,
-                       extra: Sequence[Predictor] = (), **kwargs: Any) -> Evaluation:
+                       extra: Sequence[Predictor] = (), resolutions: Sequence[int] | None = None,
+                       **kwargs: Any) -> Evaluation:
     """Sample held-out subnets, measure them end to end, and score every predictor on them."""
     from lutnas.profiler.export import subnet_key
 
     calib_configs, _ = calibration_of(table, space)
     exclude = {subnet_key(space, c) for c in calib_configs}
     exclude |= set((table.correction or {}).get("subnets", []))
-    configs = sample_configs(space, samples, seed, exclude=exclude)
+    configs = sample_configs(space, samples, seed, exclude=exclude,
+                             resolutions=_resolutions(table, space, resolutions))
+    from lutnas.predictors.lut import LutPredictor
+
+    LutPredictor(table, space).predict(configs)  # missing keys fail here, before any measuring
     measured = measure_subnets(agent, table, space, configs, store, trials or table_trials(table),
                                **kwargs)
     return evaluate_predictors(table, space, configs, measured, extra)

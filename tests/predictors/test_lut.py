@@ -9,38 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import ConfigError, PredictorError
 from lutnas.predictors.base import Predictor
 from lutnas.predictors.lut import LutPredictor, fit_correction
 from lutnas.supernet.blocks import BlockSpec
 from lutnas.supernet.space import SearchSpace, SubnetConfig
-from lutnas.tables.table import LatencyTable, make_frame
 
 
-def table_for(space: SearchSpace, value_of, drop: Sequence[str] = ()) -> LatencyTable:
-    rows = {}
-    for spec in space.unique_blocks():
-        if spec.key in drop:
-            continue
-        ms = float(value_of(spec))
-        rows[spec.key] = {"median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "p90_ms": ms,
-                          "trials": 3, "cv": 0.0, "flag": "settled", "kind": spec.kind,
-                          "source": "measured", "operator_ms": None}
-    settings = {"device_id": "host-t", "runtime": "tflite", "threads": 1, "core_mask": "all",
-                "accelerator": "cpu"}
-    return LatencyTable(make_frame(rows), DeviceInfo("host-t", "host", "t"), settings, space.name,
-                        {"correction": None})
-
-
-def random_values(seed: int = 0):
-    rng = np.random.default_rng(seed)
-    cache: dict[str, float] = {}
-    return lambda spec: cache.setdefault(spec.key, float(rng.uniform(0.05, 3.0)))
-
-
-def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace) -> None:
-    table = table_for(tiny_space, random_values())
+def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace, make_table, values) -> None:
+    table = make_table(tiny_space, values())
     config = tiny_space.smallest()
     blocks = tiny_space.blocks_of(config)
     hand = 0.0
@@ -58,9 +35,9 @@ def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace) -> No
 
 
 @pytest.mark.parametrize("space_name", ["tiny", "elasticvit"])
-def test_vectorised_sum_equals_the_sum_over_blocks_of(space_name: str) -> None:
+def test_vectorised_sum_equals_the_sum_over_blocks_of(space_name: str, make_table, values) -> None:
     space = SearchSpace.load(space_name)
-    table = table_for(space, random_values(1))
+    table = make_table(space, values(1))
     predictor = LutPredictor(table, space)
     rng = random.Random(3)
     configs = [space.sample(rng) for _ in range(300)] + [space.smallest(), space.largest()]
@@ -71,18 +48,18 @@ def test_vectorised_sum_equals_the_sum_over_blocks_of(space_name: str) -> None:
     np.testing.assert_allclose(predictor.predict_encoded(encoded), expected, rtol=1e-12)
 
 
-def test_config_outside_the_space_names_the_field(tiny_space: SearchSpace) -> None:
-    predictor = LutPredictor(table_for(tiny_space, lambda s: 1.0), tiny_space)
+def test_config_outside_the_space_names_the_field(tiny_space: SearchSpace, make_table) -> None:
+    predictor = LutPredictor(make_table(tiny_space, lambda s: 1.0), tiny_space)
     data = tiny_space.smallest().to_dict()
     data["stages"][0]["width"] = 999
     with pytest.raises(ConfigError, match="stage1.*width=999"):
         predictor.predict([SubnetConfig.from_dict(data)])
 
 
-def test_missing_keys_are_an_error_naming_count_and_kinds(tiny_space: SearchSpace) -> None:
+def test_missing_keys_are_an_error_naming_count_and_kinds(tiny_space: SearchSpace, make_table) -> None:
     config = tiny_space.largest()
     drop = [b.key for b in tiny_space.blocks_of(config) if b.kind in ("attn", "head")]
-    predictor = LutPredictor(table_for(tiny_space, lambda s: 1.0, drop=drop), tiny_space)
+    predictor = LutPredictor(make_table(tiny_space, lambda s: 1.0, drop=drop), tiny_space)
     with pytest.raises(PredictorError) as error:
         predictor.predict([tiny_space.smallest(), config])
     message = str(error.value)
@@ -108,10 +85,10 @@ class ConstantNets(Predictor):
         return np.full(len(configs), 42.0)
 
 
-def test_block_fallback_fills_missing_keys_and_is_flagged(tiny_space: SearchSpace) -> None:
+def test_block_fallback_fills_missing_keys_and_is_flagged(tiny_space: SearchSpace, make_table) -> None:
     config = tiny_space.largest()
     dropped = {b.key for b in tiny_space.blocks_of(config) if b.kind == "ffn"}
-    table = table_for(tiny_space, lambda s: 1.0, drop=dropped)
+    table = make_table(tiny_space, lambda s: 1.0, drop=dropped)
     predictor = LutPredictor(table, tiny_space, fallback=ConstantBlocks())
     result = predictor.predict_detailed([config, tiny_space.smallest()])
     blocks = tiny_space.blocks_of(config)
@@ -124,10 +101,10 @@ def test_block_fallback_fills_missing_keys_and_is_flagged(tiny_space: SearchSpac
     assert explained["ms"].sum() == pytest.approx(result.ms[0])
 
 
-def test_whole_net_fallback_prices_only_the_configs_with_holes(tiny_space: SearchSpace) -> None:
+def test_whole_net_fallback_prices_only_the_configs_with_holes(tiny_space: SearchSpace, make_table) -> None:
     config = tiny_space.largest()
     dropped = [tiny_space.blocks_of(config)[-1].key]  # its head
-    table = table_for(tiny_space, lambda s: 1.0, drop=dropped)
+    table = make_table(tiny_space, lambda s: 1.0, drop=dropped)
     predictor = LutPredictor(table, tiny_space, fallback=ConstantNets())
     small = tiny_space.smallest()
     assert tiny_space.blocks_of(small)[-1].key not in dropped
@@ -151,8 +128,8 @@ def test_correction_fit_recovers_scale_and_intercept() -> None:
 
 
 def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: SearchSpace,
-                                                              tmp_path: Path) -> None:
-    table = table_for(tiny_space, random_values(2))
+                                                              tmp_path: Path, make_table, values) -> None:
+    table = make_table(tiny_space, values(2))
     predictor = LutPredictor(table, tiny_space)
     rng = random.Random(0)
     configs = [tiny_space.sample(rng) for _ in range(8)]
@@ -167,9 +144,9 @@ def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: Searc
     np.testing.assert_allclose(reloaded.predict(held_out), corrected.predict(held_out))
     assert len(reloaded.correction_["subnets"]) == 8
     with pytest.raises(PredictorError, match="--calibrate"):
-        LutPredictor(table_for(tiny_space, lambda s: 1.0), tiny_space, corrected=True)
+        LutPredictor(make_table(tiny_space, lambda s: 1.0), tiny_space, corrected=True)
 
 
-def test_space_comes_from_the_table_when_not_given(tiny_space: SearchSpace) -> None:
-    table = table_for(tiny_space, lambda s: 1.0)
+def test_space_comes_from_the_table_when_not_given(tiny_space: SearchSpace, make_table) -> None:
+    table = make_table(tiny_space, lambda s: 1.0)
     assert LutPredictor(table).space == tiny_space
