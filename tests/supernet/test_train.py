@@ -150,3 +150,49 @@ def test_image_folder_tree_trains(tmp_path: Path) -> None:
     result = train_supernet(_options(tmp_path / "out", data=str(tmp_path / "imgs"), epochs=1,
                                      steps_per_epoch=2, batch_size=4, sampler="sandwich"))
     assert result.step == 2 and len(result.rows) == 1
+
+
+def test_latency_buckets_from_a_lookup_table(tmp_path: Path) -> None:
+    """`--buckets latency --table T` through the real table file and LutPredictor.
+
+    The table's values are per-block memory traffic scaled to milliseconds (measuring all of tiny's
+    blocks would take minutes): what is tested is that buckets and walk follow the predictor.
+    """
+    import math
+
+    import pandas as pd
+
+    from lutnas.device_agents.base import DeviceInfo
+    from lutnas.predictors.lut import LutPredictor
+    from lutnas.supernet.space import SearchSpace
+    from lutnas.tables.table import COLUMNS, LatencyTable
+
+    space = SearchSpace.load("tiny")
+    specs = space.unique_blocks()
+    from lutnas.supernet.complexity import block_complexity
+
+    ms = {s.key: block_complexity(s).bytes_moved / 1e7 for s in specs}
+    frame = pd.DataFrame(index=pd.Index(sorted(ms), name="key"), columns=list(COLUMNS))
+    frame["median_ms"] = [ms[k] for k in frame.index]
+    for column in ("mean_ms", "min_ms", "p90_ms"):
+        frame[column] = frame["median_ms"]
+    frame["std_ms"], frame["cv"], frame["trials"] = 0.0, math.nan, 3
+    frame["flag"], frame["source"], frame["operator_ms"] = "unrated", "measured", None
+    frame["kind"] = [k.partition(":")[0] for k in frame.index]
+    device = DeviceInfo(device_id="synthetic", kind="host", model="synthetic")
+    settings = {"device_id": "synthetic", "runtime": "onnxruntime", "threads": 1, "core_mask": "all",
+                "accelerator": "cpu"}
+    table_path = LatencyTable(frame, device, settings, "tiny", {"correction": None}).save(
+        tmp_path / "t.parquet")
+    result = train_supernet(_options(tmp_path / "run", buckets="latency", table=str(table_path),
+                                     epochs=1, steps_per_epoch=2, sampler="ca"))
+    _, meta = load_checkpoint(result.out)
+    state = meta["sampler"]
+    predictor = LutPredictor.load(table_path, space)
+    low, high = predictor.predict([space.smallest(), space.largest()])
+    assert state["cost_name"] == "ms" and state["edges"][-1] == pytest.approx(high)
+    index = state["bucket_index"]
+    from lutnas.supernet.space import SubnetConfig
+    pool = [SubnetConfig.from_dict(c) for c in state["pools"][index]]
+    lower = state["edges"][index - 1] if index else low - 1
+    assert all(lower < v <= state["edges"][index] * (1 + 1e-9) for v in predictor.predict(pool))
