@@ -160,12 +160,12 @@ def profile_device(args: argparse.Namespace) -> int:
                 qc=qc, agent_options=options, argv=sys.argv[1:], progress=_RichProgress(bars))
         except KeyboardInterrupt:
             bars.stop()
-            err_console.print(f"stopped during export; nothing measured was lost. Run the same command "
-                              f"again to resume (store {args.store}).")
+            print(f"stopped during export; nothing measured was lost. Run the same command again to "
+                  f"resume (store {args.store}).", file=sys.stderr)
             return 130
     print_summary(summary)
     if summary.interrupted:
-        err_console.print(f"stopped: every measurement taken is in {args.store}; run the same command "
-                          f"again to resume where it stopped.")
+        print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
+              f"resume where it stopped.", file=sys.stderr)
         return 130
     return 0

@@ -33,7 +33,7 @@ from lutnas.errors import BadInputError, LutnasError
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
 from lutnas.profiler.plan import make_plan
 from lutnas.supernet.space import SearchSpace
-from lutnas.tables.store import MeasurementStore, cv_of, figure_of
+from lutnas.tables.store import MeasurementStore, check_store_file, cv_of, figure_of
 
 REFERENCE = "reference"
 
@@ -356,10 +356,15 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
     plan = make_plan(space, resolutions, granularity, limit, sample_fraction, seed)
     if settings.runtime not in RUNTIME_FORMATS:
         raise BadInputError(f"unknown runtime {settings.runtime!r}; use one of {', '.join(RUNTIME_FORMATS)}")
-    store = MeasurementStore(store_path)
+    store_path = Path(store_path)
+    if not store_path.parent.is_dir():
+        raise BadInputError(f"directory {store_path.parent} of store {store_path} does not exist; create it "
+                            f"or pass another --store")
+    check_store_file(store_path)  # read-only: refuse a foreign store before touching any device
     agents = list(_iter_agents(devices, agent_options))
     for agent in agents:
         agent.check_settings(settings)
+    store = MeasurementStore(store_path)  # created only once every check passed
     infos = [agent.info() for agent in agents]
     ids = [info.device_id for info in infos]
     if len(set(ids)) != len(ids):

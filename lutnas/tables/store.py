@@ -134,6 +134,8 @@ def check_store_file(path: Path) -> None:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path} is corrupt ({exc}); restore it from a copy or pass a new --store") \
                 from None
+        if not tables:
+            return  # an empty database (e.g. another process is creating this store right now)
         if "meta" not in tables:
             raise StoreError(f"{path} is an SQLite file but not a lutnas measurement store; "
                              f"pass a new or existing store path with --store")

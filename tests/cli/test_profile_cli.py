@@ -1,0 +1,152 @@
+"""`profile-device`, `lutnas runs`, `lutnas measurements` as a user runs them, real processes included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lutnas.cli import main
+from lutnas.tables.store import MeasurementStore
+
+SMALL = ["--space", "tiny", "--limit", "4", "--trials", "2", "--runs", "5", "--warmup", "2",
+         "--export-workers", "1"]
+SCRIPTS = Path(sys.executable).parent
+
+
+def _profile(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([str(SCRIPTS / "profile-device"), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+
+
+@pytest.mark.parametrize("args,word", [
+    (["--runtime", "tensorrt"], "unknown runtime"),
+    (["--cores", "97"], "core"),
+    (["--threads", "0"], "--threads"),
+    (["--store", "/no/such/dir/m.sqlite"], "does not exist"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, word):
+    argv = ["profile-device", "--device", "local", *SMALL, "--store", str(tmp_path / "m.sqlite"), *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert word in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m.sqlite").exists() or "--store" in args
+
+
+def test_a_file_that_is_not_a_store_is_refused_untouched(tmp_path, capsys):
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes\n" * 100)
+    before = path.read_bytes()
+    assert main(["profile-device", *SMALL, "--runtime", "onnxruntime", "--store", str(path)]) == 2
+    assert "not a lutnas measurement store" in capsys.readouterr().err
+    assert path.read_bytes() == before
+
+
+def test_profile_then_list_runs_and_export_csv(tmp_path, capsys):
+    store = tmp_path / "m.sqlite"
+    process = _profile("--device", "local", *SMALL, "--runtime", "onnxruntime", "--store", str(store))
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "profiled into" in out and "re-measured" in out
+    assert main(["runs", "--store", str(store)]) == 0
+    listing = capsys.readouterr().out
+    assert "onnxruntime" in listing and "tiny" in listing
+    (device,) = [d.device_id for d in MeasurementStore(store).devices()]
+    assert main(["measurements", "--store", str(store), "--device", device]) == 0
+    assert "median of trial medians" in capsys.readouterr().out
+    csv = tmp_path / "m.csv"
+    assert main(["measurements", "--store", str(store), "--device", device, "--csv", str(csv)]) == 0
+    rows = pd.read_csv(csv)
+    assert len(rows) == len(MeasurementStore(store).measurements_frame()) and rows["key"].nunique() == 4
+    assert main(["measurements", "--store", str(store), "--device", "nope"]) == 2
+
+
+def test_tflite_profile_in_process(tmp_path):
+    store = tmp_path / "m.sqlite"
+    argv = ["profile-device", "--space", "tiny", "--limit", "2", "--trials", "2", "--runs", "5",
+            "--warmup", "2", "--seed", "1", "--runtime", "tflite", "--cores", "0", "--store", str(store)]
+    assert main(argv) == 0
+    frame = MeasurementStore(store).measurements_frame()
+    assert set(frame["runner_name"]) == {"ai_edge_litert"} and set(frame["core_mask"]) == {"0x1"}
+    assert frame["key"].nunique() == 2
+
+
+def _wait_for_measurements(store: Path, count: int, process: subprocess.Popen, limit_s: float = 240) -> int:
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        if store.exists():
+            try:
+                conn = sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5)
+                (n,) = conn.execute("SELECT COUNT(*) FROM measurements").fetchone()
+                conn.close()
+                if n >= count:
+                    return n
+            except sqlite3.Error:
+                pass
+        time.sleep(0.1)
+    raise AssertionError("no measurements appeared")
+
+
+@pytest.mark.slow
+def test_kill_9_loses_at_most_the_measurement_in_flight_and_a_rerun_finishes(tmp_path):
+    store = tmp_path / "m.sqlite"
+    args = ["--device", "local", "--space", "tiny", "--limit", "4", "--trials", "6", "--runs", "20",
+            "--warmup", "2", "--runtime", "onnxruntime", "--export-workers", "1", "--cv-bound", "10",
+            "--store", str(store)]
+    process = _profile(*args)
+    _wait_for_measurements(store, 6, process)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    conn = sqlite3.connect(store)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    survived = conn.execute("SELECT measurement_id, key, median_ms FROM measurements ORDER BY 1").fetchall()
+    assert len(survived) >= 6 and all(m is not None for _, _, m in survived)
+    conn.close()
+    rerun = _profile(*args)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    after = MeasurementStore(store)
+    frame = after.measurements_frame()
+    kept = frame[frame.measurement_id <= survived[-1][0]][["measurement_id", "key", "median_ms"]]
+    assert [tuple(r) for r in kept.itertuples(index=False)] == survived  # nothing taken was lost
+    assert frame.groupby("key").size().tolist() == [6] * 4  # the rerun measured only what was missing
+    assert len(after.quality_frame()) == 4
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+    store = tmp_path / "m.sqlite"
+    process = _profile("--space", "tiny", "--limit", "4", "--trials", "8", "--runs", "20", "--warmup", "2",
+                       "--runtime", "onnxruntime", "--export-workers", "1", "--store", str(store))
+    _wait_for_measurements(store, 3, process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "run the same command again" in err
+    runs = MeasurementStore(store).runs_frame()
+    assert runs.iloc[0].summary["interrupted"] is True
+
+
+@pytest.mark.slow
+def test_two_profile_device_processes_share_one_store(tmp_path):
+    store = tmp_path / "m.sqlite"
+    common = ["--device", "local", *SMALL, "--runtime", "onnxruntime", "--store", str(store)]
+    first = _profile(*common, "--cores", "0")
+    second = _profile(*common, "--threads", "1")
+    results = [p.communicate(timeout=300) for p in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0], results
+    s = MeasurementStore(store)
+    frame = s.measurements_frame(ok_only=False)
+    runs = s.runs_frame()
+    for run in runs.itertuples():
+        assert (frame.run_id == run.run_id).sum() == run.summary["measurements"]
+    assert set(frame["core_mask"]) == {"0x1", "all"}
+    assert len(s.quality_frame()) == 8
