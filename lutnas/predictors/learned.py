@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from lutnas.errors import PredictorError
@@ -372,7 +373,11 @@ class FeatureLatencyModel:
                             for c in frame.columns if c not in self.numeric_}
         x = self._encode(frame)
         log_y = np.log(y)
-        self.model_ = fit_residual_model(x, log_y, self.random_state, self.method)
+        # A ridge line in log space carries the power-law trend that trees cannot extrapolate;
+        # the trees fit what it leaves (as the analytic model does for lutnas blocks).
+        self.linear_ = Ridge(alpha=1.0).fit(x, log_y)
+        self.model_ = fit_residual_model(x, log_y - self.linear_.predict(x), self.random_state,
+                                         self.method)
         return self
 
     def _encode(self, frame: pd.DataFrame) -> np.ndarray:
@@ -389,8 +394,9 @@ class FeatureLatencyModel:
     def predict_features(self, frame: pd.DataFrame, return_spread: bool = False) -> Any:
         if not hasattr(self, "model_"):
             raise PredictorError("the feature model is not fitted; call fit_features first")
-        log_ms, log_spread = _predict_model(self.model_, self._encode(frame))
-        ms = np.exp(log_ms)
+        x = self._encode(frame)
+        log_ms, log_spread = _predict_model(self.model_, x)
+        ms = np.exp(log_ms + self.linear_.predict(x))
         return (ms, ms * log_spread) if return_spread else ms
 
 

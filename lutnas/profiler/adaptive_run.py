@@ -98,6 +98,28 @@ def measure_in_process(specs: Sequence[BlockSpec], runtime: str = "onnxruntime",
     return {key: statistics.median(values) for key, values in per_round.items()}
 
 
+def store_measurer(agent: Any, settings: Any, trials: int, store: Any,
+                   cache: ModelCache | None = None, run_id: int | None = None) -> MeasureFn:
+    """A MeasureFn over the profiling loop's `measure_files`: fresh-process trials, QC, resume, and
+    every measurement committed to `store` (what `profile-device --adaptive` should use)."""
+    from lutnas.device_agents.base import ModelFile
+    from lutnas.profiler.run import measure_files
+
+    cache = cache or ModelCache()
+    fmt = RUNTIME_FORMATS[settings.runtime]
+
+    def measure(specs: Sequence[BlockSpec]) -> dict[str, float]:
+        exported = export_many(list(specs), fmt, cache)
+        figures: dict[str, float] = {}
+        for kind in sorted({s.kind for s in specs}):
+            files = [ModelFile(exported[s.key].path, s.key, exported[s.key].sha256)
+                     for s in specs if s.kind == kind]
+            figures.update(measure_files(agent, files, kind, settings, trials, store, run_id))
+        return figures
+
+    return measure
+
+
 def in_process_measurer(runtime: str = "onnxruntime", cache: ModelCache | None = None,
                         **kwargs: Any) -> MeasureFn:
     return lambda specs: measure_in_process(specs, runtime, cache, **kwargs)
@@ -115,7 +137,7 @@ class AdaptiveResult:
 
     def table_frame(self, specs: Sequence[BlockSpec]) -> pd.DataFrame:
         """Every spec of the plan: measured entries as measured, the rest predicted and marked so."""
-        predicted, spread = self.predictor.predict_blocks(specs, use_measured=False)
+        predicted, spread = self.predictor.predict_blocks_with_spread(specs, use_measured=False)
         rows = []
         for spec, ms, sd in zip(specs, predicted, spread):
             if spec.key in self.measured:
@@ -152,7 +174,7 @@ def run_adaptive(specs: Sequence[BlockSpec], measure: MeasureFn, budget_minutes:
         if proposal:
             before = None
             if measured:
-                before, _ = predictor.predict_blocks(proposal, use_measured=False)
+                before, _ = predictor.predict_blocks_with_spread(proposal, use_measured=False)
             got = measure(proposal)
             if not got:
                 raise DeviceError("the measuring function returned nothing for a batch of "

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from lutnas.cli import main
+from lutnas.errors import PredictorError
+from lutnas.predictors.serialize import load_predictor_file, save_predictor
+from lutnas.predictors.transfer import TransferPredictor, choose_samples, transfer_report
+from lutnas.tables.table import LatencyTable
+from tests.predictors.host_data import as_table, host_latencies
+
+
+@pytest.fixture(scope="module")
+def runtimes() -> tuple[dict[str, float], dict[str, float]]:
+    """onnxruntime (device A) and torch (device B) on this host: two runtimes as two devices."""
+    return host_latencies("onnxruntime"), host_latencies("torch")
+
+
+def test_samples_span_kinds(runtimes) -> None:
+    a, _ = runtimes
+    samples = choose_samples(a, 12)
+    assert len(samples) == 12
+    assert {s.kind for s in samples} == {k.partition(":")[0] for k in a}
+    with pytest.raises(PredictorError):
+        choose_samples(a, 2)
+
+
+def test_transfer_between_two_host_runtimes(runtimes) -> None:
+    a, b = runtimes
+    samples = choose_samples(a, 24, seed=0)
+    predictor = TransferPredictor().fit_transfer(as_table(a, "onnxruntime"),
+                                                 {s.key: b[s.key] for s in samples})
+    report = transfer_report(predictor, b)
+    assert report["heldout"] == len(b) - 24
+    # A single global scale B = A x median(B/A) is the naive transfer; the per-kind one must beat it.
+    ratio = np.median([b[s.key] / a[s.key] for s in samples])
+    held = [k for k in b if k not in predictor.measured_]
+    naive = float(np.mean([abs(a[k] * ratio - b[k]) / b[k] for k in held]))
+    assert report["mape"] < 0.25 and report["mape"] < naive
+    table = predictor.predict_table()
+    assert (table["source"] == "measured").sum() == 24 and len(table) == len(a)
+
+
+def test_round_trip_and_unknown_keys(runtimes, tmp_path) -> None:
+    a, b = runtimes
+    predictor = TransferPredictor().fit_transfer(a, {s.key: b[s.key] for s in choose_samples(a, 16)})
+    loaded = load_predictor_file(save_predictor(predictor, tmp_path / "t.predictor.npz"))
+    keys = sorted(a)
+    assert np.array_equal(loaded.predict_blocks(keys), predictor.predict_blocks(keys))
+    with pytest.raises(PredictorError, match="not in table A"):
+        predictor.predict_blocks(["ffn:hw=64,c=256,r=4,act=hswish"])
+
+
+def test_cli_transfer_to_a_measured_table(runtimes, tmp_path, capsys) -> None:
+    a, b = runtimes
+    as_table(a, "onnxruntime", "host-a").save(tmp_path / "a.parquet")
+    as_table(b, "torch", "host-b").save(tmp_path / "b.parquet")
+    code = main(["transfer", "--from", str(tmp_path / "a.parquet"), "--to-table",
+                 str(tmp_path / "b.parquet"), "--samples", "20", "--out", str(tmp_path / "out.parquet")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "held-out error on 28 blocks" in out
+    table = LatencyTable.load(tmp_path / "out.parquet")
+    assert table.device.device_id == "host-b" and len(table) == len(a)
+    assert (table.frame["source"] == "measured").sum() == 20
+    assert (tmp_path / "out.transfer.predictor.npz").is_file()
+    assert main(["transfer", "--from", str(tmp_path / "nope.parquet"), "--to-table",
+                 str(tmp_path / "b.parquet"), "--out", str(tmp_path / "x.parquet")]) == 2
