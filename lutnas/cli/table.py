@@ -228,5 +228,6 @@ def import_ofa_command(args: argparse.Namespace) -> int:
     table.save(args.out)
     kinds = table.frame["kind"].value_counts()
     console.print(f"imported {len(table)} keys ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
-                  f"{table.metadata['unmapped_keys']} had no lutnas counterpart; wrote {args.out}")
+                  f"{table.metadata['unmapped_keys']} had no lutnas counterpart, "
+                  f"{table.metadata['duplicate_keys']} repeated a key; wrote {args.out}")
     return 0

@@ -192,10 +192,11 @@ def import_ofa_yaml(paths: Iterable[str | Path],
 
     `key_map` turns a foreign key into a lutnas key; keys it maps to None are kept under their own
     name (kind "foreign") when `keep_unmapped`, else dropped. The mean is the table's figure since
-    it is what OFA sums; count and std are kept as trials and std.
+    it is what OFA sums; count and std are kept as trials and std. A key met twice (files of two
+    resolutions share late-stage shapes) keeps the entry with the larger count.
     """
     rows: dict[str, dict[str, Any]] = {}
-    files, unmapped = [], 0
+    files, unmapped, duplicates = [], 0, 0
     for path in paths:
         files.append(str(path))
         for foreign, entry in read_ofa_yaml(path).items():
@@ -208,8 +209,14 @@ def import_ofa_yaml(paths: Iterable[str | Path],
                 key = str(foreign)
             mean = float(entry["mean"])
             std = float(entry.get("std") or 0.0)
+            count = int(entry.get("count") or 0)
+            if key in rows:
+                # Files of different resolutions share late-stage shapes: keep the better-measured one.
+                duplicates += 1
+                if rows[key]["trials"] >= count:
+                    continue
             rows[key] = {"median_ms": mean, "mean_ms": mean, "std_ms": std, "min_ms": math.nan,
-                         "p90_ms": math.nan, "trials": int(entry.get("count") or 0),
+                         "p90_ms": math.nan, "trials": count,
                          "cv": std / mean if mean > 0 else math.nan, "flag": "imported",
                          "kind": kind, "source": f"imported:{Path(path).name}",
                          "operator_ms": None}
@@ -219,7 +226,8 @@ def import_ofa_yaml(paths: Iterable[str | Path],
     device = device or DeviceInfo(device_id="imported:ofa", kind="android", model="unknown")
     settings = {"device_id": device.device_id, "runtime": "unknown", "threads": None,
                 "core_mask": "unknown", "accelerator": "cpu"}
-    metadata = {"imported_from": files, "unmapped_keys": unmapped, "correction": None,
+    metadata = {"imported_from": files, "unmapped_keys": unmapped, "duplicate_keys": duplicates,
+                "correction": None,
                 "space_yaml": None}
     return LatencyTable(frame, device, settings, space, metadata)
 
