@@ -70,7 +70,18 @@ class AdbAgent(DeviceAgent):
 
     @classmethod
     def from_address(cls, address: str, options: AgentOptions) -> "AdbAgent":
-        from adb_shell.adb_device import AdbDeviceTcp
+        from adb_shell.adb_device import AdbDevice
+        from adb_shell.transport.tcp_transport import TcpTransport
+
+        class ClosedAwareTcpTransport(TcpTransport):
+            """adb-shell reads a closed socket (recv -> b"") until its timeout; fail at once instead,
+            so a dropped connection is reopened in milliseconds, not after command_timeout_s."""
+
+            def bulk_read(self, numbytes: int, transport_timeout_s: float | None) -> bytes:
+                data = super().bulk_read(numbytes, transport_timeout_s)
+                if not data and numbytes:
+                    raise ConnectionResetError(f"{self._host}:{self._port} closed the connection")
+                return data
 
         if address.startswith("adb:"):
             rest = address[4:]
@@ -82,7 +93,8 @@ class AdbAgent(DeviceAgent):
             port = int(port_text)
             timeout = options.command_timeout_s
             return cls(f"{host}:{port}",
-                       lambda: AdbDeviceTcp(host, port, default_transport_timeout_s=timeout), options)
+                       lambda: AdbDevice(ClosedAwareTcpTransport(host, port),
+                                         default_transport_timeout_s=timeout), options)
         serial = address[4:] if address.startswith("usb:") else None
 
         def make_usb():
