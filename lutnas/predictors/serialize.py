@@ -170,3 +170,37 @@ def check_tree_arrays(parts: dict[str, np.ndarray], n_features: int, prefix: str
             raise bad(f"{side} child index out of order or range")
     if not (np.all(np.isfinite(parts["value"])) and np.all(np.isfinite(parts["threshold"]))):
         raise bad("non-finite values")
+
+
+# ------------------------------------------------------------------------------------------------
+# Entry points for `lutnas build-table --predictor` and `lutnas predict --predictor`.
+
+FITTABLE = ("learned", "analytic")
+
+
+def fit_and_save_predictors(table: Any, space: SearchSpace | None, kinds: str | list[str],
+                            table_path: str | Path) -> dict[str, Path]:
+    """Fit the predictors named by `kinds` ("learned", "analytic", "all" or a list) on `table`'s
+    measured blocks and save each beside the table file; returns name -> path."""
+    from lutnas.predictors.analytic import AnalyticPredictor
+    from lutnas.predictors.learned import LearnedPredictor
+
+    names = list(FITTABLE) if kinds == "all" else ([kinds] if isinstance(kinds, str) else list(kinds))
+    unknown = [n for n in names if n not in FITTABLE]
+    if unknown:
+        raise PredictorError(f"unknown predictor {unknown[0]!r}; use learned, analytic or all")
+    makers = {"learned": LearnedPredictor, "analytic": AnalyticPredictor}
+    saved = {}
+    for name in names:
+        predictor = makers[name](space).fit_blocks(table)
+        extra = {"table": str(table_path), "device_id": table.device.device_id,
+                 "settings": table.settings, "space": table.space}
+        saved[name] = save_predictor(predictor, predictor_path(table_path, name), extra=extra)
+    return saved
+
+
+def load_predictor(table_path: str | Path, name: str, space: SearchSpace | None = None) -> Any:
+    """The predictor `name` saved beside the table at `table_path`."""
+    if name not in _registry():
+        raise PredictorError(f"unknown predictor {name!r}; saved predictors are {sorted(_registry())}")
+    return load_predictor_file(predictor_path(table_path, name), space)

@@ -197,3 +197,61 @@ def run_adaptive(specs: Sequence[BlockSpec], measure: MeasureFn, budget_minutes:
         if decision.stop:
             return AdaptiveResult(measured, predictor, decision, history)
         proposal = selector.next_batch(predictor, remaining, decision.max_next)
+
+
+# ------------------------------------------------------------------------------------------------
+# One call for `profile-device --adaptive --budget-minutes M` (cli/profile.py wires the flags).
+
+def profile_adaptive(agent: Any, space: Any, settings: Any, store: Any, budget_minutes: float,
+                     error_bound: float = 0.05, trials: int = 5, resolutions: Sequence[int] | None = None,
+                     cache: ModelCache | None = None, seed: int = 0, argv: Sequence[str] = (),
+                     on_step: Callable[[dict[str, float]], None] | None = None) -> AdaptiveResult:
+    """Adaptive profiling of `space` on `agent`, every measurement committed to `store` under one
+    run; the returned result holds the fitted learned predictor and what was measured."""
+    from lutnas.profiler.plan import make_plan
+
+    plan = make_plan(space, resolutions)
+    info = agent.info()
+    store.upsert_device(info)
+    run_id = store.start_run(info.device_id, settings, space.name, "block", list(argv))
+    measure = store_measurer(agent, settings, trials, store, cache, run_id)
+    result: AdaptiveResult | None = None
+    try:
+        result = run_adaptive(list(plan.blocks), measure, budget_minutes, error_bound, seed=seed,
+                              on_step=on_step)
+        return result
+    finally:
+        summary: dict[str, Any] = {"adaptive": True, "budget_minutes": budget_minutes}
+        if result is not None:
+            summary.update(measured=len(result.measured), plan=len(plan.blocks),
+                           stop=result.decision.reason)
+        store.finish_run(run_id, summary)
+
+
+def completed_table(table: Any, result: AdaptiveResult, specs: Sequence[BlockSpec]) -> Any:
+    """`table` (built from the store: measured rows) plus every other plan block, predicted by the
+    adaptive run's learned predictor and marked `source = predicted:learned`."""
+    from lutnas.tables.table import COLUMNS, UNRATED, LatencyTable
+
+    missing = [s for s in specs if not table.has(s.key)]
+    if not missing:
+        return table
+    ms, spread = result.predictor.predict_blocks_with_spread(missing, use_measured=False)
+    rows = pd.DataFrame(index=pd.Index([s.key for s in missing], name="key"), columns=list(COLUMNS))
+    rows["median_ms"] = ms
+    rows["mean_ms"] = ms
+    rows["std_ms"] = spread
+    rows["min_ms"] = np.nan
+    rows["p90_ms"] = np.nan
+    rows["trials"] = 0
+    rows["cv"] = np.nan
+    rows["flag"] = UNRATED
+    rows["kind"] = [s.kind for s in missing]
+    rows["source"] = "predicted:learned"
+    rows["operator_ms"] = None
+    frame = pd.concat([table.frame, rows])
+    frame["trials"] = frame["trials"].astype("int64")
+    metadata = dict(table.metadata)
+    metadata["adaptive"] = {"measured": len(result.measured), "predicted": len(missing),
+                            "stop": result.decision.reason}
+    return LatencyTable(frame, table.device, table.settings, table.space, metadata)
