@@ -322,6 +322,11 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
         tensors, meta = load_checkpoint(out, device)
         if meta["space"] != space_record(space):
             raise BadInputError(f"{out} was trained on another space; resume with the same --space")
+        if meta["steps_per_epoch"] != steps_per_epoch or meta["world_size"] != ctx.world:
+            raise BadInputError(
+                f"{out} was trained with {meta['steps_per_epoch']} steps per epoch on "
+                f"{meta['world_size']} process(es); resume with the same --steps-per-epoch, "
+                f"--batch-size and number of processes")
         model.load_state_dict(tensors["model"])
         optimizer.load_state_dict(tensors["optimizer"])
         scheduler.load_state_dict(tensors["scheduler"])

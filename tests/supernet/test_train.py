@@ -196,3 +196,18 @@ def test_latency_buckets_from_a_lookup_table(tmp_path: Path) -> None:
     pool = [SubnetConfig.from_dict(c) for c in state["pools"][index]]
     lower = state["edges"][index - 1] if index else low - 1
     assert all(lower < v <= state["edges"][index] * (1 + 1e-9) for v in predictor.predict(pool))
+
+
+def test_distillation_losses() -> None:
+    from lutnas.supernet.train import kd_loss
+
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(8, 10, generator=generator)
+    student = torch.randn(8, 10, generator=generator)
+    kl = kd_loss(student, teacher, "kl")
+    expected = torch.nn.functional.kl_div(torch.log_softmax(student, -1), torch.softmax(teacher, -1),
+                                          reduction="batchmean")
+    torch.testing.assert_close(kl, expected)
+    alpha = kd_loss(student, teacher, "alpha")
+    assert alpha >= kl > 0
+    assert kd_loss(teacher, teacher, "alpha").abs() < 1e-6 and kd_loss(teacher, teacher, "kl").abs() < 1e-6
