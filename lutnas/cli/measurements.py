@@ -80,7 +80,8 @@ def show_measurements(args: argparse.Namespace) -> int:
         out.to_csv(args.csv, index=False)
         console.print(f"wrote {len(out)} measurements of {out['key'].nunique()} keys to {args.csv}")
         return 0
-    flags = {(r.runtime, r.threads, r.core_mask, r.key): r.flag for r in quality.itertuples()}
+    # The QC verdict and its CV (of the latest set of trials, the one QC judged) where there is one.
+    flags = {(r.runtime, r.threads, r.core_mask, r.key): (r.flag, r.cv) for r in quality.itertuples()}
     table = Table(title=f"{args.device}: median of trial medians (ms)")
     for column in ("runtime", "threads", "cores", "key", "kind", "trials", "median ms", "cv", "flag"):
         table.add_column(column, justify="right" if column in ("trials", "median ms", "cv") else "left")
@@ -88,9 +89,9 @@ def show_measurements(args: argparse.Namespace) -> int:
     for (runtime, threads, mask, key, kind), group in ok.groupby(
             ["runtime", "threads", "core_mask", "key", "kind"], sort=True):
         medians = group["median_ms"].tolist()
-        cv = cv_of(medians)
+        flag, cv = flags.get((runtime, threads, mask, key), ("-", cv_of(medians)))
         table.add_row(runtime, str(threads), mask, key, kind, str(len(medians)), f"{figure_of(medians):.4f}",
-                      f"{cv:.1%}" if cv is not None else "-", flags.get((runtime, threads, mask, key), "-"))
+                      f"{cv:.1%}" if cv is not None and cv == cv else "-", flag)
     console.print(table)
     failed = frame[frame["status"] != "ok"]
     if len(failed):
