@@ -57,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="data of the supernet's held-out split (default builtin:digits)")
     p.add_argument("--calib-batches", type=positive_int, default=4,
                    help="training batches for BN recalibration per candidate (default 4)")
+    p.add_argument("--eval-threads", type=positive_int, default=1,
+                   help="torch threads for supernet evaluation (default 1; more threads thrash on "
+                        "a busy small host)")
     p.add_argument("--proxy", default="mflops", choices=("mflops", "params"),
                    help="proxy objective without --supernet (default mflops; labelled as a proxy)")
     p.add_argument("--population", type=positive_int, default=512)
@@ -101,7 +104,8 @@ def run_search(args: argparse.Namespace) -> int:
                           f"{args.fill} estimates them (e.g. {estimated[0]})[/]")
     bundle = None
     if args.supernet:
-        bundle = supernet_objective(str(args.supernet), args.data, space, args.calib_batches)
+        bundle = supernet_objective(str(args.supernet), args.data, space, args.calib_batches,
+                                    threads=args.eval_threads)
         objective = bundle.objective
     else:
         objective = ProxyObjective(args.proxy)

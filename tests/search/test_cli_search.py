@@ -1,0 +1,152 @@
+"""`lutnas search` end to end through the CLI entry point (real table files, real supernet, real
+exports and, in the slow test, a real host measurement)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lutnas.cli import main
+from lutnas.supernet.space import SearchSpace, SubnetConfig
+
+FAST = ["--population", "32", "--generations", "4", "--parents", "16", "--mutations", "8",
+        "--crossovers", "8", "--seed", "1"]
+
+
+def _middle_target(table: Path, space: SearchSpace) -> tuple[float, float]:
+    from lutnas.predictors.lut import LutPredictor
+
+    predictor = LutPredictor.load(table, space)
+    lo, hi = predictor.predict([space.smallest(), space.largest()])
+    return float(lo + 0.5 * (hi - lo)), float(0.1 * (hi - lo))
+
+
+def test_proxy_search_writes_labelled_outputs(tmp_path: Path, tiny_table: Path,
+                                              tiny_space: SearchSpace) -> None:
+    target, window = _middle_target(tiny_table, tiny_space)
+    out = tmp_path / "out"
+    code = main(["search", "--space", "tiny", "--table", str(tiny_table), "--target-ms", f"{target}",
+                 "--window-ms", f"{window}", "--max-params", "5M", "--max-mflops", "300",
+                 "--no-export", "--out", str(out), *FAST])
+    assert code == 0
+    best = json.loads((out / "best.json").read_text())
+    assert "accuracy_top1" not in best and best["objective"]["is_proxy"] is True
+    assert "proxy" in best["objective"]["label"] and "not accuracy" in best["objective"]["label"]
+    assert target - window <= best["predicted_ms"] <= target
+    config = tiny_space.validate(SubnetConfig.from_dict(best["config"]))
+    assert best["params"] == tiny_space.complexity(config).params
+    with open(out / "candidates.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "proxy_mflops" in rows[0] and "top1" not in rows[0]
+    assert all(target - window <= float(r["latency_ms"]) <= target for r in rows)
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_several_targets_one_plot(tmp_path: Path, tiny_table: Path, tiny_space: SearchSpace) -> None:
+    from lutnas.predictors.lut import LutPredictor
+
+    lo, hi = LutPredictor.load(tiny_table, tiny_space).predict([tiny_space.smallest(),
+                                                                tiny_space.largest()])
+    targets = [lo + f * (hi - lo) for f in (0.3, 0.6, 0.9)]
+    out = tmp_path / "multi"
+    code = main(["search", "--space", "tiny", "--table", str(tiny_table), "--targets",
+                 ",".join(f"{t:.4f}" for t in targets), "--window-ms", f"{0.1 * (hi - lo)}",
+                 "--no-export", "--out", str(out), *FAST])
+    assert code == 0
+    winners = json.loads((out / "winners.json").read_text())
+    assert [w["target_ms"] for w in winners] == [float(f"{t:.4f}") for t in targets]
+    assert all(w["predicted_ms"] <= w["target_ms"] for w in winners)
+    assert (out / "pareto.png").is_file()
+    assert len(list(out.glob("target-*/best.json"))) == 3
+
+
+def test_impossible_target_is_one_line_exit_2(tmp_path: Path, tiny_table: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lutnas", "search", "--space", "tiny", "--table", str(tiny_table),
+         "--target-ms", "0.001", "--out", str(tmp_path / "x"), *FAST],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip() and "PROXY" not in ln
+             and "lutnas train-supernet" not in ln]
+    assert len(lines) == 1, result.stderr
+    assert "below the fastest subnet" in lines[0] and "achievable range" in lines[0]
+    assert not (tmp_path / "x" / "best.json").exists()
+
+
+def test_supernet_search_uses_its_accuracy(tmp_path: Path, tiny_table: Path, tiny_space: SearchSpace,
+                                           tiny_supernet: Path, one_torch_thread: None) -> None:
+    from lutnas.search.constraints import CostModel
+    from lutnas.search.evolution import EvolutionSettings
+    from lutnas.search.objectives import supernet_objective
+    from lutnas.search.pipeline import SearchJob, export_winner, load_latency_model
+    from lutnas.supernet.checkpoint import load_supernet
+    from lutnas.supernet.data import calibration_loader, eval_loader, load_data
+    from lutnas.supernet.train import evaluate_top1
+
+    target, window = _middle_target(tiny_table, tiny_space)
+    out = tmp_path / "acc"
+    code = main(["search", "--space", "tiny", "--table", str(tiny_table), "--target-ms", f"{target}",
+                 "--window-ms", f"{window}", "--supernet", str(tiny_supernet), "--calib-batches", "1",
+                 "--no-export", "--out", str(out), "--population", "8", "--generations", "2",
+                 "--parents", "4", "--mutations", "2", "--crossovers", "2"])
+    assert code == 0
+    best = json.loads((out / "best.json").read_text())
+    assert best["objective"]["is_proxy"] is False and "proxy" not in best
+    config = SubnetConfig.from_dict(best["config"])
+    # Recompute the winner's accuracy independently from the checkpoint: the same number.
+    space, supernet = load_supernet(tiny_supernet)
+    splits = load_data("builtin:digits", max(space.resolutions), space.num_classes)
+    top1 = evaluate_top1(supernet, config, eval_loader(splits.heldout, 64),
+                         calibration_loader(splits.train, 64, 1, seed=0), 1)
+    assert best["accuracy_top1"] == pytest.approx(100 * top1)
+    with open(out / "candidates.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert "top1" in rows[0] and all(0 <= float(r["top1"]) <= 100 for r in rows)
+    assert len({r["top1"] for r in rows}) > 1  # subnets differ, so the objective is not a constant
+
+    # The exported winner carries the supernet's weights, not the static model's seeded ones.
+    bundle = supernet_objective(str(tiny_supernet), "builtin:digits", tiny_space, calib_batches=1)
+    predictor, _, _ = load_latency_model(tiny_table, "lut", tiny_space)
+    job = SearchJob(tiny_space, CostModel(tiny_space, predictor), bundle.objective,
+                    EvolutionSettings(8, 1, 4, 2, 2), window, None, None, "t", bundle)
+    files = export_winner(job, config, tmp_path / "export", formats=["onnx"])
+    import onnxruntime
+
+    x = torch.randn(2, 3, config.resolution, config.resolution)
+    bundle.recalibrate(config)
+    expected = bundle.supernet.extract(config).eval()(x).detach().numpy()
+    session = onnxruntime.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    produced = np.concatenate([session.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(2)])
+    assert np.allclose(produced, expected, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_verify_on_local_end_to_end(tmp_path: Path) -> None:
+    """Profile part of tiny on this host, build the table, search, export and measure the winner."""
+    store, table = tmp_path / "store.sqlite", tmp_path / "tiny.parquet"
+    assert main(["profile-device", "--device", "local", "--space", "tiny", "--runtime", "onnxruntime",
+                 "--trials", "2", "--runs", "5", "--warmup", "2", "--limit", "24",
+                 "--drift-bound", "1.0", "--store", str(store)]) == 0
+    assert main(["build-table", "--store", str(store), "--out", str(table)]) == 0
+    space = SearchSpace.load("tiny")
+    from lutnas.search.pipeline import load_latency_model
+
+    predictor, _, _ = load_latency_model(table, "lut", space)
+    lo, hi = predictor.predict([space.smallest(), space.largest()])
+    target = float(lo + 0.5 * (hi - lo))
+    out = tmp_path / "search"
+    assert main(["search", "--space", "tiny", "--table", str(table), "--target-ms", f"{target}",
+                 "--window-ms", f"{0.2 * (hi - lo)}", "--out", str(out), "--verify-on", "local",
+                 "--verify-trials", "2", *FAST]) == 0
+    best = json.loads((out / "best.json").read_text())
+    check = best["verification"]
+    assert check["same_device"] is True and check["runtime"] == "onnxruntime"
+    assert check["measured_ms"] > 0 and check["predicted_ms"] == pytest.approx(best["predicted_ms"])
+    assert (out / "best.onnx").is_file() and (out / "best.tflite").is_file()
