@@ -61,11 +61,11 @@ def _block_predictor(table_path: str | Path, table: Any, fill: str, space: Searc
 def _whole_predictor(table_path: str | Path, table: Any, name: str, space: SearchSpace) -> Any:
     from lutnas.predictors import serialize
 
-    loader = getattr(serialize, "load_predictor", None)
-    if loader is not None:
-        return loader(table_path, name, space)
     path = serialize.predictor_path(table_path, name)
-    if path.is_file():
+    if path.is_file():  # saved by `lutnas build-table --predictor ...`
+        loader = getattr(serialize, "load_predictor", None)
+        if loader is not None:
+            return loader(table_path, name, space)
         return serialize.load_predictor_file(path, space)
     from lutnas.predictors.base import PredictorContext, registered_predictors
 
