@@ -59,7 +59,8 @@ def predict_command(args: argparse.Namespace) -> int:
     console.print(f"LUT sum: {raw:.4f} ms  ({table.describe_settings()})")
     if table.correction:
         corrected = float(predictor.as_corrected().predict([config])[0])
-        c = table.correction
-        console.print(f"LUT + correction: {corrected:.4f} ms  (= {c['scale']:.4f} x sum + "
-                      f"{c['intercept']:.4f}, fitted on {c.get('n', '?')} measured subnets)")
+        from lutnas.cli.table import describe_correction
+
+        console.print(f"LUT + correction: {corrected:.4f} ms  (= {describe_correction(table.correction)}, "
+                      f"fitted on {table.correction.get('n', '?')} measured subnets)")
     return 0

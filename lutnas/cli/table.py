@@ -32,6 +32,13 @@ def core_mask_of(text: str | None) -> str | None:
     return RunSettings(cores=parse_cores(text)).core_mask
 
 
+def describe_correction(c: dict) -> str:
+    text = f"{c['scale']:.4f} x LUT sum"
+    if c.get("per_block_ms"):
+        text += f" {c['per_block_ms']:+.4f} ms x blocks"
+    return text + f" {c['intercept']:+.4f} ms"
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
     b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
@@ -115,8 +122,8 @@ def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> 
                                resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
                                progress=progress.on_loop, on_export=progress.on_export)
-    console.print(f"correction from {correction['n']} subnets: measured = {correction['scale']:.4f} x "
-                  f"LUT sum + {correction['intercept']:.4f} ms (fit RMSE {correction['rmse_ms']:.4f} ms)")
+    console.print(f"correction from {correction['n']} subnets: measured = {describe_correction(correction)} "
+                  f"(fit RMSE {correction['rmse_ms']:.4f} ms)")
 
 
 def show_command(args: argparse.Namespace) -> int:
@@ -134,7 +141,7 @@ def show_command(args: argparse.Namespace) -> int:
                   f"runners: {', '.join(table.metadata.get('runners', [])) or '?'}")
     correction = table.correction
     if correction:
-        console.print(f"correction: {correction['scale']:.4f} x sum + {correction['intercept']:.4f} ms "
+        console.print(f"correction: {describe_correction(correction)} "
                       f"from {correction.get('n', '?')} subnets")
     else:
         console.print("correction: none (build-table --calibrate K adds one)")

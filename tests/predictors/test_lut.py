@@ -127,6 +127,18 @@ def test_correction_fit_recovers_scale_and_intercept() -> None:
         fit_correction(np.ones(4), measured[:4])
 
 
+def test_per_block_overhead_is_fitted_when_there_are_enough_subnets() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(2.0, 10.0, 10)
+    blocks = rng.integers(10, 30, 10).astype(float)
+    measured = 0.95 * raw - 0.01 * blocks + 0.2  # each isolated block over-counts 10 us
+    fit = fit_correction(raw, measured, blocks)
+    assert fit["per_block_ms"] == pytest.approx(-0.01, abs=1e-9)
+    assert fit["scale"] == pytest.approx(0.95) and fit["intercept"] == pytest.approx(0.2)
+    few = fit_correction(raw[:4], measured[:4], blocks[:4])  # 3 parameters on 4 points: not fitted
+    assert few["per_block_ms"] == 0.0
+
+
 def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: SearchSpace,
                                                               tmp_path: Path, make_table, values) -> None:
     table = make_table(tiny_space, values(2))
@@ -137,7 +149,9 @@ def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: Searc
     predictor.fit(configs, 1.1 * raw + 0.2)
     corrected = predictor.as_corrected()
     held_out = [tiny_space.sample(rng) for _ in range(5)]
-    np.testing.assert_allclose(corrected.predict(held_out), 1.1 * predictor.predict(held_out) + 0.2)
+    np.testing.assert_allclose(corrected.predict(held_out), 1.1 * predictor.predict(held_out) + 0.2,
+                               rtol=1e-9)
+    assert corrected.correction_["per_block_ms"] == pytest.approx(0.0, abs=1e-9)
     assert corrected.name == "LUT + correction" and predictor.name == "LUT"
     path = table.save(tmp_path / "t.parquet")
     reloaded = LutPredictor.load(path, tiny_space, corrected=True)
