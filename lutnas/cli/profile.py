@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cv-bound", type=float, default=0.05, help="re-measure above this CV (default 0.05)")
     p.add_argument("--max-remeasure", type=int, default=2)
     p.add_argument("--reference-every", type=int, default=8, metavar="N")
-    p.add_argument("--drift-bound", type=float, default=0.10)
+    p.add_argument("--drift-bound", type=float, default=0.25,
+                   help="re-measure blocks next to a reference that moved more than this (default 0.25)")
     p.add_argument("--batch-size", type=int, default=64, help="blocks per worker process")
     p.add_argument("--export-workers", type=int, default=2)
     p.add_argument("--cache", type=Path, metavar="DIR", help="model cache (default $LUTNAS_CACHE)")

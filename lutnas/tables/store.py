@@ -368,7 +368,9 @@ class MeasurementStore:
         rows = self._query(sql + " ORDER BY measurement_id", params)
         frame = pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
         frame["samples_ms"] = [_samples_from_blob(b) for b in frame["samples_ms"]]
-        frame["operator_ms"] = [json.loads(s) if s else None for s in frame["operator_ms"]]
+        # pandas turns a missing breakdown into NaN when other rows have one
+        frame["operator_ms"] = [json.loads(s) if isinstance(s, str) and s else None
+                                for s in frame["operator_ms"]]
         return frame
 
     # -- quality ---------------------------------------------------------------------------------

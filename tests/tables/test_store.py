@@ -155,3 +155,16 @@ def test_two_processes_writing_one_store_lose_nothing(tmp_path):
         assert keys == {f"conv:{name}:{i}" for i in range(count)}
     assert len(store.quality_frame()) == 2 * count
     assert store.runs_frame()["finished"].notna().all()
+
+
+def test_trials_with_and_without_operator_breakdown_read_back(tmp_path):
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    store.upsert_device(DEVICE)
+    run = store.start_run("dev-1", SETTINGS, "tiny", "block", ["a"])
+    with_ops = _measurement("conv:hw=8", [1.0, 2.0], trial=0)
+    without_ops = _measurement("conv:hw=8", [1.5, 2.5], trial=1)
+    without_ops.operator_ms = None
+    store.add_measurement(run, "dev-1", SETTINGS, "conv", with_ops)
+    store.add_measurement(run, "dev-1", SETTINGS, "conv", without_ops)
+    frame = store.measurements_frame(device_id="dev-1").sort_values("trial_index")
+    assert list(frame.operator_ms) == [{"Conv": 0.5}, None]
