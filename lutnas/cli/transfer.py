@@ -64,7 +64,10 @@ def transfer_command(args: argparse.Namespace) -> int:
         base_rows = None
     predictor = TransferPredictor(random_state=args.seed).fit_transfer(table_a, picked)
     report = transfer_report(predictor, heldout)
-    out = _write_table(args.out, predictor, table_a, device, settings, base_rows, report, args)
+    # Held-out blocks measured on B are measurements of B: the table keeps them, not predictions.
+    extra_measured = heldout if args.to_table is None else None
+    out = _write_table(args.out, predictor, table_a, device, settings, base_rows, report, args,
+                       extra_measured)
     saved = save_predictor(predictor, predictor_path(out, "transfer"),
                            extra={"from": str(args.source), "report": report})
     _print(report, out, saved, len(picked))
@@ -101,7 +104,7 @@ def _measure_on_device(args: argparse.Namespace, table_a: LatencyTable,
 
 def _write_table(out: Path, predictor: TransferPredictor, table_a: LatencyTable, device: Any,
                  settings: dict[str, Any], base_rows: pd.DataFrame | None, report: dict[str, Any],
-                 args: argparse.Namespace) -> Path:
+                 args: argparse.Namespace, extra_measured: pd.Series | None = None) -> Path:
     predicted = predictor.predict_table()
     rows = pd.DataFrame(index=predicted.index, columns=list(COLUMNS))
     rows["median_ms"] = predicted["median_ms"]
@@ -116,6 +119,10 @@ def _write_table(out: Path, predictor: TransferPredictor, table_a: LatencyTable,
         measured = [k for k in predicted.index if predicted.at[k, "source"] == "measured"
                     and k in base_rows.index]
         rows.loc[measured, list(COLUMNS)] = base_rows.loc[measured, list(COLUMNS)].to_numpy()
+    if extra_measured is not None and len(extra_measured):
+        keys = [k for k in extra_measured.index if k in rows.index]
+        rows.loc[keys, "median_ms"] = extra_measured[keys].to_numpy(dtype=float)
+        rows.loc[keys, "source"] = "measured"
     rows["trials"] = rows["trials"].fillna(0).astype("int64")
     metadata = {"transfer": {"from": str(args.source), "samples": len(predictor.measured_),
                              "report": report}, "correction": None,

@@ -105,3 +105,29 @@ def test_selector_defaults_and_next_batch(tiny_space: SearchSpace) -> None:
     assert len(batch) == 3 and not set(batch) & set(first)
     _, spread = predictor.predict_blocks_with_spread(remaining, use_measured=False)
     assert max(spread[remaining.index(b)] for b in batch) == spread.max()
+
+
+@pytest.mark.slow
+def test_profile_adaptive_on_the_host_with_the_profiling_loop(tmp_path) -> None:
+    """End to end: the real profiling loop (fresh worker processes, store) under a budget."""
+    from lutnas.device_agents.base import RunSettings
+    from lutnas.device_agents.factory import open_agent
+    from lutnas.profiler.adaptive_run import completed_table, profile_adaptive
+    from lutnas.profiler.plan import make_plan
+    from lutnas.tables.store import MeasurementStore
+    from lutnas.tables.table import build_table
+
+    space = SearchSpace.load("tiny")
+    settings = RunSettings(runtime="onnxruntime", warmup=2, runs=5)
+    with open_agent("local") as agent, MeasurementStore(tmp_path / "m.sqlite") as store:
+        result = profile_adaptive(agent, space, settings, store, budget_minutes=0.4,
+                                  error_bound=0.001, trials=2, resolutions=[32])
+        table = build_table(store, space="tiny")
+    plan = make_plan(space, [32]).blocks
+    assert 0 < len(result.measured) < len(plan)
+    assert set(result.measured) == set(table.keys)
+    full = completed_table(table, result, plan)
+    assert len(full) == len(plan)
+    assert (full.frame["source"] == "measured").sum() == len(result.measured)
+    assert (full.frame["source"] == "predicted:learned").sum() == len(plan) - len(result.measured)
+    assert full.frame["median_ms"].gt(0).all()
