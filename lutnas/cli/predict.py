@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from lutnas.errors import ConfigError
+from lutnas.errors import ConfigError, PredictorError
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
+PREDICTORS = ("lut", "learned", "analytic", "transfer")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict a subnet's latency from a latency table")
@@ -19,6 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True,
                    help="subnet config: a JSON file, a JSON string, or 'smallest' / 'largest'")
     p.add_argument("--space", help="space of the config (default: the table's)")
+    p.add_argument("--predictor", choices=PREDICTORS, default="lut",
+                   help="lut (default), or a predictor saved beside the table: learned, analytic "
+                        "(build-table --predictor) or transfer (lutnas transfer)")
     p.add_argument("--explain", action="store_true", help="list every block with its latency")
     p.set_defaults(handler=predict_command)
 
@@ -45,6 +51,8 @@ def predict_command(args: argparse.Namespace) -> int:
     table = LatencyTable.load(args.table)
     space = SearchSpace.load(args.space) if args.space else table.load_space()
     config = read_config(args.config, space)
+    if args.predictor != "lut":
+        return _predict_saved(args, table, space, config)
     predictor = LutPredictor(table, space)
     raw = float(predictor.predict([config])[0])
     if args.explain:
@@ -63,4 +71,34 @@ def predict_command(args: argparse.Namespace) -> int:
 
         console.print(f"LUT + correction: {corrected:.4f} ms  (= {describe_correction(table.correction)}, "
                       f"fitted on {table.correction.get('n', '?')} measured subnets)")
+    return 0
+
+
+def _predict_saved(args: argparse.Namespace, table: Any, space: Any, config: Any) -> int:
+    """A predictor saved beside the table: its whole-model figure and, with --explain, its blocks."""
+    from lutnas.predictors.serialize import load_predictor, predictor_path
+
+    path = predictor_path(args.table, args.predictor)
+    if not path.is_file():
+        how = ("lutnas transfer ... --out " + str(args.table) if args.predictor == "transfer"
+               else f"lutnas build-table ... --out {args.table} --predictor {args.predictor}")
+        raise PredictorError(f"no {args.predictor} predictor beside {args.table} ({path} is missing); "
+                             f"run `{how}` first")
+    predictor = load_predictor(args.table, args.predictor, space)
+    ms = float(predictor.predict([config])[0])
+    if args.explain:
+        frame = predictor.explain(config)
+        bounds = "bound" in frame.columns  # the analytic predictor says which bound each block hits
+        out = Table(title=f"{len(frame)} blocks of the subnet ({args.predictor} predictor)")
+        for column in ("#", "key", "ms", "± ms", *(("bound",) if bounds else ())):
+            out.add_column(column, justify="left" if column in ("key", "bound") else "right")
+        for position, (_, row) in enumerate(frame.iterrows()):
+            out.add_row(str(position), str(row["key"]), f"{row['ms']:.4f}", f"{row['spread_ms']:.4f}",
+                        *((str(row["bound"]),) if bounds else ()))
+        console.print(out)
+    correction = getattr(predictor, "correction_", {})
+    corrected = correction and (correction.get("scale") != 1.0 or correction.get("intercept") != 0.0)
+    note = (f"= {correction['scale']:.4f} x block sum {correction['intercept']:+.4f} ms"
+            if corrected else "block sum, no whole-model correction")
+    console.print(f"{args.predictor}: {ms:.4f} ms  ({note}; {table.describe_settings()})")
     return 0

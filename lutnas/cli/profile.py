@@ -77,6 +77,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
     p.add_argument("--max-temp", type=float, default=45.0, help="wait while the phone is hotter (C)")
     p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
+    adaptive = p.add_argument_group("adaptive profiling (measure a covering sample, then where the "
+                                    "learned predictor is least sure)")
+    adaptive.add_argument("--adaptive", action="store_true",
+                          help="stop when the budget is spent or the held-out block error is below "
+                               "--error-bound (needs --budget-minutes)")
+    adaptive.add_argument("--budget-minutes", type=float, metavar="M", help="device minutes per device")
+    adaptive.add_argument("--error-bound", type=float, default=0.05, metavar="E",
+                          help="stop below this held-out block error, a fraction (default 0.05)")
+    adaptive.add_argument("--table-out", type=Path, metavar="PATH",
+                          help="write the completed table (measured + predicted entries, marked) and "
+                               "the learned predictor beside it")
     p.set_defaults(handler=profile_device)
 
 
@@ -143,6 +154,10 @@ def print_summary(summary: ProfileSummary) -> None:
 
 def profile_device(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.adaptive:
+        return profile_adaptive_command(args, settings)
+    require(args.budget_minutes is None and args.table_out is None,
+            "--budget-minutes and --table-out belong to adaptive profiling; add --adaptive")
     options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
                            onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
                            keep_files=args.keep_files)
@@ -169,4 +184,75 @@ def profile_device(args: argparse.Namespace) -> int:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
               f"resume where it stopped.", file=sys.stderr)
         return 130
+    return 0
+
+
+def _check_adaptive(args: argparse.Namespace) -> None:
+    require(args.budget_minutes is not None,
+            "--adaptive needs a budget: add --budget-minutes M (device minutes per device)")
+    require(args.budget_minutes > 0, f"--budget-minutes must be positive, got {args.budget_minutes:g}")
+    require(0 < args.error_bound < 1, f"--error-bound is a fraction in (0, 1), got {args.error_bound:g}")
+    require(args.limit is None and args.sample is None,
+            "--adaptive chooses which blocks to measure itself; drop --limit / --sample")
+    require(args.granularity == "block", "--adaptive profiles blocks; drop --granularity")
+    if args.table_out is not None:
+        require(args.table_out.parent.is_dir(),
+                f"--table-out {args.table_out}: directory {args.table_out.parent} does not exist")
+
+
+def _table_path(table_out: Path, device: str, several: bool) -> Path:
+    if not several:
+        return table_out
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in device)
+    return table_out.with_name(f"{table_out.stem}.{safe}{table_out.suffix}")
+
+
+def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) -> int:
+    """`profile-device --adaptive`: per device, `profile_adaptive`, then the completed table."""
+    from lutnas.device_agents.factory import open_agent
+    from lutnas.predictors.serialize import predictor_path, save_predictor
+    from lutnas.profiler.adaptive_run import completed_table, profile_adaptive
+    from lutnas.profiler.plan import make_plan
+    from lutnas.supernet.space import SearchSpace
+    from lutnas.tables.store import MeasurementStore
+    from lutnas.tables.table import build_table
+
+    _check_adaptive(args)
+    space = SearchSpace.load(args.space)
+    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
+                           onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
+                           keep_files=args.keep_files)
+    plan = make_plan(space, args.resolution).blocks
+    devices = args.device or ["local"]
+    cache = ModelCache(args.cache) if args.cache else None
+    with MeasurementStore(args.store) as store:
+        for address in devices:
+            def on_step(step: dict[str, float], where: str = address) -> None:
+                error = step["heldout_mape"]
+                err_console.print(f"{where}: {int(step['measured'])}/{len(plan)} blocks measured, "
+                                  f"{step['elapsed_s']:.0f} s, held-out block error "
+                                  + ("-" if error != error else f"{error:.1%}"))
+
+            with open_agent(address, options) as agent:
+                device_id = agent.info().device_id
+                result = profile_adaptive(agent, space, settings, store, args.budget_minutes,
+                                          args.error_bound, trials=args.trials,
+                                          resolutions=args.resolution, cache=cache, seed=args.seed,
+                                          argv=sys.argv[1:], on_step=on_step)
+            console.print(f"{address}: measured {len(result.measured)} of {len(plan)} blocks; "
+                          f"stopped: {result.decision.reason}")
+            if args.table_out is None:
+                continue
+            measured = build_table(store, device_id=device_id, runtime=settings.runtime,
+                                   threads=settings.threads, core_mask=settings.core_mask,
+                                   accelerator=settings.accelerator, space=args.space)
+            table = completed_table(measured, result, plan)
+            out = table.save(_table_path(args.table_out, device_id, len(devices) > 1))
+            sources = table.frame["source"].value_counts()
+            saved = save_predictor(result.predictor, predictor_path(out, "learned"),
+                                   extra={"table": str(out), "device_id": device_id,
+                                          "adaptive": table.metadata.get("adaptive")})
+            console.print(f"wrote {out}: {len(table)} keys ("
+                          + ", ".join(f"{n} {k}" for k, n in sources.items())
+                          + f"); learned predictor {saved}")
     return 0

@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="calibration subnets at these resolutions (default: those the table covers)")
     b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
+    b.add_argument("--predictor", choices=("learned", "analytic", "all"),
+                   help="also fit these predictors on the table's measured blocks and save each "
+                        "beside it (TABLE.<name>.predictor.npz)")
     b.set_defaults(handler=build_table_command)
 
     parser = subparsers.add_parser("table", help="inspect, compare, export and import latency tables")
@@ -108,6 +111,12 @@ def build_table_command(args: argparse.Namespace) -> int:
             _calibrate(args, table, store)
     table.save(args.out)
     console.print(f"wrote {args.out}")
+    if args.predictor:
+        from lutnas.predictors.serialize import fit_and_save_predictors
+
+        space = table.load_space() if table.space else None
+        for name, path in fit_and_save_predictors(table, space, args.predictor, args.out).items():
+            console.print(f"wrote {path} ({name} predictor)")
     return 0
 
 

@@ -190,9 +190,18 @@ def fit_and_save_predictors(table: Any, space: SearchSpace | None, kinds: str | 
     if unknown:
         raise PredictorError(f"unknown predictor {unknown[0]!r}; use learned, analytic or all")
     makers = {"learned": LearnedPredictor, "analytic": AnalyticPredictor}
+    calibration: tuple[list[Any], list[float]] = ([], [])
+    if space is not None and table.correction:
+        from lutnas.predictors.evaluate import calibration_of
+
+        calibration = calibration_of(table, space)
     saved = {}
     for name in names:
         predictor = makers[name](space).fit_blocks(table)
+        if calibration[0]:
+            # The whole-model overhead from the table's calibration subnets, as `lutnas evaluate`
+            # fits it: the saved predictor is then the one evaluate scored.
+            predictor.fit_overhead(*calibration)
         extra = {"table": str(table_path), "device_id": table.device.device_id,
                  "settings": table.settings, "space": table.space}
         saved[name] = save_predictor(predictor, predictor_path(table_path, name), extra=extra)
