@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     runs.add_argument("--store", default=DEFAULT_STORE)
     runs.set_defaults(handler=list_runs)
     meas = subparsers.add_parser("measurements", help="print or export (CSV) what a device measured")
-    meas.add_argument("--device", required=True, help="device id (see `lutnas runs`)")
+    meas.add_argument("--device", help="device id (see `lutnas runs`); optional when the store "
+                                       "holds one device")
     meas.add_argument("--store", default=DEFAULT_STORE)
     meas.add_argument("--runtime")
     meas.add_argument("--kind", action="append", help="only these kinds (e.g. mbconv, subnet)")
@@ -67,6 +68,10 @@ def list_runs(args: argparse.Namespace) -> int:
 def show_measurements(args: argparse.Namespace) -> int:
     with _open(args.store) as store:
         known = [d.device_id for d in store.devices()]
+        if args.device is None:
+            require(len(known) == 1, f"{args.store} holds {len(known)} devices; choose one with "
+                                     f"--device ({', '.join(known) or 'none'})")
+            args.device = known[0]
         require(args.device in known, f"no device {args.device!r} in {args.store}; devices: "
                                       f"{', '.join(known) or 'none'}")
         frame = store.measurements_frame(device_id=args.device, runtime=args.runtime, kinds=args.kind,
