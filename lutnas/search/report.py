@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def plot_pareto(result: SearchResult, path: Path, title: str = "") -> Path:
     fig.colorbar(points, ax=ax, label="generation first scored")
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel(result.objective_label)
-    ax.set_title(title or f"search under {c.target_ms:g} ms")
+    # Titles carry the device and settings, longer than the axes: wrap so none is cut off.
+    ax.set_title(textwrap.fill(title or f"search under {c.target_ms:g} ms", 70), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -100,7 +102,7 @@ def plot_winners(results: Sequence[SearchResult], path: Path, title: str = "") -
                     xytext=(4, -10), textcoords="offset points")
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel(ordered[0].objective_label if ordered else "objective")
-    ax.set_title(title or "winners per latency target")
+    ax.set_title(textwrap.fill(title or "winners per latency target", 70), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
