@@ -270,9 +270,11 @@ class AnalyticPredictor(BlockSumPredictor):
         return predictor
 
 
-def _build(context: Any) -> AnalyticPredictor | None:
+def build_from_context(cls: type[BlockSumPredictor], context: Any) -> BlockSumPredictor | None:
+    """Registry builder shared by block-sum predictors: fit on the table's blocks, then on its
+    calibration subnets when it has them; None when the table cannot support a fit."""
     try:
-        predictor = AnalyticPredictor(context.space).fit_blocks(context.table)
+        predictor = cls(context.space).fit_blocks(context.table)
     except PredictorError:
         return None
     if len(context.calibration_configs):
@@ -280,4 +282,4 @@ def _build(context: Any) -> AnalyticPredictor | None:
     return predictor
 
 
-register_predictor("analytic", _build)
+register_predictor("analytic", lambda context: build_from_context(AnalyticPredictor, context))

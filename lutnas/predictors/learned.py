@@ -26,7 +26,7 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
 from lutnas.errors import PredictorError
-from lutnas.predictors.analytic import AnalyticPredictor, BlockSumPredictor
+from lutnas.predictors.analytic import AnalyticPredictor, BlockSumPredictor, build_from_context
 from lutnas.predictors.base import register_predictor
 from lutnas.predictors.features import as_specs, block_feature_frame, log_features, measured_latencies
 from lutnas.supernet.blocks import BlockSpec
@@ -400,14 +400,4 @@ class FeatureLatencyModel:
         return (ms, ms * log_spread) if return_spread else ms
 
 
-def _build(context: Any) -> LearnedPredictor | None:
-    try:
-        predictor = LearnedPredictor(context.space).fit_blocks(context.table)
-    except PredictorError:
-        return None
-    if len(context.calibration_configs):
-        predictor.fit_overhead(context.calibration_configs, context.calibration_ms)
-    return predictor
-
-
-register_predictor("learned", _build)
+register_predictor("learned", lambda context: build_from_context(LearnedPredictor, context))
