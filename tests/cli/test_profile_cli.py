@@ -21,9 +21,16 @@ SMALL = ["--space", "tiny", "--limit", "4", "--trials", "2", "--runs", "5", "--w
 SCRIPTS = Path(sys.executable).parent
 
 
+def _default_sigint() -> None:
+    # A test run started in the background of a non-interactive shell inherits SIGINT ignored, and
+    # Python keeps an ignored SIGINT: give the child the default so Ctrl-C reaches it as a user's would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _profile(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([str(SCRIPTS / "profile-device"), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint, **kwargs)
 
 
 @pytest.mark.parametrize("args,word", [
