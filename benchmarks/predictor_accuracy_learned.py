@@ -114,7 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the measurements saved beside --out by a previous run")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/predictor_accuracy_learned.json"))
+    parser.add_argument("--out", type=Path,
+                        default=Path("benchmarks/results/predictor_accuracy_learned.json"))
     args = parser.parse_args()
     started = time.time()
     space = SearchSpace.load(args.space)
