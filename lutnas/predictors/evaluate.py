@@ -19,6 +19,7 @@ from scipy import stats
 
 from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
 from lutnas.errors import BadInputError, DeviceError, TableError
+from lutnas.plotting import pyplot, save_figure
 from lutnas.predictors.base import Predictor, PredictorContext, build_available
 from lutnas.supernet.space import SearchSpace, SubnetConfig
 from lutnas.tables.table import SUBNET_KIND, LatencyTable
@@ -63,10 +64,7 @@ def accuracy(name: str, predicted_ms: Sequence[float], measured_ms: Sequence[flo
 def scatter_plot(path: str | Path, measured_ms: Sequence[float],
                  predictions: dict[str, Sequence[float]], title: str = "") -> Path:
     """Predicted against measured, one marker per predictor, with the y = x and +-5 % lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     measured = np.asarray(measured_ms, dtype=float)
     fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
@@ -84,12 +82,7 @@ def scatter_plot(path: str | Path, measured_ms: Sequence[float],
     ax.set_ylabel("predicted (ms)")
     ax.set_title(title or "predicted vs measured")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------- sampling and measuring

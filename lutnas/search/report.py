@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lutnas.plotting import pyplot, save_figure
 from lutnas.search.evolution import SearchResult, result_summary
 
 
@@ -48,18 +49,9 @@ def write_candidates(result: SearchResult, path: Path) -> Path:
     return path
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_pareto(result: SearchResult, path: Path, title: str = "") -> Path:
     """Objective against predicted latency: every candidate, the Pareto front, window and winner."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     c = result.constraints
     ax.axvspan(c.low_ms, c.high_ms, color="tab:green", alpha=0.12, label="latency window")
@@ -80,16 +72,12 @@ def plot_pareto(result: SearchResult, path: Path, title: str = "") -> Path:
     ax.set_title(textwrap.fill(title or f"search under {c.target_ms:g} ms", 70), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_winners(results: Sequence[SearchResult], path: Path, title: str = "") -> Path:
     """One point per target: the winner's objective against its predicted latency."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     ordered = sorted(results, key=lambda r: r.constraints.target_ms)
     ax.plot([r.best.latency_ms for r in ordered], [r.best.score for r in ordered], color="tab:red",
@@ -105,8 +93,4 @@ def plot_winners(results: Sequence[SearchResult], path: Path, title: str = "") -
     ax.set_title(textwrap.fill(title or "winners per latency target", 70), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -25,6 +25,7 @@ import yaml
 import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
+from lutnas.plotting import pyplot, save_figure
 from lutnas.supernet.blocks import BlockSpec
 from lutnas.tables.table import COLUMNS, SCHEMA_VERSION, LatencyTable, make_frame
 
@@ -234,10 +235,7 @@ def import_ofa_yaml(paths: Iterable[str | Path],
 
 def plot_diff(diff: Any, path: str | Path, name_a: str = "A", name_b: str = "B") -> Path:
     """Per-key B against A on log axes (one colour per kind) and the per-kind ratio bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     per_key, per_kind = diff.per_key, diff.per_kind
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5), dpi=110)
@@ -262,9 +260,4 @@ def plot_diff(diff: Any, path: str | Path, name_a: str = "A", name_b: str = "B")
     right.set_ylabel(f"{name_b} / {name_a}")
     right.set_title("per kind (bar: ratio of sums)")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
