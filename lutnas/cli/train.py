@@ -86,7 +86,13 @@ def train_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     fields = {k: v for k, v in vars(args).items()
               if k in TrainOptions.__dataclass_fields__}
-    result = train_supernet(TrainOptions(**fields), _ProgressReporter())
+    latency_ms = None
+    if args.buckets == "latency" and args.table:
+        from lutnas.predictors.lut import LutPredictor
+        from lutnas.supernet.space import SearchSpace
+
+        latency_ms = LutPredictor.load(args.table, SearchSpace.load(args.space)).predict
+    result = train_supernet(TrainOptions(**fields), _ProgressReporter(), latency_ms)
     if int(os.environ.get("RANK", "0")) == 0:
         console.print(f"stopped at step {result.step}; checkpoint and log.csv in {result.out}")
     return 0

@@ -31,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lutnas.errors import BadInputError, LutnasError
+from lutnas.errors import BadInputError
 from lutnas.supernet import data as D
 from lutnas.supernet.checkpoint import (
     CHECKPOINT_JSON,
@@ -45,7 +45,7 @@ from lutnas.supernet.sampling import SAMPLERS, CostFn, SubnetSampler, make_sampl
 from lutnas.supernet.space import SearchSpace, SubnetConfig
 
 __all__ = ["TrainOptions", "train_supernet", "evaluate_top1", "load_supernet", "middle_config",
-           "latency_cost_fn", "heldout_loader"]
+           "heldout_loader"]
 
 KD_MODES = ("inplace", "none")
 KD_LOSSES = ("kl", "alpha")
@@ -131,21 +131,6 @@ def middle_config(space: SearchSpace) -> SubnetConfig:
     rng = random.Random(0)
     candidates = [space.sample(rng) for _ in range(200)]
     return min(candidates, key=lambda c: abs(math.log(space.complexity(c).macs / target)))
-
-
-def latency_cost_fn(table: str, space: SearchSpace) -> CostFn:
-    """Predicted milliseconds on the table's device, from the lookup-table predictor."""
-    try:
-        from lutnas.predictors.lut import LutPredictor
-    except ImportError as exc:
-        raise LutnasError(f"--buckets latency needs lutnas.predictors.lut, which cannot be imported "
-                          f"({exc}); use --buckets flops") from None
-    predictor = LutPredictor.load(table, space)
-
-    def cost(configs: list[SubnetConfig]) -> np.ndarray:
-        return np.asarray(predictor.predict(configs), dtype=np.float64)
-
-    return cost
 
 
 def heldout_loader(data: str, space: SearchSpace, batch_size: int = 128) -> torch.utils.data.DataLoader:
@@ -266,19 +251,26 @@ def _parse_eval_configs(space: SearchSpace, texts: Sequence[str]) -> list[Subnet
     return configs
 
 
-def _build_sampler(options: TrainOptions, space: SearchSpace) -> SubnetSampler:
+def _build_sampler(options: TrainOptions, space: SearchSpace, latency_ms: CostFn | None) -> SubnetSampler:
     extra: dict[str, Any] = {}
     cost_fn, cost_name = None, "mmacs"
     if options.sampler in ("ca", "ca+pa"):
         extra["pool_size"] = options.pool_size
         if options.buckets == "latency":
-            cost_fn, cost_name = latency_cost_fn(str(options.table), space), "ms"
+            if latency_ms is None:
+                raise BadInputError("--buckets latency needs the device's latency predictor "
+                                    "(lutnas train-supernet builds it from --table)")
+            cost_fn, cost_name = latency_ms, "ms"
     return make_sampler(options.sampler, space, options.num_subnets, options.seed, cost_fn,
                         cost_name, **extra)
 
 
-def train_supernet(options: TrainOptions, reporter: Reporter | None = None) -> TrainResult:
-    """Train (or resume) a supernet as `options` say; returns where it stopped."""
+def train_supernet(options: TrainOptions, reporter: Reporter | None = None,
+                   latency_ms: CostFn | None = None) -> TrainResult:
+    """Train (or resume) a supernet as `options` say; returns where it stopped.
+
+    `latency_ms` prices configs for `--buckets latency`; the caller builds it from a latency table,
+    so the supernet layer never imports the predictors above it (DESIGN.md's layer table)."""
     options.validate()
     reporter = reporter or Reporter()
     out = Path(options.out)
@@ -293,13 +285,14 @@ def train_supernet(options: TrainOptions, reporter: Reporter | None = None) -> T
                             f"choose another --out")
     ctx = _Dist()
     try:
-        return _train(options, reporter, out, space, splits, eval_extra, ctx)
+        return _train(options, reporter, out, space, splits, eval_extra, ctx, latency_ms)
     finally:
         ctx.close()
 
 
 def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSpace,
-           splits: D.DataSplits, eval_extra: list[SubnetConfig], ctx: _Dist) -> TrainResult:
+           splits: D.DataSplits, eval_extra: list[SubnetConfig], ctx: _Dist,
+           latency_ms: CostFn | None) -> TrainResult:
     device = ctx.device
     torch.manual_seed(options.seed)
     model = Supernet(space).to(device)
@@ -313,7 +306,7 @@ def _train(options: TrainOptions, reporter: Reporter, out: Path, space: SearchSp
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(total_steps, warmup))
     use_amp = options.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    sampler = _build_sampler(options, space)
+    sampler = _build_sampler(options, space, latency_ms)
     sampler.set_total_steps(total_steps)
     rows: list[dict[str, Any]] = []
     epoch_losses: list[float] = []  # this epoch's step losses so far (kept across a resume)

@@ -184,11 +184,12 @@ def test_latency_buckets_from_a_lookup_table(tmp_path: Path) -> None:
                 "accelerator": "cpu"}
     table_path = LatencyTable(frame, device, settings, "tiny", {"correction": None}).save(
         tmp_path / "t.parquet")
+    predictor = LutPredictor.load(table_path, space)
     result = train_supernet(_options(tmp_path / "run", buckets="latency", table=str(table_path),
-                                     epochs=1, steps_per_epoch=2, sampler="ca"))
+                                     epochs=1, steps_per_epoch=2, sampler="ca"),
+                            latency_ms=predictor.predict)
     _, meta = load_checkpoint(result.out)
     state = meta["sampler"]
-    predictor = LutPredictor.load(table_path, space)
     low, high = predictor.predict([space.smallest(), space.largest()])
     assert state["cost_name"] == "ms" and state["edges"][-1] == pytest.approx(high)
     index = state["bucket_index"]
