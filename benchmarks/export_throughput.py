@@ -20,7 +20,7 @@ from rich.table import Table
 
 from lutnas.profiler.export import FORMATS, ModelCache, export_many, tool_versions
 from lutnas.profiler.plan import make_plan
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 
 
 def stratified_sample(specs: list, count: int, seed: int) -> list:

@@ -34,13 +34,13 @@ from lutnas.predictors.learned import LearnedPredictor
 from lutnas.predictors.transfer import TransferPredictor, choose_samples, transfer_report
 from lutnas.profiler.adaptive_run import _runner_for, measure_in_process, run_adaptive
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_subnet
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 
 def measure_subnets(space: SearchSpace, configs: list[SubnetConfig], runtime: str, cache: ModelCache,
                     runs: int, rounds: int) -> np.ndarray:
     """Whole subnets timed like the blocks (same process, same protocol)."""
-    from lutnas.supernet.blocks import BlockSpec
+    from lutnas.space import BlockSpec
 
     runners = []
     for config in configs:

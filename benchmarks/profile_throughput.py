@@ -27,7 +27,7 @@ from lutnas.device_agents.local import LocalAgent
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
 from lutnas.profiler.plan import make_plan
 from lutnas.profiler.run import QualitySettings, measure_keys
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore
 
 OUT = Path(__file__).parent / "results" / "profile_throughput.json"

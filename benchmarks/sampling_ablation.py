@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from lutnas.space import SearchSpace
 from lutnas.supernet.checkpoint import load_supernet
 from lutnas.supernet.data import calibration_loader, eval_loader, load_data
-from lutnas.supernet.space import SearchSpace
 from lutnas.supernet.train import TrainOptions, evaluate_top1, train_supernet
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -31,8 +31,7 @@ from lutnas.predictors.lut import LutPredictor
 from lutnas.search.constraints import Constraints, CostModel, achievable_range
 from lutnas.search.evolution import EvolutionSettings, evolve, random_search
 from lutnas.search.objectives import ProxyObjective
-from lutnas.supernet.complexity import block_complexity
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace, block_complexity
 from lutnas.tables.table import COLUMNS, LatencyTable
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from lutnas.space import SearchSpace
 from lutnas.supernet.data import resize_batch
 from lutnas.supernet.model import Supernet
-from lutnas.supernet.space import SearchSpace
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -39,7 +39,7 @@ step "6/6 search under a millisecond target, export the winner and measure it he
 read -r TARGET WINDOW < <("$BIN/python" - "$OUT/tiny-host.parquet" <<'PY'
 import sys
 from lutnas.predictors.lut import LutPredictor
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 space = SearchSpace.load("tiny")
 fast, slow = LutPredictor.load(sys.argv[1], space).predict([space.smallest(), space.largest()])
 print(f"{fast + 0.6 * (slow - fast):.4f} {0.15 * (slow - fast):.4f}")

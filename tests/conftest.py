@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 
 
 @pytest.fixture(scope="session", autouse=True)

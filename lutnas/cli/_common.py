@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from lutnas.errors import BadInputError
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

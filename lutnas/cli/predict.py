@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_config(text: str, space: object) -> object:
-    from lutnas.supernet.space import SearchSpace
+    from lutnas.space import SearchSpace
 
     assert isinstance(space, SearchSpace)
     if text in ("smallest", "largest"):
@@ -45,7 +45,7 @@ def read_config(text: str, space: object) -> object:
 
 def predict_command(args: argparse.Namespace) -> int:
     from lutnas.predictors.lut import LutPredictor
-    from lutnas.supernet.space import SearchSpace
+    from lutnas.space import SearchSpace
     from lutnas.tables.table import LatencyTable
 
     table = LatencyTable.load(args.table)

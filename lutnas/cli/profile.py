@@ -213,7 +213,7 @@ def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) ->
     from lutnas.predictors.serialize import predictor_path, save_predictor
     from lutnas.profiler.adaptive_run import completed_table, profile_adaptive
     from lutnas.profiler.plan import make_plan
-    from lutnas.supernet.space import SearchSpace
+    from lutnas.space import SearchSpace
     from lutnas.tables.store import MeasurementStore
     from lutnas.tables.table import build_table
 

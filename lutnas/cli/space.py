@@ -10,8 +10,7 @@ from rich.table import Table
 
 from lutnas.cli._common import console, load_space, read_config
 from lutnas.profiler.plan import make_plan
-from lutnas.supernet.blocks import BlockSpec, operators_of
-from lutnas.supernet.complexity import block_complexity
+from lutnas.space import BlockSpec, block_complexity
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -98,6 +97,6 @@ def show_block(args: argparse.Namespace) -> int:
     console.print(f"{spec.key}\n  MMACs {cost.macs / 1e6:.3f}  params {cost.params:,}  "
                   f"bytes read {cost.bytes_read:,}  written {cost.bytes_written:,}  "
                   f"FLOPs/byte {cost.arithmetic_intensity:.2f}")
-    for op in operators_of(spec):
+    for op in spec.operators():
         console.print(f"  {op.key}")
     return 0

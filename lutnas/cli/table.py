@@ -136,7 +136,7 @@ def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> 
 
 
 def show_command(args: argparse.Namespace) -> int:
-    from lutnas.supernet.space import SearchSpace
+    from lutnas.space import SearchSpace
 
     table = LatencyTable.load(args.table)
     device = table.device

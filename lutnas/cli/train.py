@@ -89,7 +89,7 @@ def train_command(args: argparse.Namespace) -> int:
     latency_ms = None
     if args.buckets == "latency" and args.table:
         from lutnas.predictors.lut import LutPredictor
-        from lutnas.supernet.space import SearchSpace
+        from lutnas.space import SearchSpace
 
         latency_ms = LutPredictor.load(args.table, SearchSpace.load(args.space)).predict
     result = train_supernet(TrainOptions(**fields), _ProgressReporter(), latency_ms)

@@ -79,7 +79,7 @@ def _measure_on_device(args: argparse.Namespace, table_a: LatencyTable,
     from lutnas.device_agents.base import RunSettings
     from lutnas.device_agents.factory import open_agent
     from lutnas.profiler.adaptive_run import store_measurer
-    from lutnas.supernet.blocks import BlockSpec
+    from lutnas.space import BlockSpec
     from lutnas.tables.store import MeasurementStore
 
     settings = RunSettings(runtime=args.runtime or str(table_a.settings.get("runtime", "tflite")),

@@ -28,7 +28,7 @@ import numpy as np
 
 from lutnas.errors import BadInputError
 from lutnas.predictors.features import as_specs, block_feature_frame, log_features
-from lutnas.supernet.blocks import BlockSpec
+from lutnas.space import BlockSpec
 
 
 def _standardised(specs: Sequence[BlockSpec], kind: str) -> np.ndarray:
@@ -87,7 +87,7 @@ def covering_sample(specs: Sequence[BlockSpec | str], n: int, seed: int = 0) -> 
             chosen += group
             continue
         x = _standardised(group, kind)
-        flops = block_feature_frame(group, kind)["flops"].to_numpy()
+        flops = block_feature_frame(group, kind)["macs"].to_numpy()
         chosen += [group[i] for i in farthest_points(x, k, [int(flops.argmin()), int(flops.argmax())])]
     return chosen
 

@@ -27,8 +27,7 @@ from lutnas.predictors.features import (
     lane_utilisation,
     measured_latencies,
 )
-from lutnas.supernet.blocks import KINDS, BlockSpec
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, kind_fields
 
 SMOOTH_MAX_P = 4.0
 # Pull of the per-kind efficiencies towards 1 (log space): with few blocks of a kind the fit would
@@ -122,12 +121,12 @@ class BlockSumPredictor(Predictor):
 
 def _terms(specs: Sequence[BlockSpec], lanes: int, threads: int) -> dict[str, np.ndarray]:
     feats = [analytic_features(s) for s in specs]
-    flops = np.array([f["flops"] for f in feats])
+    macs = np.array([f["macs"] for f in feats])
     moved = np.array([f["bytes_read"] + f["bytes_written"] for f in feats])
     ops = np.array([f["num_ops"] for f in feats])
     work = np.array([f["parallel_work"] for f in feats])
     utilisation = np.array([lane_utilisation(int(w), lanes * max(1, threads)) for w in work])
-    return {"flops": flops, "bytes": moved, "ops": ops, "utilisation": utilisation}
+    return {"macs": macs, "bytes": moved, "ops": ops, "utilisation": utilisation}
 
 
 class AnalyticPredictor(BlockSumPredictor):
@@ -160,10 +159,10 @@ class AnalyticPredictor(BlockSumPredictor):
         kind_index = np.array([kinds.index(s.kind) for s in specs])
         # Start from a non-negative linear fit (compute + memory + launch + call, all summed): it
         # lands every constant within a factor of a few, where the smooth-max fit converges.
-        design = np.column_stack([t["flops"] / t["utilisation"], t["bytes"], t["ops"], np.ones_like(y)])
+        design = np.column_stack([t["macs"] / t["utilisation"], t["bytes"], t["ops"], np.ones_like(y)])
         coef, _ = nnls(design / y[:, None], np.ones_like(y))
         typical = np.median(y)
-        inv_peak = coef[0] if coef[0] > 0 else np.median(y / (t["flops"] + 1)) * 0.5
+        inv_peak = coef[0] if coef[0] > 0 else np.median(y / (t["macs"] + 1)) * 0.5
         inv_bw = coef[1] if coef[1] > 0 else np.median(y / t["bytes"]) * 0.5
         launch = coef[2] if coef[2] > 0 else typical * 0.01
         call = coef[3] if coef[3] > 0 else typical * 0.01
@@ -176,7 +175,7 @@ class AnalyticPredictor(BlockSumPredictor):
 
         result = least_squares(residuals, x0, method="trf", loss="soft_l1", f_scale=0.3)
         theta = result.x
-        self.constants_ = {"peak_flops_per_ms": float(np.exp(theta[0])),
+        self.constants_ = {"peak_macs_per_ms": float(np.exp(theta[0])),
                            "bandwidth_bytes_per_ms": float(np.exp(theta[1])),
                            "launch_ms_per_op": float(np.exp(theta[2])),
                            "call_ms": float(np.exp(theta[3]))}
@@ -195,7 +194,7 @@ class AnalyticPredictor(BlockSumPredictor):
     def _model(log_constants: np.ndarray, efficiency: np.ndarray,
                t: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         peak, bandwidth, launch, call = np.exp(log_constants)
-        compute = t["flops"] / (peak * efficiency * t["utilisation"])
+        compute = t["macs"] / (peak * efficiency * t["utilisation"])
         memory = t["bytes"] / bandwidth
         overhead = call + launch * t["ops"]
         p = SMOOTH_MAX_P
@@ -209,7 +208,7 @@ class AnalyticPredictor(BlockSumPredictor):
 
     def _log_constants(self) -> np.ndarray:
         c = self.constants_
-        return np.log([c["peak_flops_per_ms"], c["bandwidth_bytes_per_ms"], c["launch_ms_per_op"],
+        return np.log([c["peak_macs_per_ms"], c["bandwidth_bytes_per_ms"], c["launch_ms_per_op"],
                        c["call_ms"]])
 
     def _efficiency(self, specs: Sequence[BlockSpec]) -> np.ndarray:
@@ -257,10 +256,10 @@ class AnalyticPredictor(BlockSumPredictor):
                    space: SearchSpace | None = None) -> "AnalyticPredictor":
         predictor = cls(space, simd_lanes=int(header["simd_lanes"]), threads=int(header["threads"]))
         predictor.constants_ = {k: float(header["constants"][k]) for k in
-                                ("peak_flops_per_ms", "bandwidth_bytes_per_ms", "launch_ms_per_op",
+                                ("peak_macs_per_ms", "bandwidth_bytes_per_ms", "launch_ms_per_op",
                                  "call_ms")}
         predictor.efficiency_ = {str(k): float(v) for k, v in header["efficiency"].items()
-                                 if k in KINDS}
+                                 if k in kind_fields()}
         predictor.sigma_ = {str(k): float(v) for k, v in header["sigma"].items()}
         predictor.correction_ = {"scale": float(header["correction"]["scale"]),
                                  "intercept": float(header["correction"]["intercept"])}

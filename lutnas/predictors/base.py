@@ -20,8 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from lutnas.errors import PredictorError
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SubnetConfig
+from lutnas.space import BlockSpec, SubnetConfig
 
 
 class Predictor(ABC):

@@ -14,9 +14,7 @@ import numpy as np
 
 from lutnas.errors import PredictorError
 from lutnas.predictors.base import Predictor, PredictorContext, register_predictor
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.complexity import block_complexity
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, block_complexity
 
 
 class FlopsLinearPredictor(Predictor):

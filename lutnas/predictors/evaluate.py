@@ -21,7 +21,7 @@ from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
 from lutnas.errors import BadInputError, DeviceError, TableError
 from lutnas.plotting import pyplot, save_figure
 from lutnas.predictors.base import Predictor, PredictorContext, build_available
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 from lutnas.tables.table import SUBNET_KIND, LatencyTable
 
 

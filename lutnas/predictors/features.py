@@ -17,11 +17,9 @@ import numpy as np
 import pandas as pd
 
 from lutnas.errors import BlockKeyError, PredictorError
-from lutnas.supernet.blocks import KINDS, STRING_FIELDS, BlockSpec, conv_out, operators_of
-from lutnas.supernet.complexity import block_complexity
-from lutnas.supernet.functional import ACTIVATIONS
+from lutnas.space import ACTIVATIONS, STRING_FIELDS, BlockSpec, block_complexity, conv_out, kind_fields
 
-ANALYTIC_COLUMNS = ("flops", "params", "bytes_read", "bytes_written", "arithmetic_intensity",
+ANALYTIC_COLUMNS = ("macs", "params", "bytes_read", "bytes_written", "arithmetic_intensity",
                     "output_elements", "num_ops", "parallel_work")
 # fp32 lanes of a 128-bit SIMD unit (NEON on every phone CPU, SSE on the host): widths that are not
 # multiples of it leave lanes idle.
@@ -78,23 +76,23 @@ def lane_utilisation(width: int, lanes: int) -> float:
 def analytic_features(spec: BlockSpec) -> dict[str, float]:
     cost = block_complexity(spec)
     return {
-        "flops": float(cost.flops),
+        "macs": float(cost.macs),
         "params": float(cost.params),
         "bytes_read": float(cost.bytes_read),
         "bytes_written": float(cost.bytes_written),
         "arithmetic_intensity": float(cost.arithmetic_intensity),
         "output_elements": float(output_elements(spec)),
-        "num_ops": float(max(1, len(operators_of(spec)))) if not spec.is_operator else 1.0,
+        "num_ops": float(max(1, len(spec.operators()))) if not spec.is_operator else 1.0,
         "parallel_work": float(parallel_work(spec)),
     }
 
 
 def spec_columns(kind: str) -> list[str]:
     """Feature columns of one kind: its shape parameters (act one-hot) then the analytic ones."""
-    if kind not in KINDS:
-        raise BlockKeyError(f"unknown block kind {kind!r}; known kinds: {', '.join(KINDS)}")
+    if kind not in kind_fields():
+        raise BlockKeyError(f"unknown block kind {kind!r}; known kinds: {', '.join(kind_fields())}")
     columns: list[str] = []
-    for name in KINDS[kind]:
+    for name in kind_fields()[kind]:
         if name in STRING_FIELDS:
             columns += [f"{name}={value}" for value in ACTIVATIONS]
         else:

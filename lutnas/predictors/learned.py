@@ -29,8 +29,7 @@ from lutnas.errors import PredictorError
 from lutnas.predictors.analytic import AnalyticPredictor, BlockSumPredictor, build_from_context
 from lutnas.predictors.base import register_predictor
 from lutnas.predictors.features import as_specs, block_feature_frame, log_features, measured_latencies
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace
 
 METHODS = ("forest", "boosting", "none")
 MIN_BLOCKS_FOR_TREES = 5  # below this, a kind is priced by the analytic model times its median ratio
@@ -313,7 +312,7 @@ class LearnedPredictor(BlockSumPredictor):
     @classmethod
     def from_state(cls, header: dict[str, Any], arrays: dict[str, np.ndarray],
                    space: SearchSpace | None = None) -> "LearnedPredictor":
-        from lutnas.supernet.blocks import KINDS
+        from lutnas.space import kind_fields
 
         predictor = cls(space, method=str(header["method"]), random_state=int(header["random_state"]))
         predictor.correction_ = {"scale": float(header["correction"]["scale"]),
@@ -327,7 +326,7 @@ class LearnedPredictor(BlockSumPredictor):
         predictor.measured_ = dict(zip(keys, values.astype(float)))
         predictor.models_ = {}
         for kind, entry in header["kinds"].items():
-            if kind not in KINDS:
+            if kind not in kind_fields():
                 raise PredictorError(f"predictor file names unknown block kind {kind!r}; refit it")
             ensemble = None
             if entry["method"] != "none":

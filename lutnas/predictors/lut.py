@@ -27,8 +27,7 @@ import pandas as pd
 
 from lutnas.errors import ConfigError, PredictorError
 from lutnas.predictors.base import BlockPredictor, Predictor, PredictorContext, register_predictor
-from lutnas.supernet.blocks import BlockSpec, conv_out
-from lutnas.supernet.space import STAGE_FIELDS, STEM_FIELDS, SearchSpace, StageChoice, SubnetConfig
+from lutnas.space import STEM_FIELDS, BlockSpec, SearchSpace, StageChoice, SubnetConfig, conv_out
 from lutnas.tables.table import LatencyTable
 
 
@@ -56,7 +55,7 @@ class SpaceIndex:
         self._stage_cols: list[dict[str, int]] = []
         for stage in space.stages:
             cols = {}
-            for name in STAGE_FIELDS[stage.type]:
+            for name in stage.fields:
                 cols[name] = len(self._choices)
                 self._choices.append(stage.choices()[name])
             self._stage_cols.append(cols)
@@ -97,7 +96,7 @@ class SpaceIndex:
 
     def _stage_slot(self, index: int) -> _Slot:
         stage = self.space.stages[index]
-        fields = STAGE_FIELDS[stage.type]  # depth first
+        fields = stage.fields  # depth first
         cols = self._stage_cols[index]
         cin_col = 1 if index == 0 else self._stage_cols[index - 1]["width"]
         columns = (0, cin_col, *(cols[f] for f in fields))

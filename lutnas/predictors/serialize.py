@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from lutnas.errors import PredictorError
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 
 FORMAT = "lutnas-predictor"
 FORMAT_VERSION = 1

@@ -21,8 +21,7 @@ from lutnas.predictors.adaptive import covering_sample
 from lutnas.predictors.analytic import BlockSumPredictor
 from lutnas.predictors.features import as_specs, block_feature_frame, log_features, measured_latencies
 from lutnas.predictors.learned import FittedModel, TreeEnsemble, _predict_model, fit_residual_model
-from lutnas.supernet.blocks import KINDS, BlockSpec
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace, kind_fields
 
 MIN_FOR_OWN_SLOPE = 4
 SLOPE_RANGE = (0.3, 2.0)  # latency on B grows with latency on A, and not wildly faster or slower
@@ -41,13 +40,13 @@ def _union_design(specs: Sequence[BlockSpec], log_a: np.ndarray) -> np.ndarray:
     frame = block_feature_frame(specs)
     kinds = frame.pop("kind")
     numeric = frame.reindex(columns=_POOLED_COLUMNS, fill_value=0.0)
-    onehot = np.column_stack([(kinds == k).to_numpy(dtype=float) for k in KINDS])
+    onehot = np.column_stack([(kinds == k).to_numpy(dtype=float) for k in kind_fields()])
     return np.column_stack([log_features(numeric), onehot, log_a])
 
 
 def _pooled_columns() -> list[str]:
     seen: dict[str, None] = {}
-    for kind in KINDS:
+    for kind in kind_fields():
         for column in block_feature_frame([], kind).columns:
             seen.setdefault(column, None)
     return list(seen)

@@ -25,7 +25,8 @@ from lutnas.errors import BadInputError, DeviceError
 from lutnas.predictors.adaptive import AdaptiveSelector, StopDecision, StoppingRule
 from lutnas.predictors.learned import LearnedPredictor
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
-from lutnas.supernet.blocks import BlockSpec, example_input, is_spatial_input
+from lutnas.space import BlockSpec
+from lutnas.supernet.blocks import example_input
 
 # keys -> median ms; may take any time; what it returns is what was measured.
 MeasureFn = Callable[[Sequence[BlockSpec]], dict[str, float]]
@@ -50,7 +51,7 @@ def _runner_for(runtime: str, path: Path, spec: BlockSpec) -> Callable[[], Any]:
 
         interpreter = load_tflite_interpreter(str(path), threads=1)
         interpreter.allocate_tensors()
-        array = example.permute(0, 2, 3, 1).contiguous() if is_spatial_input(spec) else example
+        array = example.permute(0, 2, 3, 1).contiguous() if spec.record.spatial_input else example
         index = interpreter.get_input_details()[0]["index"]
         interpreter.set_tensor(index, array.numpy())
         return interpreter.invoke

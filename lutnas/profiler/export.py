@@ -29,8 +29,8 @@ from torch import nn
 
 import lutnas
 from lutnas.errors import BadInputError, ExportError
-from lutnas.supernet.blocks import BlockSpec, build_block, example_input, is_spatial_input
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
+from lutnas.supernet.blocks import build_block, example_input
 
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt"}
 RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscript"}
@@ -247,7 +247,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
 def export_spec(spec: BlockSpec, fmt: str, cache: ModelCache) -> ExportedModel:
     torch.manual_seed(model_seed(spec.key))
     module = build_block(spec)
-    return export_module(spec.key, module, example_input(spec), is_spatial_input(spec), fmt, cache)
+    return export_module(spec.key, module, example_input(spec), spec.record.spatial_input, fmt, cache)
 
 
 def subnet_key(space: SearchSpace, config: SubnetConfig) -> str:

@@ -12,8 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lutnas.errors import BadInputError
-from lutnas.supernet.blocks import BlockSpec, operators_of
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace
 
 GRANULARITIES = ("block", "op", "both")
 
@@ -65,7 +64,7 @@ def make_plan(
     if granularity in ("op", "both"):
         seen: dict[str, BlockSpec] = {}
         for block in blocks:
-            for op in operators_of(block):
+            for op in block.operators():
                 seen.setdefault(op.key, op)
         operators = list(seen.values())
     if granularity == "op":

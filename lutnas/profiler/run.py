@@ -32,7 +32,7 @@ from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.errors import BadInputError, LutnasError
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
 from lutnas.profiler.plan import make_plan
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore, check_store_file, cv_of, figure_of
 
 REFERENCE = "reference"

@@ -23,8 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lutnas.errors import SearchError
-from lutnas.supernet.complexity import block_complexity
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig, block_complexity
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")

@@ -31,7 +31,7 @@ from lutnas.search.constraints import (
     repair,
 )
 from lutnas.search.objectives import Objective
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from lutnas.errors import SearchError
 from lutnas.search.constraints import Costs
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 PROXIES = ("mflops", "params")
 

@@ -15,7 +15,7 @@ from lutnas.search.constraints import Constraints, CostModel
 from lutnas.search.evolution import EvolutionSettings, Progress, SearchResult, evolve
 from lutnas.search.objectives import Objective, SupernetBundle
 from lutnas.search.report import plot_pareto, write_best, write_candidates
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 PREDICTORS = ("lut", "learned", "analytic")
 FORMATS_OUT = ("tflite", "onnx")

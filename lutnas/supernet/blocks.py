@@ -1,130 +1,21 @@
-"""BlockSpec, the unit that is built, exported, measured, stored, predicted and searched.
+"""Static block modules and the module registry: `build_block(spec)` is one lookup.
 
-A BlockSpec is a kind plus the shape parameters that change its latency; its `key` is the one
-string every table, store and predictor uses for it. The registry here (`build_block`) turns a spec
-into a static `nn.Module`; a subnet's static model is exactly the composition of its blocks' modules,
-so the sum of a lookup table over `space.blocks_of(config)` describes the model that is deployed.
+Each block kind of `lutnas.space` has a module class registered here with `@register_module(kind)`;
+a subnet's static model is exactly the composition of its blocks' modules, so the sum of a lookup
+table over `space.blocks_of(config)` describes the model that is deployed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from lutnas.errors import BlockKeyError
+from lutnas.space import BlockSpec
 from lutnas.supernet import functional as Fn
-
-# Field order is part of the key format: keys are compared as strings across devices and versions.
-BLOCK_KINDS: dict[str, tuple[str, ...]] = {
-    "conv": ("hw", "cin", "cout", "k", "s", "act"),
-    "mbconv": ("hw", "cin", "cout", "k", "s", "e", "se", "act"),
-    "attn": ("hw", "c", "hd", "vs", "act"),
-    "ffn": ("hw", "c", "r", "act"),
-    "head": ("hw", "cin", "cmid", "chid", "ncls", "act"),
-}
-OPERATOR_KINDS: dict[str, tuple[str, ...]] = {
-    "conv2d": ("hw", "cin", "cout", "k", "s"),
-    "dwconv": ("hw", "c", "k", "s"),
-    "linear": ("n", "cin", "cout"),
-    "matmul": ("b", "n", "k", "m"),
-    "softmax": ("b", "n", "m"),
-    "layernorm": ("n", "c"),
-    "activation": ("n", "c", "act"),
-    "add": ("n", "c"),
-    "pool": ("hw", "c"),
-}
-KINDS: dict[str, tuple[str, ...]] = {**BLOCK_KINDS, **OPERATOR_KINDS}
-STRING_FIELDS = frozenset({"act"})
-
-
-def conv_out(hw: int, stride: int) -> int:
-    """Spatial size after a conv with 'same' padding (k // 2) and the given stride."""
-    return (hw - 1) // stride + 1
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """A block kind and its shape parameters, in the kind's canonical field order."""
-
-    kind: str
-    params: tuple[tuple[str, int | str], ...]
-
-    @classmethod
-    def make(cls, kind: str, **values: int | str) -> "BlockSpec":
-        if kind not in KINDS:
-            raise BlockKeyError(
-                f"unknown block kind {kind!r}; known kinds: {', '.join(KINDS)}"
-            )
-        fields = KINDS[kind]
-        missing = [f for f in fields if f not in values]
-        extra = [f for f in values if f not in fields]
-        if missing or extra:
-            raise BlockKeyError(
-                f"block kind {kind!r} takes fields {','.join(fields)}; "
-                f"missing {missing or 'none'}, unexpected {extra or 'none'}"
-            )
-        params = []
-        for name in fields:
-            value = values[name]
-            if name in STRING_FIELDS:
-                if value not in Fn.ACTIVATIONS:
-                    raise BlockKeyError(
-                        f"{kind}: act={value!r} is not one of {', '.join(Fn.ACTIVATIONS)}"
-                    )
-                params.append((name, str(value)))
-            else:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise BlockKeyError(f"{kind}: {name}={value!r} must be a non-negative integer")
-                params.append((name, int(value)))
-        return cls(kind, tuple(params))
-
-    @classmethod
-    def parse(cls, key: str) -> "BlockSpec":
-        """Inverse of `key`; any deviation from the canonical form is an error naming the key."""
-        kind, sep, rest = key.strip().partition(":")
-        if not sep or not rest:
-            raise BlockKeyError(
-                f"block key {key!r} is not of the form KIND:field=value,... "
-                f"(e.g. mbconv:hw=56,cin=24,cout=32,k=5,s=2,e=4,se=1,act=hswish)"
-            )
-        values: dict[str, int | str] = {}
-        for item in rest.split(","):
-            name, eq, raw = item.partition("=")
-            if not eq or not name or not raw:
-                raise BlockKeyError(f"block key {key!r}: {item!r} is not field=value")
-            if name in STRING_FIELDS:
-                values[name] = raw
-            else:
-                try:
-                    values[name] = int(raw)
-                except ValueError:
-                    raise BlockKeyError(f"block key {key!r}: {name}={raw!r} is not an integer") from None
-        return cls.make(kind, **values)
-
-    @property
-    def key(self) -> str:
-        return f"{self.kind}:" + ",".join(f"{n}={v}" for n, v in self.params)
-
-    @property
-    def is_operator(self) -> bool:
-        return self.kind in OPERATOR_KINDS
-
-    def __getattr__(self, name: str) -> int | str:
-        # Only reached for names that are not dataclass fields: the shape parameters.
-        for field_name, value in object.__getattribute__(self, "params"):
-            if field_name == name:
-                return value
-        raise AttributeError(f"{self.kind} block has no field {name!r}")
-
-    def as_dict(self) -> dict[str, int | str]:
-        return dict(self.params)
-
-    def __str__(self) -> str:
-        return self.key
-
 
 # --------------------------------------------------------------------------------------------
 # Static blocks. Each holds full-size layers under fixed names; the elastic supernet layers use the
@@ -288,115 +179,64 @@ class AddOp(nn.Module):
         return x + self.other
 
 
+ModuleFactory = Callable[[dict[str, Any]], nn.Module]
+_MODULES: dict[str, ModuleFactory] = {}
+
+
+def register_module(kind: str, factory: ModuleFactory | None = None) -> Any:
+    """Register the module of block kind `kind`: `factory(params) -> nn.Module`.
+
+    Use as `register_module("mbconv", lambda p: MBConvBlock(...))` or as a class decorator on a
+    class whose constructor takes the kind's fields as keyword arguments.
+    """
+    def add(target: Any) -> Any:
+        _MODULES[kind] = target if factory is not None else (lambda p: target(**p))
+        return target
+
+    if factory is not None:
+        add(factory)
+        return factory
+    return add
+
+
+def unregister_module(kind: str) -> None:
+    _MODULES.pop(kind, None)
+
+
 def build_block(spec: BlockSpec) -> nn.Module:
-    """The registry: BlockSpec -> static module (in eval mode, random but deterministic weights)."""
-    p = spec.as_dict()
-    kind = spec.kind
-    if kind == "conv":
-        module: nn.Module = ConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["act"])
-    elif kind == "mbconv":
-        module = MBConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["e"], p["se"], p["act"])
-    elif kind == "attn":
-        module = AttentionBlock(p["hw"], p["c"], p["hd"], p["vs"], p["act"])
-    elif kind == "ffn":
-        module = FeedForwardBlock(p["c"], p["r"], p["act"])
-    elif kind == "head":
-        module = HeadBlock(p["cin"], p["cmid"], p["chid"], p["ncls"], p["act"])
-    elif kind == "conv2d":
-        module = nn.Conv2d(p["cin"], p["cout"], p["k"], p["s"], p["k"] // 2, bias=False)
-    elif kind == "dwconv":
-        module = nn.Conv2d(p["c"], p["c"], p["k"], p["s"], p["k"] // 2, groups=p["c"], bias=False)
-    elif kind == "linear":
-        module = nn.Linear(p["cin"], p["cout"])
-    elif kind == "matmul":
-        module = MatmulOp(p["b"], p["k"], p["m"])
-    elif kind == "softmax":
-        module = nn.Softmax(dim=-1)
-    elif kind == "layernorm":
-        module = nn.LayerNorm(p["c"])
-    elif kind == "activation":
-        act = p["act"]
-        module = _Unary(lambda x: Fn.activation(x, act))
-    elif kind == "add":
-        module = AddOp(p["n"], p["c"])
-    elif kind == "pool":
-        module = nn.AdaptiveAvgPool2d(1)
-    else:  # pragma: no cover - BlockSpec.make rejects unknown kinds
-        raise BlockKeyError(f"no module registered for block kind {kind!r}")
-    return module.eval()
+    """The registry: BlockSpec -> static module (in eval mode, random but deterministic weights).
+
+    Raises BlockKeyError when the kind has no registered module."""
+    try:
+        factory = _MODULES[spec.kind]
+    except KeyError:
+        raise BlockKeyError(f"no module registered for block kind {spec.kind!r}; "
+                            f"register one with lutnas.supernet.blocks.register_module") from None
+    return factory(spec.as_dict()).eval()
 
 
 def example_input(spec: BlockSpec, batch: int = 1) -> torch.Tensor:
-    """An input tensor of the shape the block expects (NCHW for maps, (B, N, C) for tokens)."""
-    p = spec.as_dict()
-    kind = spec.kind
-    if kind in ("conv", "mbconv", "head", "conv2d"):
-        shape: tuple[int, ...] = (batch, p["cin"], p["hw"], p["hw"])
-    elif kind in ("attn", "ffn", "dwconv", "pool"):
-        shape = (batch, p["c"], p["hw"], p["hw"])
-    elif kind == "linear":
-        shape = (batch, p["n"], p["cin"])
-    elif kind == "matmul":
-        shape = (batch, p["b"], p["n"], p["k"])
-    elif kind == "softmax":
-        shape = (batch, p["b"], p["n"], p["m"])
-    else:  # layernorm, activation, add
-        shape = (batch, p["n"], p["c"])
+    """An input tensor of the shape the block expects (its kind's `input_shape`), seeded."""
     generator = torch.Generator().manual_seed(0)
-    return torch.randn(shape, generator=generator)
+    return torch.randn(spec.input_shape(batch), generator=generator)
 
 
-def is_spatial_input(spec: BlockSpec) -> bool:
-    """True when the block's input is an NCHW map (exported to TFLite with NHWC I/O)."""
-    return spec.kind in ("conv", "mbconv", "head", "conv2d", "attn", "ffn", "dwconv", "pool")
-
-
-def operators_of(spec: BlockSpec) -> list[BlockSpec]:
-    """The operators a block executes, for operator-level profiling (BN folds into convs)."""
-    p = spec.as_dict()
-    kind = spec.kind
-    op = BlockSpec.make
-    if spec.is_operator:
-        return [spec]
-    if kind == "conv":
-        ho = conv_out(p["hw"], p["s"])
-        return [op("conv2d", hw=p["hw"], cin=p["cin"], cout=p["cout"], k=p["k"], s=p["s"]),
-                op("activation", n=ho * ho, c=p["cout"], act=p["act"])]
-    if kind == "mbconv":
-        hw, mid = p["hw"], p["cin"] * p["e"]
-        ho = conv_out(hw, p["s"])
-        ops = []
-        if p["e"] != 1:
-            ops += [op("conv2d", hw=hw, cin=p["cin"], cout=mid, k=1, s=1),
-                    op("activation", n=hw * hw, c=mid, act=p["act"])]
-        ops += [op("dwconv", hw=hw, c=mid, k=p["k"], s=p["s"]),
-                op("activation", n=ho * ho, c=mid, act=p["act"])]
-        if p["se"]:
-            se_mid = Fn.se_channels(mid)
-            ops += [op("pool", hw=ho, c=mid), op("linear", n=1, cin=mid, cout=se_mid),
-                    op("linear", n=1, cin=se_mid, cout=mid)]
-        ops.append(op("conv2d", hw=ho, cin=mid, cout=p["cout"], k=1, s=1))
-        if p["s"] == 1 and p["cin"] == p["cout"]:
-            ops.append(op("add", n=ho * ho, c=p["cout"]))
-        return ops
-    if kind == "attn":
-        n, c = p["hw"] ** 2, p["c"]
-        heads = max(1, c // p["hd"])
-        qk, v = heads * p["hd"], heads * p["hd"] * p["vs"]
-        return [op("layernorm", n=n, c=c), op("linear", n=n, cin=c, cout=2 * qk + v),
-                op("dwconv", hw=p["hw"], c=v, k=3, s=1),
-                op("matmul", b=heads, n=n, k=p["hd"], m=n), op("softmax", b=heads, n=n, m=n),
-                op("matmul", b=heads, n=n, k=n, m=p["hd"] * p["vs"]),
-                op("activation", n=n, c=v, act=p["act"]), op("linear", n=n, cin=v, cout=c),
-                op("add", n=n, c=c)]
-    if kind == "ffn":
-        n, c, h = p["hw"] ** 2, p["c"], p["c"] * p["r"]
-        return [op("layernorm", n=n, c=c), op("linear", n=n, cin=c, cout=h),
-                op("activation", n=n, c=h, act=p["act"]), op("linear", n=n, cin=h, cout=c),
-                op("add", n=n, c=c)]
-    # head
-    hw = p["hw"]
-    return [op("conv2d", hw=hw, cin=p["cin"], cout=p["cmid"], k=1, s=1),
-            op("activation", n=hw * hw, c=p["cmid"], act=p["act"]), op("pool", hw=hw, c=p["cmid"]),
-            op("linear", n=1, cin=p["cmid"], cout=p["chid"]),
-            op("linear", n=1, cin=p["chid"], cout=p["ncls"])]
+_BUILTIN: dict[str, ModuleFactory] = {
+    "conv": lambda p: ConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["act"]),
+    "mbconv": lambda p: MBConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["e"], p["se"], p["act"]),
+    "attn": lambda p: AttentionBlock(p["hw"], p["c"], p["hd"], p["vs"], p["act"]),
+    "ffn": lambda p: FeedForwardBlock(p["c"], p["r"], p["act"]),
+    "head": lambda p: HeadBlock(p["cin"], p["cmid"], p["chid"], p["ncls"], p["act"]),
+    "conv2d": lambda p: nn.Conv2d(p["cin"], p["cout"], p["k"], p["s"], p["k"] // 2, bias=False),
+    "dwconv": lambda p: nn.Conv2d(p["c"], p["c"], p["k"], p["s"], p["k"] // 2, groups=p["c"],
+                                  bias=False),
+    "linear": lambda p: nn.Linear(p["cin"], p["cout"]),
+    "matmul": lambda p: MatmulOp(p["b"], p["k"], p["m"]),
+    "softmax": lambda p: nn.Softmax(dim=-1),
+    "layernorm": lambda p: nn.LayerNorm(p["c"]),
+    "activation": lambda p: _Unary(lambda x: Fn.activation(x, p["act"])),
+    "add": lambda p: AddOp(p["n"], p["c"]),
+    "pool": lambda p: nn.AdaptiveAvgPool2d(1),
+}
+for _kind, _factory in _BUILTIN.items():
+    register_module(_kind, _factory)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from lutnas.errors import BadInputError
-from lutnas.supernet.space import BUILTIN_SPACES, SearchSpace
+from lutnas.space import BUILTIN_SPACES, SearchSpace
 
 CHECKPOINT_PT = "checkpoint.pt"
 CHECKPOINT_JSON = "checkpoint.json"

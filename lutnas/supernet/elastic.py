@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lutnas.space import BlockSpec
 from lutnas.supernet import functional as Fn
 from lutnas.supernet.blocks import (
     AttentionBlock,
@@ -53,6 +54,12 @@ class ElasticConv(nn.Module):
         self.bn = nn.BatchNorm2d(max_cout)
         self.k, self.s, self.act = k, s, act
 
+    def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+        return self(x, spec.cout)
+
+    def extract_spec(self, spec: BlockSpec) -> ConvBlock:
+        return self.extract(spec.cin, spec.cout)
+
     def forward(self, x: torch.Tensor, cout: int) -> torch.Tensor:
         return Fn.conv_bn_act(x, self.conv, self.bn, cout, self.k, self.s, self.act)
 
@@ -74,6 +81,12 @@ class ElasticMBConv(nn.Module):
         self.has_expand = any(e != 1 for e in expands)
         make_mbconv_layers(self, max_cin, max_cout, max_k, max_cin * max(expands), self.has_expand,
                            self.se)
+
+    def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+        return self(x, spec.cout, spec.k, spec.e)
+
+    def extract_spec(self, spec: BlockSpec) -> MBConvBlock:
+        return self.extract(spec.cin, spec.cout, spec.k, spec.e)
 
     def forward(self, x: torch.Tensor, cout: int, k: int, e: int) -> torch.Tensor:
         cin = x.shape[1]
@@ -112,6 +125,12 @@ class ElasticAttention(nn.Module):
         self.qk_rows = max_heads * hd
         make_attention_layers(self, max_c, self.qk_rows, max_heads * hd * max_vs, max_heads, max_hw)
 
+    def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+        return self(x, spec.vs)
+
+    def extract_spec(self, spec: BlockSpec) -> AttentionBlock:
+        return self.extract(spec.hw, spec.c, spec.vs)
+
     def forward(self, x: torch.Tensor, vs: int) -> torch.Tensor:
         c, hw = x.shape[1], x.shape[-1]
         heads = max(1, c // self.hd)
@@ -149,6 +168,12 @@ class ElasticFeedForward(nn.Module):
         self.fc1 = nn.Linear(max_c, max_c * max_r)
         self.fc2 = nn.Linear(max_c * max_r, max_c)
 
+    def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+        return self(x, spec.r)
+
+    def extract_spec(self, spec: BlockSpec) -> FeedForwardBlock:
+        return self.extract(spec.c, spec.r)
+
     def forward(self, x: torch.Tensor, r: int) -> torch.Tensor:
         c = x.shape[1]
         return Fn.feed_forward_tokens(x, self.norm, self.fc1, self.fc2, c, c * r, self.act)
@@ -174,6 +199,12 @@ class ElasticHead(nn.Module):
         self.bn = nn.BatchNorm2d(expand * max_cin)
         self.fc = nn.Linear(expand * max_cin, chid)
         self.classifier = nn.Linear(chid, ncls)
+
+    def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+        return self(x)
+
+    def extract_spec(self, spec: BlockSpec) -> HeadBlock:
+        return self.extract(spec.cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return head_forward(self, x, self.expand * x.shape[1], self.chid, self.ncls, self.act)

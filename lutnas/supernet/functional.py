@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = ("hswish", "relu", "relu6", "gelu", "none")
+from lutnas.space.vocabulary import ACTIVATIONS, se_channels
+
+__all__ = ["ACTIVATIONS", "se_channels"]  # re-exported: static and elastic blocks use Fn.se_channels
+
 
 
 def activation(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -78,11 +81,6 @@ def squeeze_excite(x: torch.Tensor, reduce: nn.Conv2d, expand: nn.Conv2d, mid: i
     s = F.relu(F.conv2d(s, reduce.weight[:mid, :channels], reduce.bias[:mid]))
     s = F.hardsigmoid(F.conv2d(s, expand.weight[:channels, :mid], expand.bias[:channels]))
     return x * s
-
-
-def se_channels(channels: int) -> int:
-    """SE bottleneck width: a quarter, rounded up to a multiple of 8 (MobileNetV3's rule)."""
-    return max(8, (channels // 4 + 7) // 8 * 8)
 
 
 def attention_tokens(

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from lutnas.supernet.blocks import conv_out
+from lutnas.space import MBCONV, SearchSpace, Slot, SubnetConfig, conv_out
 from lutnas.supernet.data import resize_batch
 from lutnas.supernet.elastic import (
     ElasticAttention,
@@ -22,7 +22,6 @@ from lutnas.supernet.elastic import (
     ElasticHead,
     ElasticMBConv,
 )
-from lutnas.supernet.space import MBCONV, SearchSpace, StageChoice, SubnetConfig
 
 
 class Supernet(nn.Module):
@@ -58,62 +57,39 @@ class Supernet(nn.Module):
             self.stages.append(layers)
             hw, cin = conv_out(hw, stage.stride), width
         self.head = ElasticHead(cin, space.head_expand, space.head_hidden, space.num_classes, act)
-        self.active = space.largest()
+        self.set_active(space.largest())
 
     # ------------------------------------------------------------------ running a subnet
     def set_active(self, config: SubnetConfig) -> "Supernet":
         """Select the subnet `forward` runs; returns self so calls chain."""
         self.active = self.space.validate(config)
+        self._active_layers = self.space.layers_of(self.active)
         return self
 
+    def layer_at(self, slot: Slot) -> nn.Module:
+        """The elastic layer holding the weights of `slot` (see `lutnas.space.Slot`)."""
+        group, position = slot
+        if group == 0:
+            return self.stem_conv if position == 0 else self.stem_layers[position - 1]
+        if group <= len(self.stages):
+            return self.stages[group - 1][position]
+        return self.head
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the active subnet on a batch already at its resolution (see `data.resize_batch`)."""
-        cfg = self.active
-        y = self.stem_conv(x, cfg.stem.width)
-        for layer in self.stem_layers[:cfg.stem.depth]:
-            y = layer(y, cfg.stem.width, cfg.stem.kernel, 1)
-        for stage, layers, choice in zip(self.space.stages, self.stages, cfg.stages):
-            if stage.type == MBCONV:
-                for layer in layers[:choice.depth]:
-                    y = layer(y, choice.width, choice.kernel, choice.expand)
-            else:
-                y = layers[0](y, choice.width, self.space.downsample_kernel, self.space.downsample_expand)
-                for index in range(choice.depth):
-                    y = layers[1 + 2 * index](y, choice.v_scale)
-                    y = layers[2 + 2 * index](y, choice.mlp_ratio)
-        return self.head(y)
+        """Run the active subnet on a batch already at its resolution (see `data.resize_batch`).
+
+        x: (N, 3, R, R) with R the active resolution; returns logits (N, num_classes)."""
+        for slot, spec in self._active_layers:
+            x = self.layer_at(slot).run(x, spec)
+        return x
 
     # ------------------------------------------------------------------ extraction
     def extract(self, config: SubnetConfig) -> nn.Sequential:
         """The static subnet (blocks of `space.blocks_of(config)`, in order) with the active weights."""
-        self.space.validate(config)
-        modules: list[nn.Module] = [self.stem_conv.extract(3, config.stem.width)]
-        modules += [layer.extract(config.stem.width, config.stem.width, config.stem.kernel, 1)
-                    for layer in self.stem_layers[:config.stem.depth]]
-        hw = conv_out(config.resolution, self.space.stem.stride)
-        cin = config.stem.width
-        for stage, layers, choice in zip(self.space.stages, self.stages, config.stages):
-            modules += self._extract_stage(stage.type, layers, hw, cin, choice, stage.stride)
-            hw, cin = conv_out(hw, stage.stride), choice.width
-        modules.append(self.head.extract(cin))
+        modules = [self.layer_at(slot).extract_spec(spec) for slot, spec in self.space.layers_of(config)]
         model = nn.Sequential(*modules)
         param = next(self.parameters())
         return model.to(device=param.device, dtype=param.dtype).train(self.training)
-
-    def _extract_stage(self, kind: str, layers: nn.ModuleList, hw: int, cin: int,
-                       choice: StageChoice, stride: int) -> list[nn.Module]:
-        if kind == MBCONV:
-            out = [layers[0].extract(cin, choice.width, choice.kernel, choice.expand)]
-            out += [layer.extract(choice.width, choice.width, choice.kernel, choice.expand)
-                    for layer in layers[1:choice.depth]]
-            return out
-        out = [layers[0].extract(cin, choice.width, self.space.downsample_kernel,
-                                 self.space.downsample_expand)]
-        grid = conv_out(hw, stride)
-        for index in range(choice.depth):
-            out.append(layers[1 + 2 * index].extract(grid, choice.width, choice.v_scale))
-            out.append(layers[2 + 2 * index].extract(choice.width, choice.mlp_ratio))
-        return out
 
     # ------------------------------------------------------------------ batch norm
     @torch.no_grad()

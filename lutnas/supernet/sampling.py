@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lutnas.errors import BadInputError
-from lutnas.supernet.space import SearchSpace, StageChoice, StemChoice, SubnetConfig
+from lutnas.space import SearchSpace, StageChoice, StemChoice, SubnetConfig
 
 CostFn = Callable[[list[SubnetConfig]], np.ndarray]
 ScoreFn = Callable[[list[SubnetConfig]], Sequence[float]]

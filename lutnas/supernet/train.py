@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lutnas.errors import BadInputError
+from lutnas.space import SearchSpace, SubnetConfig
 from lutnas.supernet import data as D
 from lutnas.supernet.checkpoint import (
     CHECKPOINT_JSON,
@@ -42,7 +43,6 @@ from lutnas.supernet.checkpoint import (
 )
 from lutnas.supernet.model import Supernet
 from lutnas.supernet.sampling import SAMPLERS, CostFn, SubnetSampler, make_sampler
-from lutnas.supernet.space import SearchSpace, SubnetConfig
 
 __all__ = ["TrainOptions", "train_supernet", "evaluate_top1", "load_supernet", "middle_config",
            "heldout_loader"]

@@ -26,7 +26,7 @@ import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
 from lutnas.plotting import pyplot, save_figure
-from lutnas.supernet.blocks import BlockSpec
+from lutnas.space import BlockSpec
 from lutnas.tables.table import COLUMNS, SCHEMA_VERSION, LatencyTable, make_frame
 
 METADATA_KEY = b"lutnas.latency_table"

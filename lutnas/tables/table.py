@@ -25,7 +25,7 @@ import pandas as pd
 import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import LutnasError, TableError
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 
 SCHEMA_VERSION = 1
 COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "trials", "cv", "flag", "kind",

@@ -12,7 +12,7 @@ import pytest
 from lutnas.cli import main
 from lutnas.predictors.serialize import predictor_path, read_predictor_file
 from lutnas.profiler.plan import make_plan
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from lutnas.tables.table import LatencyTable
 
 FAST = ["--space", "tiny", "--runtime", "onnxruntime", "--resolution", "32", "--trials", "2",

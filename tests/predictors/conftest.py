@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from lutnas.device_agents.base import DeviceInfo
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace
 from lutnas.tables.table import LatencyTable, make_frame
 
 

@@ -15,8 +15,7 @@ import pandas as pd
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.profiler.adaptive_run import measure_in_process
 from lutnas.profiler.export import ModelCache
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace
 from lutnas.tables.table import COLUMNS, LatencyTable
 
 BLOCKS = 48

@@ -11,8 +11,7 @@ from lutnas.predictors.adaptive import (
 )
 from lutnas.predictors.features import block_feature_frame
 from lutnas.profiler.adaptive_run import run_adaptive
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace
 from tests.predictors.host_data import host_latencies, tiny_specs
 
 
@@ -28,7 +27,7 @@ def test_covering_sample_spans_kinds_and_sizes(tiny_space: SearchSpace) -> None:
     assert len(sample) == 15 == len({s.key for s in sample})
     assert {s.kind for s in sample} == {s.kind for s in specs}
     mb = [s for s in specs if s.kind == "mbconv"]
-    flops = block_feature_frame(mb, "mbconv")["flops"]
+    flops = block_feature_frame(mb, "mbconv")["macs"]
     chosen = {s.key for s in sample}
     assert flops.idxmax() in chosen and flops.idxmin() in chosen
     assert [s.key for s in covering_sample(specs, 15, seed=3)] == [s.key for s in sample]

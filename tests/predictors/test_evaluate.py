@@ -15,7 +15,7 @@ from lutnas.errors import BadInputError
 from lutnas.predictors.baselines import FlopsLinearPredictor
 from lutnas.predictors.evaluate import accuracy, evaluate_predictors, sample_configs, scatter_plot
 from lutnas.profiler.export import subnet_key
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import LatencyTable
 

@@ -17,7 +17,7 @@ from lutnas.predictors.serialize import (
     read_predictor_file,
     save_predictor,
 )
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from tests.predictors.host_data import as_table, host_latencies
 
 OFA_TABLES = Path(__file__).parent / "data" / "ofa-note10"

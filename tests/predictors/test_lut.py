@@ -12,8 +12,7 @@ import pytest
 from lutnas.errors import ConfigError, PredictorError
 from lutnas.predictors.base import Predictor
 from lutnas.predictors.lut import LutPredictor, fit_correction
-from lutnas.supernet.blocks import BlockSpec
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
 
 
 def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace, make_table, values) -> None:

@@ -18,8 +18,8 @@ from lutnas.profiler.export import (
     export_subnet,
     model_seed,
 )
+from lutnas.space import SearchSpace
 from lutnas.supernet.blocks import build_block, example_input
-from lutnas.supernet.space import SearchSpace
 
 
 def one_of_each_kind(space: SearchSpace, resolution: int, seed: int) -> list:

@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from lutnas.device_agents.base import DeviceInfo
-from lutnas.supernet.complexity import block_complexity
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace, block_complexity
 from lutnas.tables.table import COLUMNS, LatencyTable
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lutnas.cli import main
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 FAST = ["--population", "32", "--generations", "4", "--parents", "16", "--mutations", "8",
         "--crossovers", "8", "--seed", "1"]

@@ -10,7 +10,7 @@ from lutnas.predictors.lut import LutPredictor
 from lutnas.search.constraints import Constraints, CostModel, achievable_range
 from lutnas.search.evolution import EvolutionSettings, evolve, random_search
 from lutnas.search.objectives import ProxyObjective
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 
 SMALL = EvolutionSettings(population=48, generations=6, parents=24, mutations=12, crossovers=12,
                           mutate_prob=0.3, seed=11)

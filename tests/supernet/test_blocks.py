@@ -5,15 +5,15 @@ import torch
 from torch import nn
 
 from lutnas.errors import BlockKeyError
-from lutnas.supernet.blocks import KINDS, BlockSpec, build_block, example_input, operators_of
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import BlockSpec, SearchSpace, kind_fields
+from lutnas.supernet.blocks import build_block, example_input
 
 
 def test_every_key_round_trips(elasticvit_space: SearchSpace) -> None:
     blocks = elasticvit_space.unique_blocks([128])
-    operators = {op.key: op for b in blocks for op in operators_of(b)}
+    operators = {op.key: op for b in blocks for op in b.operators()}
     kinds_seen = {b.kind for b in blocks} | {o.kind for o in operators.values()}
-    assert kinds_seen == set(KINDS)
+    assert kinds_seen == set(kind_fields())
     for spec in [*blocks, *operators.values()]:
         assert BlockSpec.parse(spec.key) == spec
         assert BlockSpec.parse(spec.key).key == spec.key
@@ -56,7 +56,7 @@ def test_static_subnet_is_the_composition_of_its_blocks(tiny_space: SearchSpace)
 
 def test_operator_modules_run_on_their_example_inputs(tiny_space: SearchSpace) -> None:
     block = tiny_space.blocks_of(tiny_space.largest())
-    ops = {op.key: op for b in block for op in operators_of(b)}
+    ops = {op.key: op for b in block for op in b.operators()}
     for op in ops.values():
         out = build_block(op)(example_input(op))
         assert torch.isfinite(out).all(), op.key

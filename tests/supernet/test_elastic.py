@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from lutnas.space import MBCONV, TRANSFORMER, SearchSpace
 from lutnas.supernet.blocks import build_block
 from lutnas.supernet.model import Supernet
-from lutnas.supernet.space import MBCONV, TRANSFORMER, SearchSpace
 
 
 def _perturb_bn(model: nn.Module, generator: torch.Generator) -> None:

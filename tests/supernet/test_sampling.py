@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from lutnas.space import SearchSpace
 from lutnas.supernet.sampling import (
     ELASTICVIT_BUCKETS_MMACS,
     ELASTICVIT_MIN_MMACS,
@@ -16,7 +17,6 @@ from lutnas.supernet.sampling import (
     macs_cost,
     make_sampler,
 )
-from lutnas.supernet.space import SearchSpace
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_performance_bank_refresh_and_draw_probability(tiny: SearchSpace) -> Non
     bank = sampler.banks[index]
     worst = bank[-1]["config"]
     best = bank[0]["config"]
-    from lutnas.supernet.space import SubnetConfig
+    from lutnas.space import SubnetConfig
     sampler.observe([SubnetConfig.from_dict(best)], [1e9])
     assert bank[-1]["config"] == best and bank[-1]["loss"] == 1e9
     newcomer = next(c for c in sampler.pools[index] if c.to_dict() not in [e["config"] for e in bank])

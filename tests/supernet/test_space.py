@@ -4,7 +4,7 @@ import random
 import pytest
 
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
-from lutnas.supernet.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig
 
 
 def test_elasticvit_matches_the_paper_space(elasticvit_space: SearchSpace) -> None:

@@ -112,7 +112,7 @@ def test_image_folder_without_val_is_one_line_exit_2(tmp_path: Path, capsys) -> 
 
 
 def test_config_outside_the_space_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
-    import lutnas.supernet.space as space_module
+    import lutnas.space as space_module
 
     bad = space_module.SearchSpace.load("tiny").largest().to_dict()
     bad["stages"][0]["width"] = 999
@@ -164,12 +164,12 @@ def test_latency_buckets_from_a_lookup_table(tmp_path: Path) -> None:
 
     from lutnas.device_agents.base import DeviceInfo
     from lutnas.predictors.lut import LutPredictor
-    from lutnas.supernet.space import SearchSpace
+    from lutnas.space import SearchSpace
     from lutnas.tables.table import COLUMNS, LatencyTable
 
     space = SearchSpace.load("tiny")
     specs = space.unique_blocks()
-    from lutnas.supernet.complexity import block_complexity
+    from lutnas.space import block_complexity
 
     ms = {s.key: block_complexity(s).bytes_moved / 1e7 for s in specs}
     frame = pd.DataFrame(index=pd.Index(sorted(ms), name="key"), columns=list(COLUMNS))
@@ -193,7 +193,7 @@ def test_latency_buckets_from_a_lookup_table(tmp_path: Path) -> None:
     low, high = predictor.predict([space.smallest(), space.largest()])
     assert state["cost_name"] == "ms" and state["edges"][-1] == pytest.approx(high)
     index = state["bucket_index"]
-    from lutnas.supernet.space import SubnetConfig
+    from lutnas.space import SubnetConfig
     pool = [SubnetConfig.from_dict(c) for c in state["pools"][index]]
     lower = state["edges"][index - 1] if index else low - 1
     assert all(lower < v <= state["edges"][index] * (1 + 1e-9) for v in predictor.predict(pool))

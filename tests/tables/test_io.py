@@ -15,7 +15,7 @@ import yaml
 
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
-from lutnas.supernet.blocks import BlockSpec
+from lutnas.space import BlockSpec
 from lutnas.tables.io import METADATA_KEY, export_csv, export_json, import_ofa_yaml, ofa_key_to_lutnas
 from lutnas.tables.table import LatencyTable, make_frame
 

@@ -15,7 +15,7 @@ import pytest
 
 from lutnas.device_agents.base import DeviceInfo, Measurement, RunnerInfo, RunSettings
 from lutnas.errors import TableError
-from lutnas.supernet.space import SearchSpace
+from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import UNRATED, LatencyTable, aggregate, build_table
 
@@ -158,7 +158,7 @@ def test_space_yaml_is_kept_when_the_space_came_from_a_file(store: MeasurementSt
                                                             tmp_path: Path) -> None:
     from importlib import resources
 
-    text = resources.files("lutnas.spaces").joinpath("tiny.yaml").read_text().replace(
+    text = resources.files("lutnas.space.builtin").joinpath("tiny.yaml").read_text().replace(
         "name: tiny", "name: mytiny")
     space_file = tmp_path / "mytiny.yaml"
     space_file.write_text(text)

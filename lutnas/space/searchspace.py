@@ -1,7 +1,8 @@
-"""Search spaces (declarative YAML) and the subnet configurations they admit.
+"""Search spaces (declarative YAML) and the subnet configurations they admit (no torch).
 
 `SearchSpace.blocks_of(config)` is the single place that says which blocks a subnet executes; the
 profiling plan, the lookup-table sum, the static model and the supernet all follow it.
+`layers_of(config)` adds each block's slot (stage, position): where the supernet keeps its weights.
 """
 
 from __future__ import annotations
@@ -19,21 +20,19 @@ from typing import Any
 import yaml
 
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
-from lutnas.supernet.blocks import BlockSpec, conv_out
-from lutnas.supernet.complexity import Complexity, total_complexity
-from lutnas.supernet.functional import ACTIVATIONS
+from lutnas.space.blockspec import BlockSpec
+from lutnas.space.complexity import Complexity, total_complexity
+from lutnas.space.stages import MBCONV, PLURAL, TRANSFORMER, get_stage_type
+from lutnas.space.vocabulary import ACTIVATIONS, conv_out
 
+__all__ = ["BUILTIN_SPACES", "MBCONV", "TRANSFORMER", "STEM_FIELDS", "SearchSpace", "StageChoice",
+           "StageSpace", "StemChoice", "StemSpace", "SubnetConfig", "Slot"]
+
+# A block's slot: (group, position). Group 0 is the stem (position 0 its conv), groups 1..n the
+# stages, group n+1 the head.
+Slot = tuple[int, int]
 BUILTIN_SPACES = ("elasticvit", "tiny")
-MBCONV, TRANSFORMER = "mbconv", "transformer"
-# Choice fields of each stage type, in the order they appear in configs and JSON.
-STAGE_FIELDS = {
-    MBCONV: ("depth", "width", "expand", "kernel"),
-    TRANSFORMER: ("depth", "width", "mlp_ratio", "v_scale"),
-}
 STEM_FIELDS = ("width", "depth", "kernel")
-_PLURAL = {"depth": "depths", "width": "widths", "expand": "expands", "kernel": "kernels",
-           "mlp_ratio": "mlp_ratios", "v_scale": "v_scales"}
-
 
 @dataclass(frozen=True)
 class StemSpace:
@@ -61,8 +60,13 @@ class StageSpace:
     v_scales: tuple[int, ...] = ()
     head_dim: int = 16
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Choice fields of this stage's type, in config order (depth first)."""
+        return get_stage_type(self.type).fields
+
     def choices(self) -> dict[str, tuple[int, ...]]:
-        return {f: getattr(self, _PLURAL[f]) for f in STAGE_FIELDS[self.type]}
+        return {f: getattr(self, PLURAL[f]) for f in self.fields}
 
 
 @dataclass(frozen=True)
@@ -155,7 +159,7 @@ class SearchSpace:
         """A built-in name (`elasticvit`, `tiny`) or the path of a YAML file."""
         text_name = str(name_or_path)
         if text_name in BUILTIN_SPACES:
-            text = resources.files("lutnas.spaces").joinpath(f"{text_name}.yaml").read_text()
+            text = resources.files("lutnas.space.builtin").joinpath(f"{text_name}.yaml").read_text()
             return cls.from_yaml(text, source=text_name)
         path = Path(text_name)
         if not path.is_file():
@@ -196,31 +200,7 @@ class SearchSpace:
         if not isinstance(raw_stages, list) or not raw_stages:
             raise SpaceFileError(f"{source}: stages must be a non-empty list")
         for index, raw in enumerate(raw_stages):
-            where = f"{source}: stage {index + 1}"
-            kind = raw.get("type")
-            if kind not in STAGE_FIELDS:
-                raise SpaceFileError(f"{where}: type {kind!r} is not one of {list(STAGE_FIELDS)}")
-            common = dict(
-                name=str(raw.get("name", f"stage{index + 1}")), type=kind,
-                stride=int(raw.get("stride", 1)),
-                depths=_ints(raw["depths"], f"{where}.depths"),
-                widths=_ints(raw["widths"], f"{where}.widths"),
-            )
-            if kind == MBCONV:
-                stage = StageSpace(**common, expands=_ints(raw["expands"], f"{where}.expands"),
-                                   kernels=_ints(raw["kernels"], f"{where}.kernels"),
-                                   se=bool(raw.get("se", False)))
-            else:
-                head_dim = int(raw.get("head_dim", 16))
-                stage = StageSpace(**common, mlp_ratios=_ints(raw["mlp_ratios"], f"{where}.mlp_ratios"),
-                                   v_scales=_ints(raw["v_scales"], f"{where}.v_scales"),
-                                   head_dim=head_dim)
-                bad = [w for w in stage.widths if w % head_dim]
-                if bad:
-                    raise SpaceFileError(f"{where}: widths {bad} are not multiples of head_dim {head_dim}")
-            if stage.stride not in (1, 2):
-                raise SpaceFileError(f"{where}: stride must be 1 or 2, got {stage.stride}")
-            stages.append(stage)
+            stages.append(_parse_stage(raw, f"{source}: stage {index + 1}", index))
         down = data.get("downsample", {})
         head = data.get("head", {})
         return cls(
@@ -251,11 +231,10 @@ class SearchSpace:
                 if value not in allowed:
                     raise ConfigError(f"{stage.name} ({stage.type}): {name}={value} "
                                       f"is not one of {list(allowed)}")
-            unused = [f for f in ("expand", "kernel", "mlp_ratio", "v_scale")
-                      if f not in STAGE_FIELDS[stage.type] and getattr(choice, f)]
+            unused = [f for f in PLURAL if f not in stage.fields and getattr(choice, f)]
             if unused:
                 raise ConfigError(f"{stage.name} ({stage.type}): fields {unused} do not apply; "
-                                  f"allowed fields are {list(STAGE_FIELDS[stage.type])}")
+                                  f"allowed fields are {list(stage.fields)}")
         return config
 
     def config_from_json(self, text: str) -> SubnetConfig:
@@ -300,7 +279,7 @@ class SearchSpace:
 
         stem = StemChoice(**{k: pick(getattr(a.stem, k), getattr(b.stem, k)) for k in STEM_FIELDS})
         stages = tuple(
-            StageChoice(**{k: pick(getattr(sa, k), getattr(sb, k)) for k in STAGE_FIELDS[st.type]})
+            StageChoice(**{k: pick(getattr(sa, k), getattr(sb, k)) for k in st.fields})
             for st, sa, sb in zip(self.stages, a.stages, b.stages)
         )
         return SubnetConfig(pick(a.resolution, b.resolution), stem, stages)
@@ -323,39 +302,32 @@ class SearchSpace:
 
     def stage_blocks(self, stage: StageSpace, hw: int, cin: int, choice: StageChoice) -> list[BlockSpec]:
         """Blocks of one stage given its input size and width, in execution order."""
-        act = self.activation
-        ho = conv_out(hw, stage.stride)
-        if stage.type == MBCONV:
-            se = int(stage.se)
-            first = BlockSpec.make("mbconv", hw=hw, cin=cin, cout=choice.width, k=choice.kernel,
-                                   s=stage.stride, e=choice.expand, se=se, act=act)
-            rest = BlockSpec.make("mbconv", hw=ho, cin=choice.width, cout=choice.width,
-                                  k=choice.kernel, s=1, e=choice.expand, se=se, act=act)
-            return [first] + [rest] * (choice.depth - 1)
-        down = BlockSpec.make("mbconv", hw=hw, cin=cin, cout=choice.width, k=self.downsample_kernel,
-                              s=stage.stride, e=self.downsample_expand, se=int(self.downsample_se),
-                              act=act)
-        attn = BlockSpec.make("attn", hw=ho, c=choice.width, hd=stage.head_dim, vs=choice.v_scale,
-                              act=act)
-        ffn = BlockSpec.make("ffn", hw=ho, c=choice.width, r=choice.mlp_ratio, act=act)
-        return [down] + [attn, ffn] * choice.depth
+        return get_stage_type(stage.type).blocks(self, stage, hw, cin, choice)
 
     def head_block(self, hw: int, cin: int) -> BlockSpec:
         return BlockSpec.make("head", hw=hw, cin=cin, cmid=self.head_expand * cin,
                               chid=self.head_hidden, ncls=self.num_classes, act=self.activation)
 
     def blocks_of(self, config: SubnetConfig) -> list[BlockSpec]:
-        """The subnet's blocks in execution order; their composition is its static model."""
+        """The subnet's blocks in execution order; their composition is its static model.
+
+        Raises ConfigError when `config` does not fit the space (naming stage, field and values)."""
+        return [spec for _, spec in self.layers_of(config)]
+
+    def layers_of(self, config: SubnetConfig) -> list[tuple[Slot, BlockSpec]]:
+        """`blocks_of` with each block's slot (group, position); see `Slot`."""
         self.validate(config)
-        blocks = self.stem_blocks(config.resolution, config.stem.width, config.stem.depth,
-                                  config.stem.kernel)
+        stem = self.stem_blocks(config.resolution, config.stem.width, config.stem.depth,
+                                config.stem.kernel)
+        layers: list[tuple[Slot, BlockSpec]] = [((0, i), spec) for i, spec in enumerate(stem)]
         hw = conv_out(config.resolution, self.stem.stride)
         cin = config.stem.width
-        for stage, choice in zip(self.stages, config.stages):
-            blocks += self.stage_blocks(stage, hw, cin, choice)
+        for group, (stage, choice) in enumerate(zip(self.stages, config.stages), start=1):
+            specs = self.stage_blocks(stage, hw, cin, choice)
+            layers += [((group, i), spec) for i, spec in enumerate(specs)]
             hw, cin = conv_out(hw, stage.stride), choice.width
-        blocks.append(self.head_block(hw, cin))
-        return blocks
+        layers.append(((len(self.stages) + 1, 0), self.head_block(hw, cin)))
+        return layers
 
     def complexity(self, config: SubnetConfig) -> Complexity:
         return total_complexity(self.blocks_of(config))
@@ -397,3 +369,22 @@ def _product(choices: dict[str, tuple[int, ...]], exclude: str) -> Iterator[dict
     names = [n for n in choices if n != exclude]
     for values in itertools.product(*(choices[n] for n in names)):
         yield dict(zip(names, values))
+
+
+def _parse_stage(raw: Any, where: str, index: int) -> StageSpace:
+    """One stage of a space YAML; raises SpaceFileError naming the stage and key."""
+    if not isinstance(raw, dict):
+        raise SpaceFileError(f"{where}: a stage is a mapping, got {type(raw).__name__}")
+    stage_type = get_stage_type(raw.get("type"), where)
+    values: dict[str, Any] = {
+        PLURAL[f]: _ints(raw[PLURAL[f]], f"{where}.{PLURAL[f]}") for f in stage_type.fields
+    }
+    for key, parse, default in stage_type.options:
+        values[key] = parse(raw.get(key, default))
+    stage = StageSpace(name=str(raw.get("name", f"stage{index + 1}")), type=stage_type.name,
+                       stride=int(raw.get("stride", 1)), **values)
+    if stage_type.check is not None:
+        stage_type.check(stage, where)
+    if stage.stride not in (1, 2):
+        raise SpaceFileError(f"{where}: stride must be 1 or 2, got {stage.stride}")
+    return stage

@@ -1,0 +1,43 @@
+"""The space vocabulary, at the ground floor of lutnas (imports no torch).
+
+`BlockSpec` and the `BlockKind` registry, stage types, `SearchSpace`, `SubnetConfig`, `blocks_of`
+and the analytic complexity (MACs, params, bytes). Everything else speaks in these terms.
+"""
+
+from lutnas.space.blockspec import BlockSpec, as_specs
+from lutnas.space.builtin_kinds import register_builtin_kinds
+from lutnas.space.complexity import Complexity, Tally, block_complexity, total_complexity
+from lutnas.space.kinds import BlockKind, all_kinds, get_kind, kind_fields, register_kind, unregister_kind
+from lutnas.space.searchspace import (
+    BUILTIN_SPACES,
+    STEM_FIELDS,
+    SearchSpace,
+    Slot,
+    StageChoice,
+    StageSpace,
+    StemChoice,
+    StemSpace,
+    SubnetConfig,
+)
+from lutnas.space.stages import (
+    MBCONV,
+    TRANSFORMER,
+    StageType,
+    get_stage_type,
+    register_builtin_stage_types,
+    register_stage_type,
+    unregister_stage_type,
+)
+from lutnas.space.vocabulary import ACTIVATIONS, STRING_FIELDS, conv_out, se_channels
+
+register_builtin_kinds()
+register_builtin_stage_types()
+
+__all__ = [
+    "ACTIVATIONS", "BUILTIN_SPACES", "MBCONV", "STEM_FIELDS", "STRING_FIELDS", "TRANSFORMER",
+    "BlockKind", "BlockSpec", "Complexity", "SearchSpace", "Slot", "StageChoice", "StageSpace",
+    "StageType", "StemChoice", "StemSpace", "SubnetConfig", "Tally", "all_kinds", "as_specs",
+    "block_complexity", "conv_out", "get_kind", "get_stage_type", "kind_fields", "register_kind",
+    "register_stage_type", "se_channels", "total_complexity", "unregister_kind",
+    "unregister_stage_type",
+]
