@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lutnas.errors import PredictorError
+from lutnas.fileio import atomic_path
 from lutnas.space import SearchSpace
 
 FORMAT = "lutnas-predictor"
@@ -79,15 +78,8 @@ def save_predictor(predictor: Any, path: str | Path, extra: dict[str, Any] | Non
     payload[_DIGEST] = np.frombuffer(_digest(header_bytes, clean).encode(), dtype=np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **payload)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **payload)
     return path
 
 

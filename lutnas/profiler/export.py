@@ -10,14 +10,13 @@ resumes cleanly and never leaves a half-written model that looks finished.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -29,6 +28,7 @@ from torch import nn
 
 import lutnas
 from lutnas.errors import BadInputError, ExportError
+from lutnas.fileio import atomic_path
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
 from lutnas.supernet.blocks import build_block, example_input
 
@@ -103,20 +103,6 @@ class ModelCache:
             return None  # a damaged record: export again
 
 
-def _atomic_target(path: Path) -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-atomic_target = contextlib.contextmanager(_atomic_target)
 
 
 class _NativeOutput:
@@ -213,7 +199,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
         return done
     path = cache.path_for(key, fmt)
     module = module.eval()
-    with atomic_target(path) as tmp:
+    with atomic_path(path) as tmp:
         native = _NativeOutput()
         try:
             with native:
@@ -239,7 +225,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
             )
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     entry = ExportedModel(key, fmt, path, sha, max_error, tuple(example.shape))
-    with atomic_target(path.with_suffix(".json")) as tmp_record:
+    with atomic_path(path.with_suffix(".json")) as tmp_record:
         tmp_record.write_text(json.dumps(entry.record(), sort_keys=True))
     return entry
 

@@ -8,30 +8,20 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lutnas.fileio import atomic_write_text
 from lutnas.plotting import pyplot, save_figure
 from lutnas.search.evolution import SearchResult, result_summary
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; an output file is for sharing
-    os.replace(tmp, path)
 
 
 def write_best(result: SearchResult, path: Path, extra: dict[str, Any] | None = None) -> Path:
     body = result_summary(result)
     body.update(extra or {})
-    _atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json.dumps(body, indent=2, sort_keys=True, default=str) + "\n")
     return path
 
 

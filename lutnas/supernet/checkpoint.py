@@ -8,13 +8,13 @@ pickle anywhere: `torch.load(..., weights_only=True)` refuses code objects.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lutnas.errors import BadInputError
+from lutnas.fileio import atomic_path
 from lutnas.space import BUILTIN_SPACES, SearchSpace
 
 CHECKPOINT_PT = "checkpoint.pt"
@@ -36,9 +36,8 @@ def space_from_record(record: dict[str, Any]) -> SearchSpace:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def save_checkpoint(out: Path, tensors: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import yaml
 import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
+from lutnas.fileio import atomic_path
 from lutnas.plotting import pyplot, save_figure
 from lutnas.space import BlockSpec
 from lutnas.tables.table import COLUMNS, SCHEMA_VERSION, LatencyTable, make_frame
@@ -41,14 +40,8 @@ def save_parquet(table: LatencyTable, path: str | Path) -> Path:
     meta = dict(arrow.schema.metadata or {})
     meta[METADATA_KEY] = json.dumps(table.full_metadata(), sort_keys=True, default=_json_default)
     arrow = arrow.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".parquet")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(arrow, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
