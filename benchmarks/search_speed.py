@@ -4,7 +4,7 @@ evolution against random search at the same number of evaluations (best objectiv
 The elasticvit table here is SYNTHETIC: every block's latency is 20 us + MACs at 20 GMAC/s + bytes
 moved at 10 GB/s (complexity-scaled, no device measured it), because profiling elasticvit's 3,454
 blocks takes hours on this host. Speed figures do not depend on where the numbers came from; the
-search-quality comparison uses the proxy objective (MFLOPs), so no supernet is needed.
+search-quality comparison uses the proxy objective (MMACs), so no supernet is needed.
 
     .venv/bin/python benchmarks/search_speed.py                     # defaults of `lutnas search`
     .venv/bin/python benchmarks/search_speed.py --generations 10 --seeds 3   # quicker
@@ -101,7 +101,7 @@ def main() -> None:
     target = span.fastest_ms + args.target_fraction * (span.slowest_ms - span.fastest_ms)
     window = 0.05 * target
     constraints = Constraints(target, window)
-    objective = ProxyObjective("mflops")
+    objective = ProxyObjective("mmacs")
 
     rows = []
     for seed in range(args.seeds):
@@ -120,13 +120,13 @@ def main() -> None:
                      "random_best": rand.best.score, "evolution_seconds": evo_seconds,
                      "random_seconds": rand_seconds, "evolution_stats": evo.stats})
         console.print(f"seed {seed}: evolution {evo.best.score:.1f} vs random {rand.best.score:.1f} "
-                      f"MFLOPs over {evo.evaluations} evaluations ({evo_seconds:.1f} s)")
+                      f"MMACs over {evo.evaluations} evaluations ({evo_seconds:.1f} s)")
 
     summary = Table(title=f"search speed on {args.space} (SYNTHETIC complexity-scaled table)")
     summary.add_column("measure")
     summary.add_column("value", justify="right")
     summary.add_row("LUT index build (s)", f"{index_seconds:.2f}")
-    summary.add_row("cost model build: params/MFLOPs grids (s)", f"{cost_model_seconds:.2f}")
+    summary.add_row("cost model build: params/MMACs grids (s)", f"{cost_model_seconds:.2f}")
     summary.add_row(f"predict(list of {args.batch} configs), evals/s", f"{per_s:,.0f}")
     summary.add_row(f"predict_encoded({args.batch}), evals/s", f"{per_s_encoded:,.0f}")
     summary.add_row("target / window (ms)", f"{target:.2f} / {window:.2f}")
@@ -135,9 +135,9 @@ def main() -> None:
     summary.add_row("evaluations per search", f"{rows[0]['evaluations']}")
     evo_best = [r["evolution_best"] for r in rows]
     rand_best = [r["random_best"] for r in rows]
-    summary.add_row("best proxy MFLOPs, evolution (mean ± sd)",
+    summary.add_row("best proxy MMACs, evolution (mean ± sd)",
                     f"{np.mean(evo_best):.1f} ± {np.std(evo_best):.1f}")
-    summary.add_row("best proxy MFLOPs, random (mean ± sd)",
+    summary.add_row("best proxy MMACs, random (mean ± sd)",
                     f"{np.mean(rand_best):.1f} ± {np.std(rand_best):.1f}")
     summary.add_row("seeds where evolution > random", f"{sum(e > r for e, r in zip(evo_best, rand_best))}"
                                                       f"/{len(rows)}")

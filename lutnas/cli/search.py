@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="price blocks the table lacks with this predictor, fitted on the table "
                         "(default analytic; none: a missing block is an error)")
     p.add_argument("--max-params", help="hard cap on parameters, e.g. 5M or 800k")
-    p.add_argument("--max-mflops", help="hard cap on MFLOPs (2 x MMACs), e.g. 300")
+    p.add_argument("--max-mmacs", help="hard cap on MMACs (millions of multiply-accumulates), e.g. 300")
     p.add_argument("--supernet", type=Path, metavar="CKPT",
                    help="trained supernet (train-supernet output); without it a proxy is maximised")
     p.add_argument("--data", default="builtin:digits",
@@ -60,8 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-threads", type=positive_int, default=1,
                    help="torch threads for supernet evaluation (default 1; more threads thrash on "
                         "a busy small host)")
-    p.add_argument("--proxy", default="mflops", choices=("mflops", "params"),
-                   help="proxy objective without --supernet (default mflops; labelled as a proxy)")
+    p.add_argument("--proxy", default="mmacs", choices=("mmacs", "params"),
+                   help="proxy objective without --supernet (default mmacs; labelled as a proxy)")
     p.add_argument("--population", type=positive_int, default=512)
     p.add_argument("--generations", type=positive_int, default=40)
     p.add_argument("--parents", type=positive_int, default=256)
@@ -96,7 +96,7 @@ def run_search(args: argparse.Namespace) -> int:
     settings = EvolutionSettings(args.population, args.generations, args.parents, args.mutations,
                                  args.crossovers, args.mutate_prob, args.seed)
     max_params = parse_count(args.max_params, "--max-params") if args.max_params else None
-    max_mflops = parse_count(args.max_mflops, "--max-mflops") if args.max_mflops else None
+    max_mmacs = parse_count(args.max_mmacs, "--max-mmacs") if args.max_mmacs else None
     targets = args.targets or [args.target_ms]
     predictor, table, estimated = load_latency_model(args.table, args.predictor, space, args.fill)
     if estimated:
@@ -113,7 +113,7 @@ def run_search(args: argparse.Namespace) -> int:
                           f"train one with `lutnas train-supernet` for accuracy[/]")
     label = f"{table.describe_settings()} [{args.predictor}]"
     job = SearchJob(space, CostModel(space, predictor), objective, settings, args.window_ms,
-                    max_params, max_mflops, label, bundle, frozenset(estimated))
+                    max_params, max_mmacs, label, bundle, frozenset(estimated))
     outcomes = []
     for target in targets:
         out = args.out if len(targets) == 1 else args.out / f"target-{target:g}ms"
@@ -137,7 +137,7 @@ def run_search(args: argparse.Namespace) -> int:
                             f"{space.name}: winners per target ({label})")
         summary = [{"target_ms": o.result.constraints.target_ms, "out": str(o.out),
                     "predicted_ms": o.result.best.latency_ms, o.result.objective_name: o.result.best.score,
-                    "mflops": o.result.best.mflops, "params": int(o.result.best.params)}
+                    "mmacs": o.result.best.mmacs, "params": int(o.result.best.params)}
                    for o in outcomes]
         (args.out / "winners.json").write_text(json.dumps(summary, indent=2) + "\n")
         console.print(f"winners plot: {plot}")
@@ -150,10 +150,10 @@ def _print_outcome(outcome: Outcome) -> None:
     table = Table(title=f"winner under {c.target_ms:g} ms  (window {c.low_ms:.3f}..{c.high_ms:.3f} ms)")
     table.add_column("predicted ms", justify="right")
     table.add_column("proxy" if result.is_proxy else "top-1 %", justify="right")
-    table.add_column("MFLOPs", justify="right")
+    table.add_column("MMACs", justify="right")
     table.add_column("params", justify="right")
     table.add_column("evaluated", justify="right")
-    table.add_row(f"{best.latency_ms:.3f}", f"{best.score:.4g}", f"{best.mflops:.1f}",
+    table.add_row(f"{best.latency_ms:.3f}", f"{best.score:.4g}", f"{best.mmacs:.1f}",
                   f"{best.params / 1e6:.3f}M", str(result.evaluations))
     console.print(table)
     if result.is_proxy:

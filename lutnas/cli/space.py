@@ -96,7 +96,7 @@ def show_block(args: argparse.Namespace) -> int:
     cost = block_complexity(spec)
     console.print(f"{spec.key}\n  MMACs {cost.macs / 1e6:.3f}  params {cost.params:,}  "
                   f"bytes read {cost.bytes_read:,}  written {cost.bytes_written:,}  "
-                  f"FLOPs/byte {cost.arithmetic_intensity:.2f}")
+                  f"MACs/byte {cost.arithmetic_intensity:.2f}")
     for op in spec.operators():
         console.print(f"  {op.key}")
     return 0

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, default=1)
     p.add_argument("--batch-size", type=positive_int, default=32, help="per process")
     p.add_argument("--sampler", choices=SAMPLERS, default="ca+pa")
-    p.add_argument("--buckets", choices=("flops", "latency"), default="flops",
+    p.add_argument("--buckets", choices=("macs", "latency"), default="macs",
                    help="complexity buckets by MACs (default) or by predicted latency (--table)")
     p.add_argument("--table", help="latency table of the target device (with --buckets latency)")
     p.add_argument("--kd", choices=("inplace", "none"), default="inplace")

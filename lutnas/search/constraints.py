@@ -1,7 +1,7 @@
 """Hard constraints of a search: the latency window, model size and compute; repair and pools.
 
 A candidate outside `[target - window, target]` (on the predicted latency), above `max_params` or
-above `max_mflops` is never scored: it is repaired (a short greedy walk of single-choice changes
+above `max_mmacs` is never scored: it is repaired (a short greedy walk of single-choice changes
 towards the window) or replaced by a config drawn from the per-window pools (feasible configs
 bucketed by predicted latency across the window, so refills and the starting population cover the
 whole window instead of piling up where random sampling lands most often).
@@ -54,7 +54,7 @@ class Constraints:
     target_ms: float
     window_ms: float = 0.5
     max_params: float | None = None  # parameters (count)
-    max_mflops: float | None = None  # MFLOPs (2 x MMACs)
+    max_mmacs: float | None = None  # MMACs (millions of multiply-accumulates)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.target_ms) and self.target_ms > 0):
@@ -75,25 +75,25 @@ class Constraints:
         parts = [f"latency in [{self.low_ms:.3f}, {self.high_ms:.3f}] ms"]
         if self.max_params is not None:
             parts.append(f"params <= {self.max_params / 1e6:.3g}M")
-        if self.max_mflops is not None:
-            parts.append(f"MFLOPs <= {self.max_mflops:.4g}")
+        if self.max_mmacs is not None:
+            parts.append(f"MMACs <= {self.max_mmacs:.4g}")
         return ", ".join(parts)
 
 
 @dataclass
 class Costs:
-    """Per-candidate predicted latency, parameters and MFLOPs (aligned arrays)."""
+    """Per-candidate predicted latency, parameters and MMACs (aligned arrays)."""
 
     latency_ms: np.ndarray
     params: np.ndarray
-    mflops: np.ndarray
+    mmacs: np.ndarray
 
     def __len__(self) -> int:
         return len(self.latency_ms)
 
 
 class CostModel:
-    """Prices configs (latency from the predictor; params and MFLOPs from the space) in batches.
+    """Prices configs (latency from the predictor; params and MMACs from the space) in batches.
 
     Results are memoised per config: evolution revisits the same configs often, and a repair walk
     prices each step's neighbours in one batch.
@@ -125,7 +125,7 @@ class CostModel:
             self.latency_calls += 1
             self.configs_priced += len(todo)
             for c, m, p, f in zip(todo, ms, params, macs):
-                self._memo[c] = (float(m), float(p), 2.0 * float(f) / 1e6)
+                self._memo[c] = (float(m), float(p), float(f) / 1e6)
         rows = np.array([self._memo[c] for c in configs], dtype=float).reshape(len(configs), 3)
         return Costs(rows[:, 0], rows[:, 1], rows[:, 2])
 
@@ -134,8 +134,8 @@ def feasible_mask(costs: Costs, constraints: Constraints) -> np.ndarray:
     ok = (costs.latency_ms >= constraints.low_ms) & (costs.latency_ms <= constraints.high_ms)
     if constraints.max_params is not None:
         ok &= costs.params <= constraints.max_params
-    if constraints.max_mflops is not None:
-        ok &= costs.mflops <= constraints.max_mflops
+    if constraints.max_mmacs is not None:
+        ok &= costs.mmacs <= constraints.max_mmacs
     return ok
 
 
@@ -149,8 +149,8 @@ def violation(costs: Costs, constraints: Constraints) -> np.ndarray:
     total = out / constraints.window_ms
     if constraints.max_params is not None:
         total = total + np.maximum(0.0, costs.params / constraints.max_params - 1.0)
-    if constraints.max_mflops is not None:
-        total = total + np.maximum(0.0, costs.mflops / constraints.max_mflops - 1.0)
+    if constraints.max_mmacs is not None:
+        total = total + np.maximum(0.0, costs.mmacs / constraints.max_mmacs - 1.0)
     return total
 
 
@@ -272,7 +272,7 @@ class WindowPools:
         bins = [list(p) for p in self.pools if p]
         if not bins:
             raise SearchError(f"no subnet satisfies {self.constraints.describe()}; widen "
-                              f"--window-ms or relax --max-params/--max-mflops")
+                              f"--window-ms or relax --max-params/--max-mmacs")
         for pool in bins:
             rng.shuffle(pool)
         out: list[SubnetConfig] = []

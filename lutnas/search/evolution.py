@@ -64,13 +64,13 @@ class Candidate:
     config: SubnetConfig
     latency_ms: float
     params: float
-    mflops: float
+    mmacs: float
     score: float
     generation: int
 
     def row(self) -> dict[str, Any]:
         return {"generation": self.generation, "latency_ms": self.latency_ms,
-                "params": int(self.params), "mflops": self.mflops, "score": self.score,
+                "params": int(self.params), "mmacs": self.mmacs, "score": self.score,
                 "config": self.config.to_json()}
 
 
@@ -121,7 +121,7 @@ class _Scorer:
             values = np.asarray(self.objective.score(new, costs), dtype=float)
             for i, config in enumerate(new):
                 self.scored[config] = Candidate(config, float(costs.latency_ms[i]),
-                                                float(costs.params[i]), float(costs.mflops[i]),
+                                                float(costs.params[i]), float(costs.mmacs[i]),
                                                 float(values[i]), generation)
         return [self.scored[c] for c in configs]
 
@@ -175,7 +175,7 @@ def prepare(space: SearchSpace, cost_model: CostModel, constraints: Constraints,
     if len(pools) == 0:
         raise SearchError(f"no subnet found with {constraints.describe()} (achievable latency "
                           f"{latency_range.fastest_ms:.3f}..{latency_range.slowest_ms:.3f} ms); widen "
-                          f"--window-ms or relax --max-params/--max-mflops")
+                          f"--window-ms or relax --max-params/--max-mmacs")
     return latency_range, pools
 
 
@@ -265,11 +265,11 @@ def result_summary(result: SearchResult) -> dict[str, Any]:
         value_key: best.score,
         "objective": {"name": result.objective_name, "label": result.objective_label,
                       "is_proxy": result.is_proxy},
-        "mflops": best.mflops,
+        "mmacs": best.mmacs,
         "params": int(best.params),
         "constraints": {"target_ms": c.target_ms, "window_ms": c.window_ms,
                         "low_ms": c.low_ms, "high_ms": c.high_ms, "max_params": c.max_params,
-                        "max_mflops": c.max_mflops},
+                        "max_mmacs": c.max_mmacs},
         "achievable_ms": ([result.latency_range.fastest_ms, result.latency_range.slowest_ms]
                           if result.latency_range else None),
         "search": asdict(result.settings) | {"evaluations": result.evaluations},

@@ -1,6 +1,6 @@
 """What a search maximises: supernet top-1 when a trained supernet is given, else a labelled proxy.
 
-A proxy (MFLOPs or parameters under the latency cap) is what one can rank by without a trained
+A proxy (MMACs or parameters under the latency cap) is what one can rank by without a trained
 supernet; it is never called accuracy anywhere (`is_proxy`, `label`, the output files and the plot
 all say "proxy"), because a user who reads "accuracy 612" would trust a number that measures nothing
 of the sort.
@@ -19,11 +19,11 @@ from lutnas.errors import SearchError
 from lutnas.search.constraints import Costs
 from lutnas.space import SearchSpace, SubnetConfig
 
-PROXIES = ("mflops", "params")
+PROXIES = ("mmacs", "params")
 
 
 class Objective(Protocol):
-    name: str  # column name in candidates.csv ("top1" or "proxy_mflops")
+    name: str  # column name in candidates.csv ("top1" or "proxy_mmacs")
     label: str  # axis label / printed name
     is_proxy: bool
 
@@ -34,9 +34,9 @@ class Objective(Protocol):
 
 @dataclass
 class ProxyObjective:
-    """Rank by compute (MFLOPs) or size (parameters): more capacity under the same latency cap."""
+    """Rank by compute (MMACs) or size (parameters): more capacity under the same latency cap."""
 
-    kind: str = "mflops"
+    kind: str = "mmacs"
     is_proxy: bool = True
 
     def __post_init__(self) -> None:
@@ -49,11 +49,11 @@ class ProxyObjective:
 
     @property
     def label(self) -> str:
-        unit = "MFLOPs" if self.kind == "mflops" else "M params"
+        unit = "MMACs" if self.kind == "mmacs" else "M params"
         return f"proxy objective: {unit} (not accuracy)"
 
     def score(self, configs: Sequence[SubnetConfig], costs: Costs) -> np.ndarray:
-        values = costs.mflops if self.kind == "mflops" else costs.params / 1e6
+        values = costs.mmacs if self.kind == "mmacs" else costs.params / 1e6
         return np.asarray(values, dtype=float)
 
 

@@ -85,7 +85,7 @@ class SearchJob:
     settings: EvolutionSettings
     window_ms: float
     max_params: float | None
-    max_mflops: float | None
+    max_mmacs: float | None
     table_label: str
     supernet: SupernetBundle | None = None
     estimated_keys: frozenset[str] = frozenset()  # blocks priced by the fill predictor
@@ -100,7 +100,7 @@ class Outcome:
 
 def run_target(job: SearchJob, target_ms: float, out: Path, progress: Progress | None = None,
                export: bool = True, cache_root: Path | None = None) -> Outcome:
-    constraints = Constraints(target_ms, job.window_ms, job.max_params, job.max_mflops)
+    constraints = Constraints(target_ms, job.window_ms, job.max_params, job.max_mmacs)
     result = evolve(job.space, job.cost_model, job.objective, constraints, job.settings, progress,
                     where=job.table_label)
     out.mkdir(parents=True, exist_ok=True)

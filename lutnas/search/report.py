@@ -1,6 +1,6 @@
 """Search outputs: best.json, candidates.csv and the Pareto plots (matplotlib, Agg, PNG).
 
-The objective's column and axis carry its own name: `top1` for supernet accuracy, `proxy_mflops` /
+The objective's column and axis carry its own name: `top1` for supernet accuracy, `proxy_mmacs` /
 `proxy_params` for a proxy, so nothing downstream can mistake a proxy for accuracy.
 """
 
@@ -28,14 +28,14 @@ def write_best(result: SearchResult, path: Path, extra: dict[str, Any] | None = 
 def write_candidates(result: SearchResult, path: Path) -> Path:
     """Every scored candidate; the objective column is named after the objective (e.g. top1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["generation", "latency_ms", "params", "mflops", result.objective_name, "config"]
+    columns = ["generation", "latency_ms", "params", "mmacs", result.objective_name, "config"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for cand in result.candidates:
             row = cand.row()
             writer.writerow([row["generation"], f"{row['latency_ms']:.6f}", row["params"],
-                             f"{row['mflops']:.4f}", f"{row['score']:.6g}", row["config"]])
+                             f"{row['mmacs']:.4f}", f"{row['score']:.6g}", row["config"]])
     return path
 
 

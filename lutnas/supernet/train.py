@@ -49,7 +49,7 @@ __all__ = ["TrainOptions", "train_supernet", "evaluate_top1", "load_supernet", "
 
 KD_MODES = ("inplace", "none")
 KD_LOSSES = ("kl", "alpha")
-BUCKET_KINDS = ("flops", "latency")
+BUCKET_KINDS = ("macs", "latency")
 LOG_CSV = "log.csv"
 
 
@@ -61,7 +61,7 @@ class TrainOptions:
     epochs: int = 1
     batch_size: int = 32
     sampler: str = "ca+pa"
-    buckets: str = "flops"
+    buckets: str = "macs"
     table: str | None = None
     kd: str = "inplace"
     kd_loss: str = "kl"
@@ -86,7 +86,7 @@ class TrainOptions:
             (self.sampler in SAMPLERS, f"--sampler {self.sampler!r} is not one of {', '.join(SAMPLERS)}"),
             (self.kd in KD_MODES, f"--kd {self.kd!r} is not one of {', '.join(KD_MODES)}"),
             (self.kd_loss in KD_LOSSES, f"--kd-loss {self.kd_loss!r} is not one of {', '.join(KD_LOSSES)}"),
-            (self.buckets in BUCKET_KINDS, f"--buckets {self.buckets!r} is not one of flops, latency"),
+            (self.buckets in BUCKET_KINDS, f"--buckets {self.buckets!r} is not one of macs, latency"),
             (self.buckets != "latency" or self.table is not None,
              "--buckets latency needs --table T (a latency table of the target device)"),
             (self.buckets != "latency" or self.sampler in ("ca", "ca+pa"),

@@ -33,7 +33,7 @@ def test_proxy_search_writes_labelled_outputs(tmp_path: Path, tiny_table: Path,
     target, window = _middle_target(tiny_table, tiny_space)
     out = tmp_path / "out"
     code = main(["search", "--space", "tiny", "--table", str(tiny_table), "--target-ms", f"{target}",
-                 "--window-ms", f"{window}", "--max-params", "5M", "--max-mflops", "300",
+                 "--window-ms", f"{window}", "--max-params", "5M", "--max-mmacs", "150",
                  "--no-export", "--out", str(out), *FAST])
     assert code == 0
     best = json.loads((out / "best.json").read_text())
@@ -44,7 +44,7 @@ def test_proxy_search_writes_labelled_outputs(tmp_path: Path, tiny_table: Path,
     assert best["params"] == tiny_space.complexity(config).params
     with open(out / "candidates.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert "proxy_mflops" in rows[0] and "top1" not in rows[0]
+    assert "proxy_mmacs" in rows[0] and "top1" not in rows[0]
     assert all(target - window <= float(r["latency_ms"]) <= target for r in rows)
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -39,7 +39,7 @@ def test_parse_count_rejects(text: str) -> None:
 
 
 def test_costs_match_blocks_of(tiny_space: SearchSpace, tiny_table: Path, cost_model: CostModel) -> None:
-    """The grids' params/MFLOPs and the LUT latency equal the per-config walk over blocks_of."""
+    """The grids' params/MMACs and the LUT latency equal the per-config walk over blocks_of."""
     from lutnas.tables.table import LatencyTable
 
     table = LatencyTable.load(tiny_table)
@@ -49,7 +49,7 @@ def test_costs_match_blocks_of(tiny_space: SearchSpace, tiny_table: Path, cost_m
     for i, config in enumerate(configs):
         total = tiny_space.complexity(config)
         assert costs.params[i] == total.params
-        assert costs.mflops[i] == pytest.approx(2 * total.macs / 1e6)
+        assert costs.mmacs[i] == pytest.approx(total.macs / 1e6)
         lut = sum(table.latency_ms(b.key) for b in tiny_space.blocks_of(config))
         assert costs.latency_ms[i] == pytest.approx(lut)
 
@@ -80,18 +80,18 @@ def test_repair_lands_in_the_window(tiny_space: SearchSpace, cost_model: CostMod
     assert feasible_mask(cost_model.costs(fixed), constraints).all()
 
 
-def test_caps_on_params_and_mflops(tiny_space: SearchSpace, cost_model: CostModel) -> None:
+def test_caps_on_params_and_mmacs(tiny_space: SearchSpace, cost_model: CostModel) -> None:
     span = achievable_range(tiny_space, cost_model, random.Random(0))
     rng = random.Random(3)
     sample = cost_model.costs([tiny_space.sample(rng) for _ in range(500)])
-    cap_params, cap_mflops = float(np.median(sample.params)), float(np.median(sample.mflops))
+    cap_params, cap_mmacs = float(np.median(sample.params)), float(np.median(sample.mmacs))
     constraints = Constraints(span.slowest_ms, span.slowest_ms - span.fastest_ms,
-                              max_params=cap_params, max_mflops=cap_mflops)
+                              max_params=cap_params, max_mmacs=cap_mmacs)
     pools = build_pools(tiny_space, cost_model, constraints, random.Random(4), want=32)
     members = [c for pool in pools.pools for c in pool]
     costs = cost_model.costs(members)
     assert len(members) > 0
-    assert (costs.params <= cap_params).all() and (costs.mflops <= cap_mflops).all()
+    assert (costs.params <= cap_params).all() and (costs.mmacs <= cap_mmacs).all()
 
 
 def test_target_outside_the_achievable_range(tiny_space: SearchSpace, cost_model: CostModel) -> None:
