@@ -1,10 +1,23 @@
+"""The analytic complexity of lutnas.space checked against torch's own FLOP counter."""
+
 import random
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lutnas.space import SearchSpace, block_complexity
 from lutnas.supernet.blocks import build_block, example_input
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One thread, as tests/supernet does: two OpenMP threads on the 2 shared CI cores made a
+    depthwise conv 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def measured_flops(spec) -> int:
