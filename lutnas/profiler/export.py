@@ -29,7 +29,7 @@ from torch import nn
 import lutnas
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt"}
@@ -234,12 +234,6 @@ def export_spec(spec: BlockSpec, fmt: str, cache: ModelCache) -> ExportedModel:
     torch.manual_seed(model_seed(spec.key))
     module = build_block(spec)
     return export_module(spec.key, module, example_input(spec), spec.record.spatial_input, fmt, cache)
-
-
-def subnet_key(space: SearchSpace, config: SubnetConfig) -> str:
-    """Key of a whole subnet: readable prefix plus a digest of its block keys (what it executes)."""
-    blocks = "|".join(b.key for b in space.blocks_of(config))
-    return f"subnet:{space.name}:r{config.resolution}:{hashlib.sha256(blocks.encode()).hexdigest()[:16]}"
 
 
 def build_subnet(space: SearchSpace, config: SubnetConfig) -> nn.Module:

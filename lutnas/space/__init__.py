@@ -7,6 +7,7 @@ and the analytic complexity (MACs, params, bytes). Everything else speaks in the
 from lutnas.space.blockspec import BlockSpec, as_specs
 from lutnas.space.builtin_kinds import register_builtin_kinds
 from lutnas.space.complexity import Complexity, Tally, block_complexity, total_complexity
+from lutnas.space.keys import subnet_key
 from lutnas.space.kinds import BlockKind, all_kinds, get_kind, kind_fields, register_kind, unregister_kind
 from lutnas.space.searchspace import (
     BUILTIN_SPACES,
@@ -38,6 +39,6 @@ __all__ = [
     "BlockKind", "BlockSpec", "Complexity", "SearchSpace", "Slot", "StageChoice", "StageSpace",
     "StageType", "StemChoice", "StemSpace", "SubnetConfig", "Tally", "all_kinds", "as_specs",
     "block_complexity", "conv_out", "get_kind", "get_stage_type", "kind_fields", "register_kind",
-    "register_stage_type", "se_channels", "total_complexity", "unregister_kind",
+    "register_stage_type", "se_channels", "subnet_key", "total_complexity", "unregister_kind",
     "unregister_stage_type",
 ]
