@@ -28,7 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--buckets", choices=("macs", "latency"), default="macs",
                    help="complexity buckets by MACs (default) or by predicted latency (--table)")
     p.add_argument("--table", help="latency table of the target device (with --buckets latency)")
-    p.add_argument("--kd", choices=("inplace", "none"), default="inplace")
+    p.add_argument("--kd", choices=("inplace", "teacher", "mean", "none"), default="inplace",
+                   help="what sampled subnets distil from: the largest subnet (inplace), the --teacher "
+                        "models (teacher), the mean of both (mean, ElasticViT's mean of teachers), "
+                        "or nothing (none: labels)")
+    p.add_argument("--teacher", action="append", default=[], dest="teachers", metavar="PATH",
+                   help="external teacher: a TorchScript file, a teacher state dict "
+                        "(lutnas.supernet.teachers.save_teacher) or a train-supernet run; repeatable")
     p.add_argument("--kd-loss", choices=("kl", "alpha"), default="kl",
                    help="KL divergence, or AlphaNet's alpha-divergence")
     p.add_argument("--subnets", type=positive_int, default=2, dest="num_subnets",
@@ -48,7 +54,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-size", type=positive_int, default=200, help="subnets pre-sampled per bucket")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--threads", type=positive_int, help="torch CPU threads per process")
-    p.add_argument("--no-amp", action="store_false", dest="amp", help="disable AMP on CUDA")
+    p.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when a GPU is visible")
+    p.add_argument("--no-amp", action="store_false", dest="amp",
+                   help="disable mixed precision on CUDA (default: bf16, or fp16 + loss scaling on "
+                        "GPUs without bf16)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CUDA, off on CPU)")
+    p.add_argument("--accum-steps", type=positive_int, default=1,
+                   help="split each batch into this many micro-batches (same gradient, less memory)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep an EMA of the weights with this decay, e.g. 0.9998 (0: off); "
+                        "evaluation and the saved supernet use it")
+    p.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
+                   help="batched kornia augmentation on the device (auto: on for ImageFolder data, "
+                        "off for builtin:digits)")
+    p.add_argument("--auto-augment", choices=("trivial", "rand", "none"), default="trivial",
+                   help="TrivialAugment, RandAugment (n=2, m=9) or neither, after crop and flip")
+    p.add_argument("--mixup", type=float, default=0.0, help="probability a batch gets MixUp")
+    p.add_argument("--cutmix", type=float, default=0.0, help="probability a batch gets CutMix")
+    p.add_argument("--label-smoothing", type=float,
+                   help="default: 0.1 with augmentation, 0 without")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     p.set_defaults(handler=train_command)
 

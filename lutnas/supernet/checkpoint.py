@@ -73,13 +73,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     return tensors, meta
 
 
-def load_supernet(path: str | Path, map_location: str | torch.device = "cpu"
+def load_supernet(path: str | Path, map_location: str | torch.device = "cpu", use_ema: bool = True
                   ) -> tuple[SearchSpace, torch.nn.Module]:
-    """(space, supernet in eval mode) from a training run's directory or checkpoint file."""
+    """(space, supernet in eval mode) from a training run's directory or checkpoint file.
+
+    A run trained with `--ema-decay` gives its averaged weights unless `use_ema` is False."""
     from lutnas.supernet.model import Supernet
 
     tensors, meta = load_checkpoint(path, map_location)
     space = space_from_record(meta["space"])
     supernet = Supernet(space)
-    supernet.load_state_dict(tensors["model"])
+    state = dict(tensors["model"])
+    if use_ema and "ema" in tensors:
+        state.update(tensors["ema"]["shadow"])
+    supernet.load_state_dict(state)
     return space, supernet.to(map_location).eval()

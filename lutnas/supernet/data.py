@@ -1,7 +1,9 @@
 """Training data: an ImageFolder tree read with PIL, or scikit-learn's digits (`builtin:digits`).
 
 Images are served at the space's largest resolution and resized per subnet (`resize_batch`), as
-Once-for-All does, so one loader feeds every resolution. Batches are drawn from a seeded permutation
+Once-for-All does, so one loader feeds every resolution. With augmentation (`augment.py`, on the
+device) an ImageFolder's training split is served larger (`train_resolution`), so RandomResizedCrop
+cuts from more pixels than it outputs. Batches are drawn from a seeded permutation
 per epoch and sharded by rank: the order depends only on (seed, epoch, step), which is what makes a
 resumed run see the batches the uninterrupted run would have seen. torchvision is not used (no build
 of it matches this torch), hence the small PIL reader.
@@ -36,6 +38,10 @@ def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
     shrink = resolution < x.shape[-1]
     return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False,
                          antialias=shrink)
+
+
+DIGITS_MEAN = (0.5, 0.5, 0.5)
+DIGITS_STD = (0.5, 0.5, 0.5)
 
 
 class DigitsDataset(Dataset):
@@ -97,16 +103,21 @@ class DataSplits:
     heldout: Dataset
     num_classes: int
     source: str
+    # The normalisation the datasets applied (augmentation undoes it to work in [0, 1]).
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
 
 
-def load_data(data: str, resolution: int, num_classes: int | None = None) -> DataSplits:
-    """Train / val / held-out datasets at `resolution`; checks the class count fits the space."""
+def load_data(data: str, resolution: int, num_classes: int | None = None,
+              train_resolution: int | None = None) -> DataSplits:
+    """Train / val / held-out datasets at `resolution` (an ImageFolder's train split at
+    `train_resolution` when given); checks the class count fits the space."""
     if data == BUILTIN_DIGITS:
         splits = _digits(resolution)
     elif data.startswith("builtin:"):
         raise DataError(f"unknown built-in data set {data!r}; the only one is {BUILTIN_DIGITS}")
     else:
-        splits = _image_folder(Path(data), resolution)
+        splits = _image_folder(Path(data), resolution, train_resolution or resolution)
     if num_classes is not None and splits.num_classes > num_classes:
         raise DataError(f"{data} has {splits.num_classes} classes but the space's head has "
                         f"{num_classes}; use a space with num_classes >= {splits.num_classes}")
@@ -128,10 +139,10 @@ def _digits(resolution: int) -> DataSplits:
     def part(ids: np.ndarray) -> DigitsDataset:
         return DigitsDataset(digits.data[ids], digits.target[ids], resolution)
 
-    return DataSplits(part(train), part(val), part(heldout), 10, BUILTIN_DIGITS)
+    return DataSplits(part(train), part(val), part(heldout), 10, BUILTIN_DIGITS, DIGITS_MEAN, DIGITS_STD)
 
 
-def _image_folder(root: Path, resolution: int) -> DataSplits:
+def _image_folder(root: Path, resolution: int, train_resolution: int) -> DataSplits:
     if not root.is_dir():
         raise DataError(f"--data {root}: no such directory; give builtin:digits or an ImageFolder "
                         f"tree with train/ and val/ subfolders")
@@ -139,7 +150,7 @@ def _image_folder(root: Path, resolution: int) -> DataSplits:
         if not (root / sub).is_dir():
             raise DataError(f"--data {root}: missing {sub}/ subfolder; expected {root}/train/<class>/ "
                             f"and {root}/val/<class>/")
-    train = ImageFolderDataset(root / "train", resolution)
+    train = ImageFolderDataset(root / "train", train_resolution)
     val = ImageFolderDataset(root / "val", resolution, train.classes)
     # A separate test/ folder is the held-out set when given; otherwise val, which is never trained on.
     heldout = (ImageFolderDataset(root / "test", resolution, train.classes)
@@ -165,12 +176,16 @@ def full_epoch_steps(num_items: int, batch_size: int, world_size: int = 1) -> in
     return max(1, num_items // (batch_size * world_size))
 
 
-def batch_loader(dataset: Dataset, batches: list[list[int]], workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+def batch_loader(dataset: Dataset, batches: list[list[int]], workers: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """Loads `batches` (lists of indices) in order; `pin_memory` for asynchronous copies to a GPU."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
+                      prefetch_factor=4 if workers else None)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      pin_memory=pin_memory)
 
 
 def calibration_loader(dataset: Dataset, batch_size: int, batches: int, seed: int = 0) -> DataLoader:
