@@ -3,7 +3,10 @@
 Every module of `lutnas/` is parsed with `ast` (nothing is imported), and every import it contains
 is read: module-level ones, those inside functions and methods, and those under
 `if TYPE_CHECKING:`. Imports inside functions count because they run just the same when the
-function is called; the redesign's cycles were hidden exactly there.
+function is called; the redesign's cycles were hidden exactly there. So do `importlib.import_module`
+calls whose module can be read from the source: a string constant naming a lutnas module, or an
+f-string `f"lutnas.pkg.{name}"` (also `f"{__name__}.{name}"`), which is taken to import
+`lutnas.pkg.<c>` for every string constant `c` of the same file that completes it to a module.
 
 TYPE_CHECKING-only imports are held to the layer table (an annotation that names a type from a
 higher layer is still a dependency on it) but are left out of the cycle graph: they never execute,
@@ -52,6 +55,7 @@ class Import:
     imported: str
     line: int
     type_checking_only: bool
+    dynamic: bool = False  # found in an importlib.import_module call
 
 
 def module_name(path: Path) -> str:
@@ -93,6 +97,41 @@ def _walk_stmt(stmt: ast.stmt, type_checking: bool):
         yield from _walk(stmt, type_checking)
 
 
+def _is_import_module_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call) or not node.args:
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name in ("import_module", "__import__")
+
+
+def _dynamic_targets(tree: ast.Module, importer: str, modules: dict[str, Path]) -> list[tuple[str, int]]:
+    """(module, line) of the lutnas modules `importlib.import_module` calls can be read to import."""
+    constants = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    calls = [n for n in ast.walk(tree) if _is_import_module_call(n)]
+    found = []
+    for call in calls:
+        arg = call.args[0]
+        if isinstance(arg, ast.JoinedStr) and len(arg.values) >= 2:
+            head, rest = arg.values[0], arg.values[1:]
+            if isinstance(head, ast.FormattedValue) and getattr(head.value, "id", "") == "__name__":
+                prefix = importer
+            elif isinstance(head, ast.Constant):
+                prefix = str(head.value).rstrip(".")
+            else:
+                continue
+            tail = "".join(str(v.value) for v in rest if isinstance(v, ast.Constant))
+            if tail not in (".", "") or not prefix.startswith(PACKAGE):
+                continue
+            found += [(f"{prefix}.{c}", call.lineno) for c in sorted(constants)
+                      if f"{prefix}.{c}" in modules]
+        else:
+            # A constant, or a name bound to constants: every lutnas module named in the file.
+            names = [arg.value] if isinstance(arg, ast.Constant) else sorted(constants)
+            found += [(str(n), call.lineno) for n in names if str(n) in modules and str(n) != importer]
+    return found
+
+
 def _resolve(name: str, modules: dict[str, Path]) -> str:
     """The most specific known module `name` refers to (`lutnas.space.BlockSpec` -> `lutnas.space`)."""
     while name not in modules and "." in name:
@@ -129,6 +168,8 @@ def imports_of(importer: str, path: Path, modules: dict[str, Path]) -> list[Impo
             else:
                 target = target.split(".")[0]
             found[Import(importer, target, node.lineno, tc)] = None
+    for target, line in _dynamic_targets(tree, importer, modules):
+        found[Import(importer, target, line, False, dynamic=True)] = None
     return list(found)
 
 
@@ -167,7 +208,7 @@ def layer_violation(imp: Import) -> str | None:
 
 
 def _format(imp: Import, rule: str) -> str:
-    tag = " [TYPE_CHECKING]" if imp.type_checking_only else ""
+    tag = " [TYPE_CHECKING]" if imp.type_checking_only else " [importlib]" if imp.dynamic else ""
     return f"{imp.importer}:{imp.line} -> {imp.imported}{tag} ({rule})"
 
 
@@ -258,7 +299,10 @@ def cycles_in(component: list[str], graph: dict[str, set[str]]) -> list[list[str
 def test_no_import_cycles():
     imports = all_imports()
     graph = _graph(imports)
-    where = {(i.importer, i.imported): i.line for i in imports if not i.type_checking_only}
+    where: dict[tuple[str, str], str] = {}
+    for i in imports:  # imports_of lists a file's importlib targets last: a plain import names the edge
+        if not i.type_checking_only:
+            where.setdefault((i.importer, i.imported), f"{i.line}{' [importlib]' if i.dynamic else ''}")
     lines = []
     for component in strongly_connected(graph):
         for cycle in cycles_in(component, graph):
@@ -294,8 +338,11 @@ def fake_package(tmp_path, monkeypatch):
         "space/kinds.py": ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
                            "    from lutnas.tables.table import T\n"
                            "def f():\n    from lutnas.space import X\n    import torch\n"),
-        "tables/__init__.py": "",
         "tables/table.py": "from lutnas.space import kinds\nfrom .. import errors\n",
+        "tables/io.py": ("import importlib\nNAMES = ('table', 'nothing')\n"
+                         "def load(n):\n    return importlib.import_module(f'lutnas.tables.{n}')\n"),
+        "tables/__init__.py": ("from importlib import import_module\n"
+                               "def f(n):\n    import_module(f'{__name__}.{n}')\nX = 'io'\n"),
     }.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(text)
@@ -311,6 +358,8 @@ def test_parser_sees_relative_function_and_type_checking_imports(fake_package):
     assert ("lutnas.space.kinds", "torch", False) in got
     assert ("lutnas.tables.table", "lutnas.space.kinds", False) in got
     assert ("lutnas.tables.table", "lutnas.errors", False) in got
+    dynamic = {(i.importer, i.imported) for i in all_imports() if i.dynamic}
+    assert dynamic == {("lutnas.tables.io", "lutnas.tables.table"), ("lutnas.tables", "lutnas.tables.io")}
     rules = {(i.importer, i.imported) for i in all_imports() if layer_violation(i)}
     assert rules == {("lutnas.space.kinds", "lutnas.tables.table")}
     graph = _graph(all_imports())
