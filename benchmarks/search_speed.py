@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
@@ -32,7 +31,7 @@ from lutnas.search.constraints import Constraints, CostModel, achievable_range
 from lutnas.search.evolution import EvolutionSettings, evolve, random_search
 from lutnas.search.objectives import ProxyObjective
 from lutnas.space import SearchSpace, block_complexity
-from lutnas.tables.table import COLUMNS, LatencyTable
+from lutnas.tables.table import LatencyTable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,12 +44,10 @@ def synthetic_table(space: SearchSpace, path: Path) -> Path:
         rows[spec.key] = {"median_ms": ms, "mean_ms": ms, "std_ms": 0.0, "min_ms": ms, "p90_ms": ms,
                           "trials": 1, "cv": 0.0, "flag": "settled", "kind": spec.kind,
                           "source": "synthetic:complexity", "operator_ms": None}
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
     device = DeviceInfo(device_id="synthetic-complexity", kind="host", model="complexity model")
     settings = {"device_id": device.device_id, "runtime": "tflite", "threads": 1, "core_mask": "all",
                 "accelerator": "cpu"}
-    LatencyTable(frame, device, settings, space.name, {"correction": None,
-                                                       "synthetic": True}).save(path)
+    LatencyTable.from_latencies(rows, device, settings, space.name, {"synthetic": True}).save(path)
     return path
 
 

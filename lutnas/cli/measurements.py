@@ -1,23 +1,33 @@
-"""`lutnas runs` and `lutnas measurements`: what a measurement store holds."""
+"""`lutnas runs` and `lutnas measurements`: what a measurement store holds.
+
+Parsing and printing only; pandas and the store are imported by the handler that runs, so these
+commands start without the profiler (and torch) that `profile-device` needs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
+import math
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
+from rich.console import Console
 from rich.table import Table
 
 from lutnas.cli._common import require
-from lutnas.cli.profile import DEFAULT_STORE, console
-from lutnas.tables.store import MeasurementStore, cv_of, figure_of
+from lutnas.cli.table import DEFAULT_STORE
+
+# Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 220)
 
 
-def _open(path: str) -> MeasurementStore:
+def _open(path: str) -> Any:
     require(Path(path).is_file(), f"no measurement store at {path}; pass --store PATH (profile-device "
                                   f"writes {DEFAULT_STORE} by default)")
+    from lutnas.tables.store import MeasurementStore
+
     return MeasurementStore(path)
 
 
@@ -37,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _time(stamp: float | None) -> str:
-    if stamp is None or pd.isna(stamp):
+    if stamp is None or math.isnan(stamp):
         return "-"
     return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -66,6 +76,8 @@ def list_runs(args: argparse.Namespace) -> int:
 
 
 def show_measurements(args: argparse.Namespace) -> int:
+    from lutnas.tables.store import cv_of, figure_of
+
     with _open(args.store) as store:
         known = [d.device_id for d in store.devices()]
         if args.device is None:

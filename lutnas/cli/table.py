@@ -1,18 +1,20 @@
-"""`lutnas build-table` and `lutnas table show|diff|export|import-ofa`: latency tables for users."""
+"""`lutnas build-table` and `lutnas table show|diff|export|import-ofa`: latency tables for users.
+
+Parsing and printing only; pandas, pyarrow and `lutnas.tables` are imported by the handler that
+runs, so `lutnas table show` does not pay for what `build-table --calibrate` needs.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from lutnas.cli._common import err_console, positive_int
 from lutnas.errors import BadInputError, TableError
-from lutnas.tables.table import LatencyTable
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
@@ -40,29 +42,7 @@ def describe_correction(c: dict) -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
-    b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
-    b.add_argument("--device", help="device id in the store (needed when it holds several)")
-    b.add_argument("--runtime", help="tflite, onnxruntime or torch")
-    b.add_argument("--threads", type=int)
-    b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
-    b.add_argument("--accelerator", help="cpu, gpu or nnapi")
-    b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
-    b.add_argument("--out", required=True, type=Path, help="table file to write (.parquet)")
-    b.add_argument("--calibrate", type=int, default=0, metavar="K",
-                   help="measure K random whole subnets end to end and store the fitted correction")
-    b.add_argument("--calibrate-on", default="local", metavar="ADDRESS",
-                   help="device address to measure the calibration subnets on (default local)")
-    b.add_argument("--trials", type=positive_int, help="trials per calibration subnet "
-                   "(default: the table's typical trial count)")
-    b.add_argument("--resolution", type=int, action="append", metavar="R",
-                   help="calibration subnets at these resolutions (default: those the table covers)")
-    b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
-    b.add_argument("--predictor", choices=("learned", "analytic", "all"),
-                   help="also fit these predictors on the table's measured blocks and save each "
-                        "beside it (TABLE.<name>.predictor.npz)")
-    b.set_defaults(handler=build_table_command)
-
+    _register_build(subparsers)
     parser = subparsers.add_parser("table", help="inspect, compare, export and import latency tables")
     sub = parser.add_subparsers(dest="table_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="device, coverage of the space, slowest and flagged blocks")
@@ -76,10 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     diff.add_argument("--plot", type=Path, metavar="PNG", help="write a ratio plot")
     diff.add_argument("--top", type=positive_int, default=10)
     diff.set_defaults(handler=diff_command)
-    export = sub.add_parser("export", help="write the table as CSV and/or JSON")
+    export = sub.add_parser("export", help="write the table as a plain CSV (metadata in a sidecar "
+                                           "NAME.meta.json) and/or one JSON document")
     export.add_argument("table", type=Path)
-    export.add_argument("--csv", type=Path)
-    export.add_argument("--json", type=Path)
+    export.add_argument("--csv", type=Path, help="rows only, header key,median_ms,...; the table's "
+                                                 "context goes beside it as NAME.meta.json")
+    export.add_argument("--json", type=Path, help="rows and metadata in one JSON document")
     export.set_defaults(handler=export_command)
     ofa = sub.add_parser("import-ofa", help="import Once-for-All style YAML tables {key: {count, mean, std}}")
     ofa.add_argument("yaml", nargs="+", type=Path)
@@ -90,7 +72,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ofa.set_defaults(handler=import_ofa_command)
 
 
+def _register_build(subparsers: argparse._SubParsersAction) -> None:
+    b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
+    b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
+    b.add_argument("--device", help="device id in the store (needed when it holds several)")
+    b.add_argument("--runtime", help="tflite, onnxruntime or torch")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
+    b.add_argument("--accelerator", help="cpu, gpu or nnapi")
+    b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
+    b.add_argument("--out", required=True, type=Path,
+                   help="table file to write (.parquet); rebuilding an existing one keeps its "
+                        "correction and predictor files (see --fresh) and prints what changed")
+    b.add_argument("--calibrate", type=int, default=0, metavar="K",
+                   help="measure K random whole subnets end to end and store the fitted correction")
+    b.add_argument("--calibrate-on", default="local", metavar="ADDRESS",
+                   help="device address to measure the calibration subnets on (default local)")
+    b.add_argument("--trials", type=positive_int, help="trials per calibration subnet "
+                   "(default: the table's typical trial count)")
+    b.add_argument("--resolution", type=int, action="append", metavar="R",
+                   help="calibration subnets at these resolutions (default: those the table covers)")
+    b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
+    b.add_argument("--predictor", choices=("learned", "analytic", "all"),
+                   help="also fit these predictors on the table's measured blocks and save each "
+                        "beside it (TABLE.<name>.predictor.npz)")
+    b.add_argument("--fresh", action="store_true",
+                   help="with an existing --out: keep nothing of it (drop its correction, remove "
+                        "predictor files beside it that this run does not refit)")
+    b.set_defaults(handler=build_table_command)
+
+
 def build_table_command(args: argparse.Namespace) -> int:
+    from lutnas.tables.diff import carry_over
     from lutnas.tables.store import MeasurementStore
     from lutnas.tables.table import build_table
 
@@ -99,6 +112,8 @@ def build_table_command(args: argparse.Namespace) -> int:
                             f"run profile-device --store {args.store} first")
     if args.calibrate < 0:
         raise BadInputError(f"--calibrate must be 0 or more, got {args.calibrate}")
+    previous = _previous_table(args.out)
+    predictor_files = _predictor_files(args.out) if previous is not None else []
     with MeasurementStore(args.store) as store:
         table = build_table(store, device_id=args.device, runtime=args.runtime, threads=args.threads,
                             core_mask=core_mask_of(args.cores), accelerator=args.accelerator,
@@ -109,18 +124,60 @@ def build_table_command(args: argparse.Namespace) -> int:
                               f"{', '.join(table.metadata['runners'])}")
         if args.calibrate:
             _calibrate(args, table, store)
+    rebuild = carry_over(previous, table, keep_correction=not args.fresh) if previous else None
     table.save(args.out)
     console.print(f"wrote {args.out}")
+    refit: list[Path] = []
     if args.predictor:
         from lutnas.predictors.serialize import fit_and_save_predictors
 
         space = table.load_space() if table.space else None
         for name, path in fit_and_save_predictors(table, space, args.predictor, args.out).items():
             console.print(f"wrote {path} ({name} predictor)")
+            refit.append(Path(path))
+    if rebuild is not None:
+        _print_rebuild(args, rebuild, [p for p in predictor_files if p not in refit])
     return 0
 
 
-def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> None:
+def _previous_table(out: Path) -> Any:
+    """The table already at --out (what a rebuild keeps), or None; a file that is not one is
+    overwritten after a warning, since the user asked for a table there."""
+    from lutnas.tables.table import LatencyTable
+
+    if not out.exists():
+        return None
+    try:
+        return LatencyTable.load(out)
+    except TableError as exc:
+        err_console.print(f"[yellow]warning:[/] {out} is not a readable table ({exc}); overwriting it")
+        return None
+
+
+def _predictor_files(out: Path) -> list[Path]:
+    from lutnas.predictors.serialize import predictor_path
+
+    return sorted(out.parent.glob(predictor_path(out, "*").name))
+
+
+def _print_rebuild(args: argparse.Namespace, rebuild: Any, other_predictors: list[Path]) -> None:
+    """What the rebuild changed, what it kept of the previous table, and how to refit it."""
+    console.print(f"rebuilt {args.out}: {rebuild.summary()}")
+    stale = " (fitted on the previous rows)" if rebuild.rows_changed else ""
+    if rebuild.correction == "kept" and rebuild.rows_changed:
+        console.print("the kept correction was fitted on the previous rows; --calibrate K refits it")
+    if not other_predictors:
+        return
+    names = ", ".join(p.name for p in other_predictors)
+    if args.fresh:
+        for path in other_predictors:
+            path.unlink()
+        console.print(f"removed {names} (--fresh)")
+    else:
+        console.print(f"kept {names}{stale}; --predictor NAME refits, --fresh removes them")
+
+
+def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
     from lutnas.cli.evaluate import measuring_progress
     from lutnas.device_agents.factory import open_agent
     from lutnas.predictors.evaluate import calibrate
@@ -136,7 +193,7 @@ def _calibrate(args: argparse.Namespace, table: LatencyTable, store: object) -> 
 
 
 def show_command(args: argparse.Namespace) -> int:
-    from lutnas.space import SearchSpace
+    from lutnas.tables.table import LatencyTable
 
     table = LatencyTable.load(args.table)
     device = table.device
@@ -154,18 +211,30 @@ def show_command(args: argparse.Namespace) -> int:
                       f"from {correction.get('n', '?')} subnets")
     else:
         console.print("correction: none (build-table --calibrate K adds one)")
-    space_name = args.space or table.space
-    if space_name:
-        try:
-            space = SearchSpace.load(args.space) if args.space else table.load_space()
-        except BadInputError as exc:
-            err_console.print(f"[yellow]coverage not computed:[/] {exc}")
-        else:
-            cov = table.coverage(space)
-            console.print(f"coverage of {space.name}: {cov['present']}/{cov['total']} unique blocks "
-                          f"({cov['share']:.1%}); " + ", ".join(
-                              f"{k} {v['present']}/{v['total']}" for k, v in cov["by_kind"].items()))
-    frame = table.frame
+    _print_coverage(args, table)
+    _print_quality(args, table.frame)
+    return 0
+
+
+def _print_coverage(args: argparse.Namespace, table: Any) -> None:
+    from lutnas.space import SearchSpace
+
+    if not (args.space or table.space):
+        return
+    try:
+        space = SearchSpace.load(args.space) if args.space else table.load_space()
+    except BadInputError as exc:
+        err_console.print(f"[yellow]coverage not computed:[/] {exc}")
+        return
+    cov = table.coverage(space)
+    console.print(f"coverage of {space.name}: {cov['present']}/{cov['total']} unique blocks "
+                  f"({cov['share']:.1%}); " + ", ".join(
+                      f"{k} {v['present']}/{v['total']}" for k, v in cov["by_kind"].items()))
+
+
+def _print_quality(args: argparse.Namespace, frame: Any) -> None:
+    import numpy as np
+
     flags = frame["flag"].value_counts()
     cv_median = float(np.nanmedian(frame["cv"])) if frame["cv"].notna().any() else float("nan")
     console.print("quality: " + ", ".join(f"{k} {v}" for k, v in flags.items()) +
@@ -176,10 +245,9 @@ def show_command(args: argparse.Namespace) -> int:
     if len(flagged):
         console.print(_rows_table(f"flagged blocks ({len(flagged)})",
                                   flagged.sort_values("cv", ascending=False).head(args.top)))
-    return 0
 
 
-def _rows_table(title: str, rows: pd.DataFrame) -> Table:
+def _rows_table(title: str, rows: Any) -> Table:
     out = Table(title=title)
     for column in ("key", "median_ms", "cv", "trials", "flag"):
         out.add_column(column, justify="left" if column in ("key", "flag") else "right")
@@ -190,8 +258,10 @@ def _rows_table(title: str, rows: pd.DataFrame) -> Table:
 
 
 def diff_command(args: argparse.Namespace) -> int:
-    from lutnas.tables.io import plot_diff
-    from lutnas.tables.table import diff_tables
+    import pandas as pd
+
+    from lutnas.tables.diff import diff_tables, plot_diff
+    from lutnas.tables.table import LatencyTable
 
     a, b = LatencyTable.load(args.a), LatencyTable.load(args.b)
     result = diff_tables(a, b)
@@ -209,7 +279,8 @@ def diff_command(args: argparse.Namespace) -> int:
                       f"{row['ratio_of_sums']:.3f}", f"{row['median_ratio']:.3f}",
                       f"{row['min_ratio']:.3f}", f"{row['max_ratio']:.3f}")
     console.print(kinds)
-    extremes = pd.concat([result.per_key.head(args.top // 2 or 1), result.per_key.tail(args.top // 2 or 1)])
+    half = args.top // 2 or 1
+    extremes = pd.concat([result.per_key.head(half), result.per_key.tail(half)])
     keys = Table(title="keys with the most extreme ratios")
     for column in ("key", "A ms", "B ms", "B / A"):
         keys.add_column(column, justify="left" if column == "key" else "right")
@@ -223,21 +294,23 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def export_command(args: argparse.Namespace) -> int:
-    from lutnas.tables.io import export_csv, export_json
+    from lutnas.tables.export import export_csv, export_json
+    from lutnas.tables.table import LatencyTable
 
     if not args.csv and not args.json:
         raise BadInputError("give --csv PATH and/or --json PATH")
     table = LatencyTable.load(args.table)
-    for path, write in ((args.csv, export_csv), (args.json, export_json)):
-        if path:
-            write(table, path)
-            console.print(f"wrote {path}")
+    if args.csv:
+        csv_path, meta_path = export_csv(table, args.csv)
+        console.print(f"wrote {csv_path} (metadata: {meta_path})")
+    if args.json:
+        console.print(f"wrote {export_json(table, args.json)}")
     return 0
 
 
 def import_ofa_command(args: argparse.Namespace) -> int:
     from lutnas.device_agents.base import DeviceInfo
-    from lutnas.tables.io import import_ofa_yaml
+    from lutnas.tables.ofa import import_ofa_yaml
 
     device = DeviceInfo(device_id=args.device_id, kind="android", model="unknown")
     table = import_ofa_yaml(args.yaml, device=device, keep_unmapped=not args.drop_unmapped)
@@ -247,3 +320,4 @@ def import_ofa_command(args: argparse.Namespace) -> int:
                   f"{table.metadata['unmapped_keys']} had no lutnas counterpart, "
                   f"{table.metadata['duplicate_keys']} repeated a key; wrote {args.out}")
     return 0
+

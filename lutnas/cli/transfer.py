@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from lutnas.cli._common import console, err_console, positive_int
 from lutnas.predictors.features import measured_latencies
 from lutnas.predictors.serialize import predictor_path, save_predictor
 from lutnas.predictors.transfer import TransferPredictor, choose_samples, transfer_report
-from lutnas.tables.table import COLUMNS, UNRATED, LatencyTable
+from lutnas.tables.table import LatencyTable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,37 +96,26 @@ def _measure_on_device(args: argparse.Namespace, table_a: LatencyTable,
         info = agent.info()
     picked = {s.key: figures[s.key] for s in samples if s.key in figures}
     heldout = pd.Series({s.key: figures[s.key] for s in extra if s.key in figures}, dtype=float)
-    identity = {"device_id": info.device_id, "runtime": settings.runtime, "threads": settings.threads,
-                "core_mask": settings.core_mask, "accelerator": settings.accelerator}
-    return picked, heldout, info, identity
+    return picked, heldout, info, LatencyTable.settings_from(info.device_id, settings)
 
 
 def _write_table(out: Path, predictor: TransferPredictor, table_a: LatencyTable, device: Any,
                  settings: dict[str, Any], base_rows: pd.DataFrame | None, report: dict[str, Any],
                  args: argparse.Namespace, extra_measured: pd.Series | None = None) -> Path:
     predicted = predictor.predict_table()
-    rows = pd.DataFrame(index=predicted.index, columns=list(COLUMNS))
-    rows["median_ms"] = predicted["median_ms"]
-    for column in ("mean_ms", "std_ms", "min_ms", "p90_ms", "cv"):
-        rows[column] = math.nan
-    rows["trials"] = 0
-    rows["flag"] = UNRATED
-    rows["kind"] = predicted["kind"]
-    rows["source"] = predicted["source"]
-    rows["operator_ms"] = None
-    if base_rows is not None:
-        measured = [k for k in predicted.index if predicted.at[k, "source"] == "measured"
-                    and k in base_rows.index]
-        rows.loc[measured, list(COLUMNS)] = base_rows.loc[measured, list(COLUMNS)].to_numpy()
+    # Blocks measured on B: the K fitted ones, held-out ones measured here, B's own rows where known.
+    measured = predicted.loc[predicted["source"] == "measured", "median_ms"]
     if extra_measured is not None and len(extra_measured):
-        keys = [k for k in extra_measured.index if k in rows.index]
-        rows.loc[keys, "median_ms"] = extra_measured[keys].to_numpy(dtype=float)
-        rows.loc[keys, "source"] = "measured"
-    rows["trials"] = rows["trials"].fillna(0).astype("int64")
+        extra = extra_measured[extra_measured.index.isin(predicted.index)].astype(float)
+        measured = pd.concat([measured.drop(index=extra.index, errors="ignore"), extra])
+    rows = measured.to_frame("median_ms")
+    if base_rows is not None:
+        own = rows.index.intersection(base_rows.index)
+        rows = pd.concat([base_rows.loc[own], rows.drop(index=own)])
     metadata = {"transfer": {"from": str(args.source), "samples": len(predictor.measured_),
-                             "report": report}, "correction": None,
-                "space_yaml": table_a.metadata.get("space_yaml")}
-    return LatencyTable(rows, device, settings, table_a.space, metadata).save(out)
+                             "report": report}, "space_yaml": table_a.metadata.get("space_yaml")}
+    table = LatencyTable.from_latencies(rows, device, settings, table_a.space, metadata)
+    return table.completed_with(predicted[["median_ms"]], source="predicted:transfer").save(out)
 
 
 def _print(report: dict[str, Any], out: Path, saved: Path, samples: int) -> None:

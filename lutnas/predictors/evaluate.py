@@ -111,21 +111,8 @@ def sample_configs(space: SearchSpace, count: int, seed: int, exclude: set[str] 
 
 
 def table_run_settings(table: LatencyTable) -> RunSettings:
-    """The RunSettings a table was measured under, so whole models are measured the same way."""
-    s = table.settings
-    if s.get("runtime") in (None, "unknown"):
-        raise TableError("this table has no run settings (an imported table?); it cannot be "
-                         "checked against subnets measured here")
-    mask = str(s.get("core_mask") or "all")
-    cores = None
-    if mask != "all":
-        value = int(mask, 16)
-        cores = tuple(i for i in range(value.bit_length()) if value >> i & 1)
-    warmup, runs = s.get("warmup"), s.get("runs")
-    return RunSettings(runtime=str(s["runtime"]), threads=int(s["threads"]), cores=cores,
-                       warmup=int(warmup) if isinstance(warmup, int) else 10,
-                       runs=int(runs) if isinstance(runs, int) else 50,
-                       accelerator=str(s.get("accelerator") or "cpu"))
+    """The RunSettings a table was measured under (kept for callers; see LatencyTable.run_settings)."""
+    return table.run_settings()
 
 
 def table_trials(table: LatencyTable) -> int:

@@ -232,27 +232,13 @@ def profile_adaptive(agent: Any, space: Any, settings: Any, store: Any, budget_m
 def completed_table(table: Any, result: AdaptiveResult, specs: Sequence[BlockSpec]) -> Any:
     """`table` (built from the store: measured rows) plus every other plan block, predicted by the
     adaptive run's learned predictor and marked `source = predicted:learned`."""
-    from lutnas.tables.table import COLUMNS, UNRATED, LatencyTable
-
     missing = [s for s in specs if not table.has(s.key)]
     if not missing:
         return table
     ms, spread = result.predictor.predict_blocks_with_spread(missing, use_measured=False)
-    rows = pd.DataFrame(index=pd.Index([s.key for s in missing], name="key"), columns=list(COLUMNS))
-    rows["median_ms"] = ms
-    rows["mean_ms"] = ms
-    rows["std_ms"] = spread
-    rows["min_ms"] = np.nan
-    rows["p90_ms"] = np.nan
-    rows["trials"] = 0
-    rows["cv"] = np.nan
-    rows["flag"] = UNRATED
-    rows["kind"] = [s.kind for s in missing]
-    rows["source"] = "predicted:learned"
-    rows["operator_ms"] = None
-    frame = pd.concat([table.frame, rows])
-    frame["trials"] = frame["trials"].astype("int64")
-    metadata = dict(table.metadata)
-    metadata["adaptive"] = {"measured": len(result.measured), "predicted": len(missing),
-                            "stop": result.decision.reason}
-    return LatencyTable(frame, table.device, table.settings, table.space, metadata)
+    predicted = pd.DataFrame({"median_ms": ms, "mean_ms": ms, "std_ms": spread},
+                             index=[s.key for s in missing])
+    full = table.completed_with(predicted, source="predicted:learned")
+    full.metadata["adaptive"] = {"measured": len(result.measured), "predicted": len(missing),
+                                 "stop": result.decision.reason}
+    return full

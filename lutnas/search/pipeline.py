@@ -175,22 +175,8 @@ class Verification:
 
 
 def run_settings_of(table: Any) -> Any:
-    """The table's measurement settings as RunSettings (runtime, threads, pinned cores, counts)."""
-    from lutnas.device_agents.base import RunSettings
-
-    s = table.settings
-    mask = str(s.get("core_mask") or "all")
-    cores = None
-    if mask != "all":
-        bits = int(mask, 16)
-        cores = tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
-    kwargs: dict[str, Any] = {"runtime": str(s.get("runtime", "tflite")),
-                              "threads": int(s.get("threads") or 1), "cores": cores,
-                              "accelerator": str(s.get("accelerator") or "cpu")}
-    for name in ("warmup", "runs"):
-        if isinstance(s.get(name), int):  # a list means the table mixed counts: keep the defaults
-            kwargs[name] = int(s[name])
-    return RunSettings(**kwargs)
+    """The table's measurement settings as RunSettings (see LatencyTable.run_settings)."""
+    return table.run_settings()
 
 
 def verify_winner(job: SearchJob, table: Any, config: SubnetConfig, predicted_ms: float, out: Path,

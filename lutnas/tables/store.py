@@ -39,8 +39,6 @@ BUSY_TIMEOUT_S = 30.0
 # read transaction), which the busy handler does not wait on.
 WRITE_RETRIES = 20
 
-SETTINGS_COLUMNS = ("device_id", "runtime", "threads", "core_mask", "accelerator")
-
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS devices (

@@ -8,13 +8,16 @@ settings would be a table of nothing in particular.
 Statistics are taken over trials, not over pooled runs: each trial is a fresh process with its own
 offset (toolchain.md: CV 0.2-3.6% inside one process, 5-19% across processes), so the figure of a
 key is the median of its trial medians and its spread is the spread of those medians.
+
+Every table is made by `LatencyTable.from_latencies` (or `completed_with` on another table), and
+the table <-> RunSettings conversion lives here only (`run_settings`, `settings_from`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,20 +26,26 @@ import numpy as np
 import pandas as pd
 
 import lutnas
-from lutnas.device_agents.base import DeviceInfo
+from lutnas.device_agents.base import DeviceInfo, RunSettings
 from lutnas.errors import LutnasError, TableError
 from lutnas.space import SearchSpace
+from lutnas.tables.frame import (
+    COLUMNS,
+    MEASURED,
+    SCHEMA_VERSION,
+    SUBNET_KIND,
+    UNRATED,
+    Latencies,
+    make_frame,
+)
+from lutnas.tables.parquet import read_parquet, write_parquet
 
-SCHEMA_VERSION = 1
-COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "trials", "cv", "flag", "kind",
-           "source", "operator_ms")
-# Settings identity of a measurement (contracts.md); a table holds exactly one value of each.
+# Settings identity of a measurement (DESIGN.md); a table holds exactly one value of each.
 IDENTITY = ("device_id", "runtime", "threads", "core_mask", "accelerator")
 FILTER_FLAGS = {"device_id": "--device", "runtime": "--runtime", "threads": "--threads",
                 "core_mask": "--cores", "accelerator": "--accelerator"}
-QUALITY_FLAGS = ("settled", "re-measured", "never-settled")
-UNRATED = "unrated"  # no quality row: the profiling loop did not judge this key
-SUBNET_KIND = "subnet"
+# The runtime an imported table records: its numbers were measured by someone else, somehow.
+UNKNOWN_RUNTIME = "unknown"
 
 
 @dataclass
@@ -56,6 +65,72 @@ class LatencyTable:
         self.frame = self.frame.loc[:, list(COLUMNS)]
         self.frame.index.name = "key"
         self._lookup: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------ making tables
+    @classmethod
+    def from_latencies(cls, latencies: Latencies, device: DeviceInfo,
+                       settings: Mapping[str, Any] | RunSettings, space: str = "",
+                       metadata: Mapping[str, Any] | None = None, *, source: str = MEASURED,
+                       flag: str = UNRATED) -> "LatencyTable":
+        """A table from key -> latency statistics (milliseconds) and its context.
+
+        `latencies`: key -> median ms, key -> {column: value} (any of `COLUMNS`), a Series of
+        median ms, or a frame indexed by key; columns a key lacks get `make_frame`'s defaults
+        (`source` and `flag` from the arguments, `kind` from the key). `settings`: the table's
+        settings dict, or the RunSettings the latencies were measured under (see `settings_from`).
+        `metadata` is copied; `correction` defaults to None. Raises TableError on bad latencies.
+        """
+        if isinstance(settings, RunSettings):
+            settings = cls.settings_from(device.device_id, settings)
+        meta = {"correction": None, **dict(metadata or {})}
+        return cls(make_frame(latencies, source=source, flag=flag), device, dict(settings), space, meta)
+
+    def completed_with(self, predicted: Latencies, source: str, flag: str = UNRATED) -> "LatencyTable":
+        """A new table: these rows, plus every key of `predicted` this table lacks, marked `source`.
+
+        Keys the table has keep their rows (a measurement is never replaced by a prediction); new
+        rows follow the existing ones in `predicted`'s order. `predicted` takes the forms of
+        `from_latencies` (e.g. a Series of ms, or a frame with `median_ms` and `std_ms`); `source`
+        names the predictor (e.g. `predicted:learned`). Device, settings, space and a copy of the
+        metadata carry over.
+        """
+        new = make_frame(predicted, source=source, flag=flag)
+        new = new[~new.index.isin(self.frame.index)]
+        frame = make_frame(pd.concat([self.frame, new])) if len(new) else self.frame.copy()
+        return LatencyTable(frame, self.device, dict(self.settings), self.space, dict(self.metadata))
+
+    # ------------------------------------------------------------------ run settings
+    @staticmethod
+    def settings_from(device_id: str, run: RunSettings) -> dict[str, Any]:
+        """The table settings of latencies measured on `device_id` under `run` (inverse of
+        `run_settings`): the identity (device, runtime, threads, core mask, accelerator) and the
+        warm-up and timed run counts."""
+        return {"device_id": device_id, "runtime": run.runtime, "threads": int(run.threads),
+                "core_mask": run.core_mask, "accelerator": run.accelerator,
+                "warmup": int(run.warmup), "runs": int(run.runs)}
+
+    def run_settings(self) -> RunSettings:
+        """The RunSettings the table was measured under, so whole models are measured the same way.
+
+        Counts the table mixed (a list) or lacks fall back to RunSettings' defaults. Raises
+        TableError for a table without run settings (an imported one) or with a bad core mask.
+        """
+        s = self.settings
+        if s.get("runtime") in (None, "", UNKNOWN_RUNTIME):
+            raise TableError("this table has no run settings (an imported table?); it cannot be "
+                             "checked against subnets measured here")
+        kwargs: dict[str, Any] = {"runtime": str(s["runtime"]), "threads": int(s.get("threads") or 1),
+                                  "cores": _cores_of_mask(str(s.get("core_mask") or "all")),
+                                  "accelerator": str(s.get("accelerator") or "cpu")}
+        for name in ("warmup", "runs"):
+            if isinstance(s.get(name), int):  # a list means the table mixed counts: keep the defaults
+                kwargs[name] = int(s[name])
+        return RunSettings(**kwargs)
+
+    def describe_settings(self) -> str:
+        s = self.settings
+        return (f"{self.device.device_id} runtime={s.get('runtime')} threads={s.get('threads')} "
+                f"cores={s.get('core_mask')} accelerator={s.get('accelerator', 'cpu')}")
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -89,11 +164,6 @@ class LatencyTable:
     def set_correction(self, correction: dict[str, Any] | None) -> None:
         self.metadata["correction"] = correction
 
-    def describe_settings(self) -> str:
-        s = self.settings
-        return (f"{self.device.device_id} runtime={s.get('runtime')} threads={s.get('threads')} "
-                f"cores={s.get('core_mask')} accelerator={s.get('accelerator', 'cpu')}")
-
     def load_space(self) -> SearchSpace:
         """The space the table was profiled for: its YAML text if stored, else the built-in name."""
         text = self.metadata.get("space_yaml")
@@ -122,23 +192,41 @@ class LatencyTable:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        from lutnas.tables.io import save_parquet
-
-        return save_parquet(self, path)
+        """Write the table as one Parquet file (rows + `full_metadata`), atomically."""
+        return write_parquet(self.frame, self.full_metadata(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
-        from lutnas.tables.io import load_parquet
-
-        return load_parquet(path)
+        """Read a table file; TableError (one line, naming the fix) for anything not a lutnas table."""
+        frame, meta = read_parquet(path)
+        try:
+            device = DeviceInfo.from_dict(meta["device"])
+            settings = dict(meta["settings"])
+            space = str(meta.get("space", ""))
+        except (KeyError, TypeError) as exc:
+            raise TableError(f"{path}: the lutnas metadata lacks {exc}; rebuild the table") from None
+        extra = {k: v for k, v in meta.items() if k not in ("device", "settings", "space")}
+        return cls(frame, device, settings, space, extra)
 
     def full_metadata(self) -> dict[str, Any]:
-        """What goes into the Parquet schema metadata."""
+        """Everything a file of this table carries besides its rows (Parquet schema, JSON export)."""
         meta = dict(self.metadata)
         meta.update({"schema_version": SCHEMA_VERSION, "device": self.device.to_dict(),
                      "settings": self.settings, "space": self.space})
         meta.setdefault("lutnas_version", lutnas.__version__)
         return meta
+
+
+def _cores_of_mask(mask: str) -> tuple[int, ...] | None:
+    """'all' -> None (not pinned); a hex mask '0x5' -> (0, 2)."""
+    if mask == "all":
+        return None
+    try:
+        bits = int(mask, 16)
+    except ValueError:
+        raise TableError(f"table core mask {mask!r} is neither 'all' nor a hex mask such as 0x3; "
+                         f"rebuild the table") from None
+    return tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
 
 
 # ---------------------------------------------------------------------- building from measurements
@@ -212,19 +300,9 @@ def aggregate(measurements: pd.DataFrame, quality: pd.DataFrame | None = None) -
             "p90_ms": _percentile(medians, 90), "trials": int(medians.size),
             "cv": std / mean if mean > 0 else math.nan,
             "flag": flags.get(str(key), UNRATED), "kind": str(group["kind"].iloc[0]),
-            "source": "measured", "operator_ms": operator,
+            "source": MEASURED, "operator_ms": operator,
         }
     return make_frame(rows)
-
-
-def make_frame(rows: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """A table frame from key -> row dicts, with stable dtypes (None stays None in operator_ms)."""
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(COLUMNS))
-    frame["trials"] = frame["trials"].astype("int64")
-    frame["operator_ms"] = pd.Series([r["operator_ms"] for r in rows.values()], index=frame.index,
-                                     dtype=object)
-    frame.index.name = "key"
-    return frame
 
 
 def _common_value(frame: pd.DataFrame, column: str) -> Any:
@@ -250,8 +328,6 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     identity = select_one_setting(frame, what=f"store {getattr(store, 'path', '')}".strip())
     quality = store.quality_frame(device_id=identity["device_id"], runtime=identity["runtime"],
                                   threads=identity["threads"], core_mask=identity["core_mask"])
-    rows = aggregate(frame, quality)
-    device = store.device_info(identity["device_id"])
     settings = dict(identity)
     settings["warmup"] = _common_value(frame, "warmup")
     settings["runs"] = _common_value(frame, "runs")
@@ -262,7 +338,8 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
                 "source": {"store": str(getattr(store, "path", "")), "measurements": int(len(frame))},
                 "built": pd.Timestamp.now(tz="UTC").isoformat(), "correction": None,
                 "lutnas_version": lutnas.__version__}
-    return LatencyTable(rows, device, settings, space_name, metadata)
+    return LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
+                                       settings, space_name, metadata)
 
 
 def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, str | None]:
@@ -283,33 +360,3 @@ def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, s
     if loaded.source == space and Path(space).is_file():
         return loaded.name, Path(space).read_text()
     return loaded.name, None
-
-
-# ---------------------------------------------------------------------- comparing two tables
-
-@dataclass
-class TableDiff:
-    """B / A latency ratios of the keys two tables share (two devices, or two runtimes)."""
-
-    per_key: pd.DataFrame  # index key; a_ms, b_ms, ratio, kind; sorted by ratio
-    per_kind: pd.DataFrame  # index kind; keys, a_ms, b_ms, ratio_of_sums, median/min/max ratio
-    only_a: int
-    only_b: int
-
-
-def diff_tables(a: LatencyTable, b: LatencyTable) -> TableDiff:
-    common = a.frame.index.intersection(b.frame.index)
-    per_key = pd.DataFrame({"a_ms": a.frame.loc[common, "median_ms"].astype(float),
-                            "b_ms": b.frame.loc[common, "median_ms"].astype(float),
-                            "kind": a.frame.loc[common, "kind"].astype(str)})
-    per_key = per_key[(per_key["a_ms"] > 0) & np.isfinite(per_key["b_ms"])]
-    per_key["ratio"] = per_key["b_ms"] / per_key["a_ms"]
-    per_key = per_key.sort_values("ratio")
-    grouped = per_key.groupby("kind")
-    per_kind = pd.DataFrame({
-        "keys": grouped.size(), "a_ms": grouped["a_ms"].sum(), "b_ms": grouped["b_ms"].sum(),
-        "median_ratio": grouped["ratio"].median(), "min_ratio": grouped["ratio"].min(),
-        "max_ratio": grouped["ratio"].max()})
-    per_kind["ratio_of_sums"] = per_kind["b_ms"] / per_kind["a_ms"]
-    return TableDiff(per_key, per_kind, len(a.frame.index.difference(common)),
-                     len(b.frame.index.difference(common)))

@@ -16,7 +16,10 @@ import yaml
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
 from lutnas.space import BlockSpec
-from lutnas.tables.io import METADATA_KEY, export_csv, export_json, import_ofa_yaml, ofa_key_to_lutnas
+from lutnas.tables.export import export_csv, export_json
+from lutnas.tables.frame import COLUMNS
+from lutnas.tables.ofa import import_ofa_yaml, ofa_key_to_lutnas
+from lutnas.tables.parquet import METADATA_KEY
 from lutnas.tables.table import LatencyTable, make_frame
 
 DATA = Path(__file__).parent / "data"
@@ -105,10 +108,14 @@ def test_missing_file_names_the_fix(tmp_path: Path) -> None:
 
 def test_csv_and_json_exports(tmp_path: Path) -> None:
     table = small_table()
-    csv_path = export_csv(table, tmp_path / "t.csv")
+    csv_path, meta_path = export_csv(table, tmp_path / "t.csv")
     lines = csv_path.read_text().splitlines()
-    assert lines[0].startswith("# lutnas latency table: host-x runtime=tflite")
-    rows = list(csv.DictReader(lines[1:]))
+    # Issue 20: the CSV is plain (no `#` line); the context is in the sidecar beside it.
+    assert lines[0].startswith("key,median_ms,")
+    assert meta_path == tmp_path / "t.meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["device"]["device_id"] == "host-x" and meta["settings"]["runtime"] == "tflite"
+    rows = list(csv.DictReader(lines))
     assert [r["key"] for r in rows] == table.keys
     assert float(rows[0]["median_ms"]) == 0.2
     data = json.loads(export_json(table, tmp_path / "t.json").read_text())
@@ -173,3 +180,15 @@ def test_ofa_import_of_all_published_note10_tables() -> None:
     kinds = table.frame["kind"].value_counts()
     assert kinds["mbconv"] > 400 and kinds["conv"] == 5
     assert (table.frame["median_ms"] > 0).all()
+
+
+def test_csv_export_is_read_by_pandas_with_the_tables_columns(tmp_path: Path) -> None:
+    table = small_table()
+    csv_path, _ = export_csv(table, tmp_path / "out" / "t.csv")
+    read = pd.read_csv(csv_path)
+    assert list(read.columns) == ["key", *COLUMNS]
+    assert list(read["key"]) == table.keys
+    assert read["median_ms"].tolist() == table.frame["median_ms"].tolist()
+    assert read["trials"].tolist() == [5, 1] and read["kind"].tolist() == ["conv", "head"]
+    assert math.isnan(read.loc[1, "cv"]) and math.isnan(read.loc[1, "operator_ms"])
+    assert json.loads(read.loc[0, "operator_ms"]) == {"CONV_2D": 0.15}
