@@ -176,16 +176,23 @@ def full_epoch_steps(num_items: int, batch_size: int, world_size: int = 1) -> in
     return max(1, num_items // (batch_size * world_size))
 
 
+def _loader_generator() -> torch.Generator:
+    """A loader's own generator: without one, each new iterator draws its worker seed from torch's
+    global generator, which the on-device augmentation also draws from, and a resumed run (one more
+    iterator) would then augment differently from the uninterrupted one."""
+    return torch.Generator().manual_seed(SPLIT_SEED)
+
+
 def batch_loader(dataset: Dataset, batches: list[list[int]], workers: int = 0,
                  pin_memory: bool = False) -> DataLoader:
     """Loads `batches` (lists of indices) in order; `pin_memory` for asynchronous copies to a GPU."""
     return DataLoader(dataset, batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                      prefetch_factor=4 if workers else None)
+                      prefetch_factor=4 if workers else None, generator=_loader_generator())
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, pin_memory: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      pin_memory=pin_memory)
+                      pin_memory=pin_memory, generator=_loader_generator())
 
 
 def calibration_loader(dataset: Dataset, batch_size: int, batches: int, seed: int = 0) -> DataLoader:
