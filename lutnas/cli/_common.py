@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.console import Console
 
 from lutnas.errors import BadInputError
 from lutnas.space import SearchSpace, SubnetConfig
+from lutnas.space import read_config as read_space_config
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -34,12 +34,10 @@ def require(condition: bool, message: str) -> None:
 
 
 def read_config(space: SearchSpace, source: str) -> SubnetConfig:
-    """A subnet config from a JSON file path or from JSON text, validated against `space`."""
-    text = source
-    if not source.lstrip().startswith("{"):
-        path = Path(source)
-        if not path.is_file():
-            raise BadInputError(f"config {source!r} is neither a JSON file nor JSON text; "
-                                f"write one with `lutnas space sample {space.source or space.name}`")
-        text = path.read_text()
-    return space.config_from_json(text)
+    """The one reader of `--config` (and of every other flag that names a subnet), validated.
+
+    Accepts a SubnetConfig as JSON text or a .json file, a JSON object holding one under "config"
+    (search's best.json), ElasticViT's 10-tuple as a JSON list, `smallest` / `largest`, and the
+    released ElasticViT models by name (`elasticvit:S1` or `elastic_S1`). Raises ConfigError (exit
+    code 2) naming what was wrong and listing the accepted forms."""
+    return read_space_config(space, source)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lutnas.errors import ConfigError, PredictorError
+from lutnas.errors import PredictorError
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict a subnet's latency from a latency table")
     p.add_argument("--table", required=True, type=Path)
     p.add_argument("--config", required=True,
-                   help="subnet config: a JSON file, a JSON string, or 'smallest' / 'largest'")
+                   help="subnet config: a JSON file or string, search's best.json, ElasticViT's "
+                        "10-tuple, 'smallest' / 'largest', or a released model (elasticvit:S1)")
     p.add_argument("--space", help="space of the config (default: the table's)")
     p.add_argument("--predictor", choices=PREDICTORS, default="lut",
                    help="lut (default), or a predictor saved beside the table: learned, analytic "
@@ -30,17 +31,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_config(text: str, space: object) -> object:
+    """`--config` through the CLI's one config reader (`_common.read_config`: every form)."""
+    from lutnas.cli._common import read_config as read_any_config
     from lutnas.space import SearchSpace
 
     assert isinstance(space, SearchSpace)
-    if text in ("smallest", "largest"):
-        return getattr(space, text)()
-    path = Path(text)
-    if path.is_file():
-        text = path.read_text()
-    elif not text.lstrip().startswith("{"):
-        raise ConfigError(f"--config {text!r} is neither a file nor a JSON object")
-    return space.config_from_json(text)
+    return read_any_config(space, text)
 
 
 def predict_command(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from collections import Counter
 
@@ -29,6 +30,12 @@ def show_space(args: argparse.Namespace) -> int:
     small, large = space.complexity(space.smallest()), space.complexity(space.largest())
     console.print(f"[bold]{space.name}[/]  ({space.source})")
     console.print(f"subnets: {space.num_subnets():,}   resolutions: {list(space.resolutions)}")
+    if space.monotone_widths:
+        shrinking = 1 - space.num_subnets() / space.num_subnets(monotone=False)
+        console.print(f"monotone widths: yes (the {shrinking:.1%} of choices whose widths shrink "
+                      f"are not subnets)")
+    else:
+        console.print("monotone widths: no (any stage may be narrower than the one before)")
     console.print(f"MMACs: {small.macs / 1e6:.1f} (smallest) .. {large.macs / 1e6:.1f} (largest); "
                   f"params: {small.params / 1e6:.2f}M .. {large.params / 1e6:.2f}M")
     table = Table(title="unique blocks to profile")
@@ -48,7 +55,9 @@ def register_more(sub: argparse._SubParsersAction) -> None:
     blocks = sub.add_parser("blocks", help="list a subnet's blocks (execution order) and its cost")
     blocks.add_argument("space", help="built-in space name or a space YAML file")
     blocks.add_argument("--config", required=True,
-                        help="subnet config: a JSON file, or JSON text (see `lutnas space sample`)")
+                        help="subnet config: a JSON file or text (see `lutnas space sample`), "
+                             "search's best.json, ElasticViT's 10-tuple, smallest, largest, or a "
+                             "released ElasticViT model (elasticvit:S1)")
     blocks.set_defaults(handler=show_blocks)
     sample = sub.add_parser("sample", help="print random subnet configs of a space as JSON lines")
     sample.add_argument("space", help="built-in space name or a space YAML file")
@@ -56,6 +65,8 @@ def register_more(sub: argparse._SubParsersAction) -> None:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--largest", action="store_true", help="the largest subnet instead")
     sample.add_argument("--smallest", action="store_true", help="the smallest subnet instead")
+    sample.add_argument("--elasticvit", action="store_true",
+                        help="print ElasticViT's 10-tuple encoding instead of lutnas's JSON")
     sample.set_defaults(handler=sample_configs)
     block = sub.add_parser("block", help="parse a block key and show its cost and operators")
     block.add_argument("key", help="e.g. mbconv:hw=56,cin=24,cout=32,k=5,s=2,e=4,se=1,act=hswish")
@@ -87,7 +98,7 @@ def sample_configs(args: argparse.Namespace) -> int:
         rng = random.Random(args.seed)
         configs = [space.sample(rng) for _ in range(max(1, args.n))]
     for config in configs:
-        print(config.to_json())
+        print(json.dumps(config.to_elasticvit(space)) if args.elasticvit else config.to_json())
     return 0
 
 

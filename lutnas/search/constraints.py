@@ -205,6 +205,8 @@ def neighbours(space: SearchSpace, config: SubnetConfig) -> list[SubnetConfig]:
             for value in allowed:
                 if value != getattr(choice, name):
                     out.append(_with(d, ("stages", index, name), value))
+    if space.monotone_widths:  # a width change may make the widths shrink: not a subnet then
+        out = [c for c in out if not space.shrinking_widths(c)]
     return out
 
 
@@ -308,7 +310,8 @@ def sample_scaled(space: SearchSpace, rng: random.Random, size: float, spread: f
     data = {"resolution": pick(space.resolutions),
             "stem": {k: pick(v) for k, v in space.stem.choices().items()},
             "stages": [{k: pick(v) for k, v in stage.choices().items()} for stage in space.stages]}
-    return SubnetConfig.from_dict(data)
+    # Widths picked one by one may shrink; a monotone space gets them repaired (a no-op otherwise).
+    return space.repair_widths(SubnetConfig.from_dict(data))
 
 
 def build_pools(space: SearchSpace, cost_model: CostModel, constraints: Constraints,

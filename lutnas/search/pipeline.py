@@ -16,6 +16,7 @@ from lutnas.search.evolution import EvolutionSettings, Progress, SearchResult, e
 from lutnas.search.objectives import Objective, SupernetBundle
 from lutnas.search.report import plot_pareto, write_best, write_candidates
 from lutnas.space import SearchSpace, SubnetConfig
+from lutnas.space.config import elasticvit_or_none
 
 PREDICTORS = ("lut", "learned", "analytic")
 FORMATS_OUT = ("tflite", "onnx")
@@ -114,7 +115,8 @@ def run_target(job: SearchJob, target_ms: float, out: Path, progress: Progress |
     estimated = sorted({k for k in winner_blocks if k in job.estimated_keys})
     extra = {"space": job.space.name, "table": job.table_label,
              "blocks": len(winner_blocks), "blocks_estimated": estimated,
-             "exported": {k: v.name for k, v in files.items() if k in FORMATS_OUT}}
+             "exported": {k: v.name for k, v in files.items() if k in FORMATS_OUT},
+             "elasticvit": elasticvit_or_none(result.best.config, job.space)}
     files["best"] = write_best(result, out / "best.json", extra)
     return Outcome(result, out, files)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.complexity import Tally
 from lutnas.space.kinds import BlockKind, Params, register_kind
-from lutnas.space.vocabulary import conv_out, se_channels
+from lutnas.space.vocabulary import conv_out, mbconv_shortcut, se_channels
 
 op = BlockSpec.make
 
@@ -34,6 +34,7 @@ def _conv_ops(p: Params) -> list[BlockSpec]:
 
 
 def _mbconv_cost(t: Tally, p: Params) -> None:
+    """Expand, depthwise, SE, project, then the shortcut's pooling (0 MACs) and 1x1 projection."""
     hw, cin, cout, k, e = p["hw"], p["cin"], p["cout"], p["k"], p["e"]
     mid, ho = cin * e, conv_out(hw, p["s"])
     if e != 1:
@@ -43,6 +44,11 @@ def _mbconv_cost(t: Tally, p: Params) -> None:
         sm = se_channels(mid)
         t.layer(mid * sm + sm * mid, mid * sm + sm + sm * mid + mid, ho * ho * mid, ho * ho * mid)
     t.layer(ho * ho * mid * cout, mid * cout + 2 * cout, ho * ho * mid, ho * ho * cout)
+    pool, project = mbconv_shortcut(cin, cout, p["s"])
+    if pool:  # no MACs (torch's counter does not count pooling either)
+        t.layer(0, 0, hw * hw * cin, ho * ho * cin)
+    if project:
+        t.layer(ho * ho * cin * cout, cin * cout, ho * ho * cin, ho * ho * cout)
 
 
 def _mbconv_ops(p: Params) -> list[BlockSpec]:
@@ -59,8 +65,12 @@ def _mbconv_ops(p: Params) -> list[BlockSpec]:
         ops += [op("pool", hw=ho, c=mid), op("linear", n=1, cin=mid, cout=se_mid),
                 op("linear", n=1, cin=se_mid, cout=mid)]
     ops.append(op("conv2d", hw=ho, cin=mid, cout=p["cout"], k=1, s=1))
-    if p["s"] == 1 and p["cin"] == p["cout"]:
-        ops.append(op("add", n=ho * ho, c=p["cout"]))
+    pool, project = mbconv_shortcut(p["cin"], p["cout"], p["s"])
+    if pool:
+        ops.append(op("avgpool", hw=hw, c=p["cin"], s=p["s"]))
+    if project:
+        ops.append(op("conv2d", hw=ho, cin=p["cin"], cout=p["cout"], k=1, s=1))
+    ops.append(op("add", n=ho * ho, c=p["cout"]))
     return ops
 
 
@@ -132,6 +142,10 @@ def _tokens_out(p: Params) -> int:
 BLOCKS = (
     BlockKind("conv", ("hw", "cin", "cout", "k", "s", "act"), _map_in("cin"), _map_out("cout"),
               _conv_cost, _conv_ops),
+    # MBConv layer: [1x1 expand] -> kxk depthwise (stride s) -> [SE] -> 1x1 project, plus a residual
+    # that is always there (ElasticViT's MobileBlock, measured so in nn-Meter's phone tables): the
+    # input, average-pooled when s > 1, then a 1x1 projection conv (no BN) when cin != cout. The key
+    # format is unchanged: the shortcut follows from cin, cout and s (`vocabulary.mbconv_shortcut`).
     BlockKind("mbconv", ("hw", "cin", "cout", "k", "s", "e", "se", "act"), _map_in("cin"),
               _map_out("cout"), _mbconv_cost, _mbconv_ops,
               # the depthwise conv on the expanded width dominates
@@ -192,6 +206,9 @@ OPERATORS = (
               spatial_input=False),
     BlockKind("pool", ("hw", "c"), _map_in("c"), lambda p: p["c"],
               lambda t, p: t.layer(0, 0, p["hw"] ** 2 * p["c"], p["c"])),
+    # s x s average pooling with stride s (an MBConv's strided shortcut; padded on odd sizes)
+    BlockKind("avgpool", ("hw", "c", "s"), _map_in("c"), _map_out("c"),
+              lambda t, p: t.layer(0, 0, p["hw"] ** 2 * p["c"], conv_out(p["hw"], p["s"]) ** 2 * p["c"])),
 )
 
 

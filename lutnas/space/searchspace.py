@@ -8,20 +8,21 @@ profiling plan, the lookup-table sum, the static model and the supernet all foll
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+import lutnas.space.widths as W
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.complexity import Complexity, total_complexity
+from lutnas.space.config import StageChoice, StemChoice, SubnetConfig
 from lutnas.space.stages import MBCONV, PLURAL, TRANSFORMER, get_stage_type
 from lutnas.space.vocabulary import ACTIVATIONS, conv_out
 
@@ -69,65 +70,6 @@ class StageSpace:
         return {f: getattr(self, PLURAL[f]) for f in self.fields}
 
 
-@dataclass(frozen=True)
-class StemChoice:
-    width: int
-    depth: int
-    kernel: int
-
-
-@dataclass(frozen=True)
-class StageChoice:
-    """One stage's choices; fields that do not apply to the stage type are 0."""
-
-    depth: int
-    width: int
-    expand: int = 0
-    kernel: int = 0
-    mlp_ratio: int = 0
-    v_scale: int = 0
-
-
-@dataclass(frozen=True)
-class SubnetConfig:
-    resolution: int
-    stem: StemChoice
-    stages: tuple[StageChoice, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "resolution": self.resolution,
-            "stem": asdict(self.stem),
-            "stages": [{k: v for k, v in asdict(s).items() if v} for s in self.stages],
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "SubnetConfig":
-        if not isinstance(data, dict):
-            raise ConfigError(f"a subnet config is a JSON object, got {type(data).__name__}")
-        try:
-            stem = StemChoice(**data["stem"])
-            stages = tuple(StageChoice(**s) for s in data["stages"])
-            return cls(int(data["resolution"]), stem, stages)
-        except KeyError as exc:
-            raise ConfigError(
-                f"subnet config misses {exc}; expected keys resolution, stem, stages"
-            ) from None
-        except TypeError as exc:
-            raise ConfigError(f"subnet config has an unexpected field: {exc}") from None
-
-    @classmethod
-    def from_json(cls, text: str) -> "SubnetConfig":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"subnet config is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
-
-
 def _ints(raw: Any, where: str) -> tuple[int, ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
         raw = [raw]
@@ -151,6 +93,8 @@ class SearchSpace:
     downsample_se: bool = True
     head_expand: int = 6
     head_hidden: int = 1984
+    # Only subnets whose widths never shrink from the stem through the last stage (ElasticViT's rule).
+    monotone_widths: bool = False
     source: str = field(default="", compare=False)
 
     # ---------------------------------------------------------------- loading
@@ -203,14 +147,22 @@ class SearchSpace:
             stages.append(_parse_stage(raw, f"{source}: stage {index + 1}", index))
         down = data.get("downsample", {})
         head = data.get("head", {})
-        return cls(
+        monotone = data.get("monotone_widths", False)
+        if not isinstance(monotone, bool):
+            raise SpaceFileError(f"{source}: monotone_widths must be true or false, got {monotone!r}")
+        space = cls(
             name=str(data.get("name", source)), num_classes=int(data.get("num_classes", 1000)),
             activation=act, resolutions=_ints(data["resolutions"], f"{source}: resolutions"),
             stem=stem, stages=tuple(stages),
             downsample_expand=int(down.get("expand", 6)), downsample_kernel=int(down.get("kernel", 3)),
             downsample_se=bool(down.get("se", True)), head_expand=int(head.get("expand", 6)),
-            head_hidden=int(head.get("hidden", 1984)), source=source,
+            head_hidden=int(head.get("hidden", 1984)), monotone_widths=monotone, source=source,
         )
+        if monotone and W.lowest_chain(space.width_options()) is None:
+            raise SpaceFileError(f"{source}: monotone_widths is true but no choice of widths is "
+                                 f"non-decreasing from the stem to the last stage; widen the lists "
+                                 f"or set monotone_widths: false")
+        return space
 
     # ---------------------------------------------------------------- configs
     def validate(self, config: SubnetConfig) -> SubnetConfig:
@@ -235,16 +187,61 @@ class SearchSpace:
             if unused:
                 raise ConfigError(f"{stage.name} ({stage.type}): fields {unused} do not apply; "
                                   f"allowed fields are {list(stage.fields)}")
+        shrinking = self.shrinking_widths(config)
+        if shrinking:
+            raise ConfigError(f"space {self.name!r} has monotone_widths (no stage narrower than the "
+                              f"one before): {'; '.join(shrinking)}; widen the later stage")
         return config
+
+    # ---------------------------------------------------------------- width chains
+    def width_options(self) -> list[tuple[int, ...]]:
+        """Allowed widths of the stem, then of every stage (sorted)."""
+        return [self.stem.widths] + [stage.widths for stage in self.stages]
+
+    def width_names(self) -> list[str]:
+        return ["stem"] + [stage.name for stage in self.stages]
+
+    @staticmethod
+    def width_chain(config: SubnetConfig) -> list[int]:
+        """The config's widths: the stem's, then each stage's."""
+        return [config.stem.width] + [stage.width for stage in config.stages]
+
+    @staticmethod
+    def with_widths(config: SubnetConfig, chain: list[int]) -> SubnetConfig:
+        """`config` with the stem's and stages' widths replaced by `chain`."""
+        return SubnetConfig(config.resolution, replace(config.stem, width=chain[0]),
+                            tuple(replace(s, width=w) for s, w in zip(config.stages, chain[1:])))
+
+    def shrinking_widths(self, config: SubnetConfig) -> list[str]:
+        """Where `config`'s widths shrink, e.g. ['stage4 width=80 < stage3 width=96'], when the space
+        has `monotone_widths`; always [] otherwise (an empty list: the config's widths are fine)."""
+        if not self.monotone_widths:
+            return []
+        return W.decreases(self.width_chain(config), self.width_names())
+
+    def repair_widths(self, config: SubnetConfig) -> SubnetConfig:
+        """`config` with shrinking widths fixed (`widths.repair_chain`) when the space is monotone;
+        unchanged otherwise. For samplers that build configs choice by choice."""
+        if not self.monotone_widths:
+            return config
+        return self.with_widths(config, W.repair_chain(self.width_chain(config), self.width_options()))
 
     def config_from_json(self, text: str) -> SubnetConfig:
         return self.validate(SubnetConfig.from_json(text))
 
     def sample(self, rng: random.Random) -> SubnetConfig:
+        """A config drawn uniformly from the space's subnets.
+
+        Every choice is uniform and independent; with `monotone_widths` the width chain is then
+        redrawn uniformly among the non-decreasing chains (`widths.sample_chain`), which is exactly
+        the uniform distribution over the space's (monotone) subnets."""
         stem = StemChoice(**{k: rng.choice(v) for k, v in self.stem.choices().items()})
         stages = tuple(StageChoice(**{k: rng.choice(v) for k, v in s.choices().items()})
                        for s in self.stages)
-        return SubnetConfig(rng.choice(self.resolutions), stem, stages)
+        config = SubnetConfig(rng.choice(self.resolutions), stem, stages)
+        if self.monotone_widths:
+            config = self.with_widths(config, W.sample_chain(self.width_options(), rng))
+        return config
 
     def _extreme(self, pick: Any) -> SubnetConfig:
         stem = StemChoice(**{k: pick(v) for k, v in self.stem.choices().items()})
@@ -253,13 +250,24 @@ class SearchSpace:
         return SubnetConfig(pick(self.resolutions), stem, stages)
 
     def largest(self) -> SubnetConfig:
-        return self._extreme(max)
+        """Every choice at its largest; with `monotone_widths`, the largest non-decreasing widths."""
+        config = self._extreme(max)
+        if self.monotone_widths:
+            config = self.with_widths(config, W.highest_chain(self.width_options()) or [])
+        return config
 
     def smallest(self) -> SubnetConfig:
-        return self._extreme(min)
+        """Every choice at its smallest; with `monotone_widths`, the smallest non-decreasing widths."""
+        config = self._extreme(min)
+        if self.monotone_widths:
+            config = self.with_widths(config, W.lowest_chain(self.width_options()) or [])
+        return config
 
     def mutate(self, config: SubnetConfig, rng: random.Random, prob: float) -> SubnetConfig:
-        """Resample each choice independently with probability `prob`."""
+        """Resample each choice independently with probability `prob`.
+
+        With `monotone_widths`, a resampled width is drawn among the widths between its neighbours'
+        (`widths.mutate_chain`), so a valid parent always gives a valid child."""
         def maybe(value: int, allowed: tuple[int, ...]) -> int:
             return rng.choice(allowed) if rng.random() < prob else value
 
@@ -270,10 +278,18 @@ class SearchSpace:
             replace(choice, **{k: maybe(getattr(choice, k), v) for k, v in stage.choices().items()})
             for stage, choice in zip(self.stages, config.stages)
         )
-        return SubnetConfig(resolution, stem, stages)
+        child = SubnetConfig(resolution, stem, stages)
+        if self.monotone_widths:
+            # The independent width draws above are overridden: keep the parent's chain, mutate it.
+            chain = W.mutate_chain(self.width_chain(config), self.width_options(), rng, prob)
+            child = self.with_widths(child, chain)
+        return child
 
     def crossover(self, a: SubnetConfig, b: SubnetConfig, rng: random.Random) -> SubnetConfig:
-        """Uniform crossover: each choice comes from either parent with equal probability."""
+        """Uniform crossover: each choice comes from either parent with equal probability.
+
+        With `monotone_widths`, widths cross over by `widths.cross_chains` (either parent's width,
+        among those not below the child's previous width), so valid parents give a valid child."""
         def pick(x: Any, y: Any) -> Any:
             return x if rng.random() < 0.5 else y
 
@@ -282,12 +298,21 @@ class SearchSpace:
             StageChoice(**{k: pick(getattr(sa, k), getattr(sb, k)) for k in st.fields})
             for st, sa, sb in zip(self.stages, a.stages, b.stages)
         )
-        return SubnetConfig(pick(a.resolution, b.resolution), stem, stages)
+        child = SubnetConfig(pick(a.resolution, b.resolution), stem, stages)
+        if self.monotone_widths:
+            a, b = self.repair_widths(a), self.repair_widths(b)
+            child = self.with_widths(child, W.cross_chains(self.width_chain(a), self.width_chain(b), rng))
+        return child
 
-    def num_subnets(self) -> int:
+    def num_subnets(self, monotone: bool | None = None) -> int:
+        """Subnets of the space, exactly; with monotone widths (the space's setting unless `monotone`
+        says otherwise) only those whose widths never shrink, counted by a DP over the stages."""
         count = len(self.resolutions) * math.prod(len(v) for v in self.stem.choices().values())
         for stage in self.stages:
             count *= math.prod(len(v) for v in stage.choices().values())
+        if self.monotone_widths if monotone is None else monotone:
+            options = self.width_options()
+            count = count // math.prod(len(v) for v in options) * W.count_chains(options)
         return count
 
     # ---------------------------------------------------------------- blocks
@@ -337,7 +362,9 @@ class SearchSpace:
 
         A stage's blocks depend only on its input size, its input width (the previous stage's width
         choice) and its own choices, so walking stage by stage over reachable (size, width) pairs
-        covers every subnet in a few thousand steps even for `elasticvit`.
+        covers every subnet in a few thousand steps even for `elasticvit`. With `monotone_widths`
+        only widths some non-decreasing chain uses are walked, and only pairs with input width <=
+        output width, so the plan holds exactly the blocks the admitted subnets execute.
         """
         seen: dict[str, BlockSpec] = {}
 
@@ -345,22 +372,26 @@ class SearchSpace:
             for spec in specs:
                 seen.setdefault(spec.key, spec)
 
+        options = self.width_options()
+        usable = W.usable_widths(options) if self.monotone_widths else options
         for resolution in resolutions or self.resolutions:
             if resolution not in self.resolutions:
                 raise ConfigError(f"resolution {resolution} is not in {list(self.resolutions)} "
                                   f"of space {self.name!r}")
             hw = conv_out(resolution, self.stem.stride)
-            widths_in = set()
-            for width, kernel in itertools.product(self.stem.widths, self.stem.kernels):
+            for width, kernel in itertools.product(usable[0], self.stem.kernels):
                 add(self.stem_blocks(resolution, width, max(self.stem.depths), kernel))
-                widths_in.add(width)
-            for stage in self.stages:
-                for cin in sorted(widths_in):
-                    for values in _product(stage.choices(), exclude="depth"):
-                        choice = StageChoice(depth=max(stage.depths), **values)
-                        add(self.stage_blocks(stage, hw, cin, choice))
-                hw, widths_in = conv_out(hw, stage.stride), set(stage.widths)
-            for cin in sorted(widths_in):
+            widths_in = usable[0]
+            for stage, widths in zip(self.stages, usable[1:]):
+                choices = {**stage.choices(), "width": widths}
+                for cin in widths_in:
+                    for values in _product(choices, exclude="depth"):
+                        if self.monotone_widths and values["width"] < cin:
+                            continue
+                        add(self.stage_blocks(stage, hw, cin, StageChoice(depth=max(stage.depths),
+                                                                          **values)))
+                hw, widths_in = conv_out(hw, stage.stride), widths
+            for cin in widths_in:
                 add([self.head_block(hw, cin)])
         return list(seen.values())
 

@@ -20,3 +20,13 @@ def conv_out(hw: int, stride: int) -> int:
 def se_channels(channels: int) -> int:
     """SE bottleneck width: a quarter, rounded up to a multiple of 8 (MobileNetV3's rule)."""
     return max(8, (channels // 4 + 7) // 8 * 8)
+
+
+def mbconv_shortcut(cin: int, cout: int, stride: int) -> tuple[bool, bool]:
+    """The residual path of an MBConv layer as ElasticViT builds it: (pool, project).
+
+    Every MBConv layer adds a residual: the input itself (stride 1, same width), average-pooled
+    stride x stride when the layer is strided, then projected by a 1x1 conv (no BN, no bias) when the
+    width changes. nn-Meter's phone tables measured these blocks, so lutnas's keys mean the same.
+    """
+    return stride != 1, cin != cout

@@ -35,26 +35,13 @@ class ConvBlock(nn.Module):
         return Fn.conv_bn_act(x, self.conv, self.bn, self.cout, self.k, self.s, self.act)
 
 
-def mbconv_forward(
-    module: nn.Module, x: torch.Tensor, cin: int, cout: int, k: int, s: int, mid: int,
-    use_expand: bool, se: bool, act: str,
-) -> torch.Tensor:
-    """Inverted residual: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project (+ residual)."""
-    y = x
-    if use_expand:
-        y = Fn.conv_bn_act(y, module.expand_conv, module.expand_bn, mid, 1, 1, act)
-    y = Fn.conv_bn_act(y, module.dw_conv, module.dw_bn, mid, k, s, act, groups_depthwise=True)
-    if se:
-        y = Fn.squeeze_excite(y, module.se_reduce, module.se_expand, Fn.se_channels(mid))
-    y = Fn.conv_bn_act(y, module.project_conv, module.project_bn, cout, 1, 1, "none")
-    if s == 1 and cin == cout:
-        y = y + x
-    return y
-
-
 def make_mbconv_layers(module: nn.Module, cin: int, cout: int, k: int, mid: int, expand: bool,
-                       se: bool) -> None:
-    """Create an MBConv's layers on `module` at the given (maximal) sizes."""
+                       se: bool, project: bool) -> None:
+    """Create an MBConv's layers on `module` at the given (maximal) sizes.
+
+    `project`: the layer's input width can differ from its output width, so it needs the 1x1
+    shortcut conv. ElasticViT's shortcut conv has no BN (its BN is commented out in
+    `MobileBlock`), so neither has lutnas's; it would fold into the conv on export anyway."""
     if expand:
         module.expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
         module.expand_bn = nn.BatchNorm2d(mid)
@@ -66,19 +53,23 @@ def make_mbconv_layers(module: nn.Module, cin: int, cout: int, k: int, mid: int,
         module.se_expand = nn.Conv2d(se_mid, mid, 1)
     module.project_conv = nn.Conv2d(mid, cout, 1, bias=False)
     module.project_bn = nn.BatchNorm2d(cout)
+    if project:
+        module.shortcut_conv = nn.Conv2d(cin, cout, 1, bias=False)
 
 
 class MBConvBlock(nn.Module):
+    """MBConv layer with ElasticViT's residual (`lutnas.space.vocabulary.mbconv_shortcut`)."""
+
     def __init__(self, cin: int, cout: int, k: int, s: int, e: int, se: int, act: str) -> None:
         super().__init__()
         self.cin, self.cout, self.k, self.s, self.se, self.act = cin, cout, k, s, bool(se), act
         self.mid = cin * e
         self.use_expand = e != 1
-        make_mbconv_layers(self, cin, cout, k, self.mid, self.use_expand, self.se)
+        make_mbconv_layers(self, cin, cout, k, self.mid, self.use_expand, self.se, cin != cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mbconv_forward(self, x, self.cin, self.cout, self.k, self.s, self.mid,
-                              self.use_expand, self.se, self.act)
+        return Fn.mbconv(self, x, self.cin, self.cout, self.k, self.s, self.mid, self.use_expand,
+                         self.se, self.act)
 
 
 def make_attention_layers(module: nn.Module, c: int, qk_dim: int, v_dim: int, heads: int,
@@ -237,6 +228,7 @@ _BUILTIN: dict[str, ModuleFactory] = {
     "activation": lambda p: _Unary(lambda x: Fn.activation(x, p["act"])),
     "add": lambda p: AddOp(p["n"], p["c"]),
     "pool": lambda p: nn.AdaptiveAvgPool2d(1),
+    "avgpool": lambda p: _Unary(lambda x: Fn.shortcut_pool(x, p["s"])),
 }
 for _kind, _factory in _BUILTIN.items():
     register_module(_kind, _factory)

@@ -23,7 +23,6 @@ from lutnas.supernet.blocks import (
     head_forward,
     make_attention_layers,
     make_mbconv_layers,
-    mbconv_forward,
 )
 
 
@@ -71,16 +70,19 @@ class ElasticConv(nn.Module):
 
 
 class ElasticMBConv(nn.Module):
-    """MBConv with elastic input width, output width, kernel (centre crop) and expansion ratio."""
+    """MBConv with elastic input width, output width, kernel (centre crop) and expansion ratio.
+
+    `projects`: its input width can differ from its output width (a stage's first layer), so it
+    holds the largest 1x1 shortcut conv and slices it like the other layers."""
 
     def __init__(self, max_cin: int, max_cout: int, max_k: int, s: int, expands: tuple[int, ...],
-                 se: bool, act: str) -> None:
+                 se: bool, act: str, projects: bool = False) -> None:
         super().__init__()
         self.s, self.se, self.act = s, bool(se), act
         # An expand conv is needed as soon as one choice expands; e=1 choices skip it (as static).
         self.has_expand = any(e != 1 for e in expands)
         make_mbconv_layers(self, max_cin, max_cout, max_k, max_cin * max(expands), self.has_expand,
-                           self.se)
+                           self.se, projects)
 
     def run(self, x: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
         return self(x, spec.cout, spec.k, spec.e)
@@ -90,7 +92,7 @@ class ElasticMBConv(nn.Module):
 
     def forward(self, x: torch.Tensor, cout: int, k: int, e: int) -> torch.Tensor:
         cin = x.shape[1]
-        return mbconv_forward(self, x, cin, cout, k, self.s, cin * e, e != 1, self.se, self.act)
+        return Fn.mbconv(self, x, cin, cout, k, self.s, cin * e, e != 1, self.se, self.act)
 
     def extract(self, cin: int, cout: int, k: int, e: int) -> MBConvBlock:
         block = MBConvBlock(cin, cout, k, self.s, e, int(self.se), self.act)
@@ -108,6 +110,8 @@ class ElasticMBConv(nn.Module):
             _copy(block.se_expand.bias, self.se_expand.bias[:mid])
         _copy(block.project_conv.weight, self.project_conv.weight[:cout, :mid])
         _copy_bn(block.project_bn, self.project_bn, cout)
+        if cin != cout:
+            _copy(block.shortcut_conv.weight, self.shortcut_conv.weight[:cout, :cin])
         return block
 
 

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lutnas.space.vocabulary import ACTIVATIONS, se_channels
+from lutnas.space.vocabulary import ACTIVATIONS, mbconv_shortcut, se_channels
 
 __all__ = ["ACTIVATIONS", "se_channels"]  # re-exported: static and elastic blocks use Fn.se_channels
-
 
 
 def activation(x: torch.Tensor, name: str) -> torch.Tensor:
@@ -81,6 +80,37 @@ def squeeze_excite(x: torch.Tensor, reduce: nn.Conv2d, expand: nn.Conv2d, mid: i
     s = F.relu(F.conv2d(s, reduce.weight[:mid, :channels], reduce.bias[:mid]))
     s = F.hardsigmoid(F.conv2d(s, expand.weight[:channels, :mid], expand.bias[:channels]))
     return x * s
+
+
+def shortcut_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """ElasticViT's strided shortcut: `stride` x `stride` average pooling, padded by one on odd sizes.
+
+    The padded zeros count in the average (`count_include_pad`, as ElasticViT); the output size is
+    then `conv_out(hw, stride)`, the size of the strided depthwise conv's output.
+    """
+    padding = 0 if x.shape[-1] % stride == 0 else 1
+    return F.avg_pool2d(x, stride, stride, padding)
+
+
+def mbconv(module: nn.Module, x: torch.Tensor, cin: int, cout: int, k: int, s: int, mid: int,
+           use_expand: bool, se: bool, act: str) -> torch.Tensor:
+    """Inverted residual on `module`'s (largest) layers: [1x1 expand] -> kxk depthwise -> [SE] ->
+    1x1 project, plus the residual of `mbconv_shortcut` (the input, pooled when strided, projected by
+    `module.shortcut_conv` when the width changes). x: (B, cin, H, W) -> (B, cout, H/s, W/s).
+
+    `cin` is passed as a Python int (not read from `x`) so that tracing for export sees a constant."""
+    y = x
+    if use_expand:
+        y = conv_bn_act(y, module.expand_conv, module.expand_bn, mid, 1, 1, act)
+    y = conv_bn_act(y, module.dw_conv, module.dw_bn, mid, k, s, act, groups_depthwise=True)
+    if se:
+        y = squeeze_excite(y, module.se_reduce, module.se_expand, se_channels(mid))
+    y = conv_bn_act(y, module.project_conv, module.project_bn, cout, 1, 1, "none")
+    pool, project = mbconv_shortcut(cin, cout, s)
+    residual = shortcut_pool(x, s) if pool else x
+    if project:
+        residual = F.conv2d(residual, module.shortcut_conv.weight[:cout, :cin])
+    return y + residual
 
 
 def attention_tokens(

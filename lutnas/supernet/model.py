@@ -44,12 +44,14 @@ class Supernet(nn.Module):
             layers = nn.ModuleList()
             if stage.type == MBCONV:
                 k = max(stage.kernels)
-                layers.append(ElasticMBConv(cin, width, k, stage.stride, stage.expands, stage.se, act))
+                layers.append(ElasticMBConv(cin, width, k, stage.stride, stage.expands, stage.se, act,
+                                            projects=True))
                 layers.extend(ElasticMBConv(width, width, k, 1, stage.expands, stage.se, act)
                               for _ in range(max(stage.depths) - 1))
             else:
                 layers.append(ElasticMBConv(cin, width, space.downsample_kernel, stage.stride,
-                                            (space.downsample_expand,), space.downsample_se, act))
+                                            (space.downsample_expand,), space.downsample_se, act,
+                                            projects=True))
                 grid = conv_out(hw, stage.stride)
                 for _ in range(max(stage.depths)):
                     layers.append(ElasticAttention(width, stage.head_dim, max(stage.v_scales), grid, act))

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lutnas.errors import BadInputError
-from lutnas.space import SearchSpace, SubnetConfig
+from lutnas.space import SearchSpace, SubnetConfig, read_config
 from lutnas.supernet import data as D
 from lutnas.supernet.amp import (
     amp_policy,
@@ -305,12 +305,9 @@ class _Dist:
 
 # ---------------------------------------------------------------------------------------- training
 def _parse_eval_configs(space: SearchSpace, texts: Sequence[str]) -> list[SubnetConfig]:
-    configs = []
-    for text in texts:
-        path = Path(text)
-        raw = path.read_text() if not text.lstrip().startswith("{") and path.is_file() else text
-        configs.append(space.config_from_json(raw))
-    return configs
+    """Each `--eval-config` in any form `lutnas.space.read_config` accepts (JSON, best.json,
+    ElasticViT's 10-tuple, smallest/largest, released models such as elasticvit:S1)."""
+    return [read_config(space, text) for text in texts]
 
 
 def _build_sampler(options: TrainOptions, space: SearchSpace, latency_ms: CostFn | None) -> SubnetSampler:

@@ -60,3 +60,24 @@ def test_operator_modules_run_on_their_example_inputs(tiny_space: SearchSpace) -
     for op in ops.values():
         out = build_block(op)(example_input(op))
         assert torch.isfinite(out).all(), op.key
+
+
+@pytest.mark.parametrize("hw, cin, cout, s", [(11, 16, 24, 2), (12, 16, 24, 2), (11, 24, 24, 2),
+                                              (7, 32, 48, 1)])
+def test_mbconv_residual_is_elasticvits_shortcut(hw: int, cin: int, cout: int, s: int) -> None:
+    """With the main branch zeroed (project BN scale 0), the output is ElasticViT's residual:
+    `avg_pool2d(x, 2, padding=hw % 2)` when strided, then the 1x1 shortcut conv when cin != cout."""
+    spec = BlockSpec.make("mbconv", hw=hw, cin=cin, cout=cout, k=3, s=s, e=3, se=1, act="hswish")
+    block = build_block(spec)
+    with torch.no_grad():
+        block.project_bn.weight.zero_()
+        block.project_bn.bias.zero_()
+    x = example_input(spec, batch=2)
+    residual = nn.functional.avg_pool2d(x, s, padding=0 if hw % 2 == 0 else 1) if s == 2 else x
+    if cin != cout:
+        residual = nn.functional.conv2d(residual, block.shortcut_conv.weight)
+    else:
+        assert not hasattr(block, "shortcut_conv")
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), residual)
+    assert residual.shape[-1] == (hw - 1) // s + 1

@@ -87,3 +87,20 @@ def test_supernet_gradients_reach_only_active_slices(tiny_supernet: Supernet) ->
     # Layers beyond the active depth are not used at all.
     assert net.stages[0][1].dw_conv.weight.grad is None
     net.zero_grad()
+
+
+def test_elastic_mbconv_shortcut_extracts_exactly() -> None:
+    """A stage's first layer: pooled and projected residuals slice like every other layer."""
+    from lutnas.supernet.elastic import ElasticMBConv
+
+    torch.manual_seed(0)
+    layer = ElasticMBConv(32, 48, 5, 2, (3, 6), True, "hswish", projects=True).eval()
+    with torch.no_grad():
+        _perturb_bn(layer, torch.Generator().manual_seed(4))
+    for cin, cout, k, e, hw in [(16, 48, 3, 3, 11), (32, 32, 5, 6, 12), (24, 40, 5, 3, 7),
+                                (32, 48, 5, 6, 8)]:
+        x = torch.randn(2, cin, hw, hw, generator=torch.Generator().manual_seed(hw))
+        static = layer.extract(cin, cout, k, e).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(static(x), layer(x, cout, k, e), rtol=1e-5, atol=1e-5)
+        assert hasattr(static, "shortcut_conv") == (cin != cout)
