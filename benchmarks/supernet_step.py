@@ -3,6 +3,11 @@ same subnet extracted and trained alone (forward, backward, AdamW step), on the 
 
 Usage: .venv/bin/python benchmarks/supernet_step.py [--space tiny] [--subnets 5] [--batch-size 32]
 Prints a table and writes benchmarks/results/supernet_step.json.
+
+`--trainer-step` instead times whole training steps of the trainer (largest + 2 sampled subnets,
+ca+pa, AMP / channels_last as the device gets them) on random images at the space's largest
+resolution and reports the peak GPU memory: the GPU figure the training issue asks for, e.g.
+`--trainer-step --space elasticvit --batch-size 128 --device cuda`.
 """
 
 from __future__ import annotations
@@ -41,6 +46,42 @@ def time_interleaved(models: list[torch.nn.Module], x: torch.Tensor, y: torch.Te
     return times
 
 
+def trainer_step(args: argparse.Namespace) -> None:
+    """Median seconds per `_Run.train_step` and peak memory, written to supernet_trainer_step_*.json."""
+    import tempfile
+
+    from lutnas.supernet.train import Reporter, TrainOptions, _Dist, _Run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = TrainOptions(space=args.space, data="builtin:digits", out=tmp, batch_size=args.batch_size,
+                               sampler="ca+pa", pool_size=20, device=args.device, seed=args.seed)
+        run = _Run(options, Reporter(), _Dist(args.device), None, None)
+    resolution = max(run.space.resolutions)
+    x = torch.randn(args.batch_size, 3, resolution, resolution, device=run.device)
+    y = torch.randint(0, run.space.num_classes, (args.batch_size,), device=run.device)
+    cuda = run.device.type == "cuda"
+    times = []
+    for index in range(args.warmup + args.steps):
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        run.train_step(x, y)
+        run.step += 1
+        if cuda:
+            torch.cuda.synchronize()
+        if index >= args.warmup:
+            times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(run.device) / 2**30 if cuda else None
+    record = {"space": args.space, "batch_size": args.batch_size, "resolution": resolution,
+              "device": str(run.device), "amp": str(run.amp.dtype), "channels_last": run.channels_last,
+              "median_step_s": statistics.median(times), "peak_gib": peak, "torch": torch.__version__,
+              "gpu": torch.cuda.get_device_name(run.device) if cuda else None, "steps": args.steps}
+    print(json.dumps(record, indent=1))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"supernet_trainer_step_{args.space}_{run.device.type}.json").write_text(
+        json.dumps(record, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="tiny")
@@ -50,8 +91,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trainer-step", action="store_true", help="time whole trainer steps")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="with --trainer-step")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.trainer_step:
+        trainer_step(args)
+        return
     torch.manual_seed(args.seed)
     space = SearchSpace.load(args.space)
     supernet = Supernet(space).train()
