@@ -58,18 +58,23 @@ def make_mbconv_layers(module: nn.Module, cin: int, cout: int, k: int, mid: int,
 
 
 class MBConvBlock(nn.Module):
-    """MBConv layer with ElasticViT's residual (`lutnas.space.vocabulary.mbconv_shortcut`)."""
+    """MBConv layer with ElasticViT's residual (`lutnas.space.vocabulary.mbconv_shortcut`).
 
-    def __init__(self, cin: int, cout: int, k: int, s: int, e: int, se: int, act: str) -> None:
+    `hw`: the input size, when known, fixes the strided shortcut's padding at build time (a
+    constant for export); without it the padding follows each input."""
+
+    def __init__(self, cin: int, cout: int, k: int, s: int, e: int, se: int, act: str,
+                 hw: int | None = None) -> None:
         super().__init__()
         self.cin, self.cout, self.k, self.s, self.se, self.act = cin, cout, k, s, bool(se), act
+        self.hw = hw
         self.mid = cin * e
         self.use_expand = e != 1
         make_mbconv_layers(self, cin, cout, k, self.mid, self.use_expand, self.se, cin != cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return Fn.mbconv(self, x, self.cin, self.cout, self.k, self.s, self.mid, self.use_expand,
-                         self.se, self.act)
+                         self.se, self.act, self.hw)
 
 
 def make_attention_layers(module: nn.Module, c: int, qk_dim: int, v_dim: int, heads: int,
@@ -214,7 +219,8 @@ def example_input(spec: BlockSpec, batch: int = 1) -> torch.Tensor:
 
 _BUILTIN: dict[str, ModuleFactory] = {
     "conv": lambda p: ConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["act"]),
-    "mbconv": lambda p: MBConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["e"], p["se"], p["act"]),
+    "mbconv": lambda p: MBConvBlock(p["cin"], p["cout"], p["k"], p["s"], p["e"], p["se"], p["act"],
+                                    p["hw"]),
     "attn": lambda p: AttentionBlock(p["hw"], p["c"], p["hd"], p["vs"], p["act"]),
     "ffn": lambda p: FeedForwardBlock(p["c"], p["r"], p["act"]),
     "head": lambda p: HeadBlock(p["cin"], p["cmid"], p["chid"], p["ncls"], p["act"]),
@@ -228,7 +234,7 @@ _BUILTIN: dict[str, ModuleFactory] = {
     "activation": lambda p: _Unary(lambda x: Fn.activation(x, p["act"])),
     "add": lambda p: AddOp(p["n"], p["c"]),
     "pool": lambda p: nn.AdaptiveAvgPool2d(1),
-    "avgpool": lambda p: _Unary(lambda x: Fn.shortcut_pool(x, p["s"])),
+    "avgpool": lambda p: _Unary(lambda x: Fn.shortcut_pool(x, p["s"], p["hw"])),
 }
 for _kind, _factory in _BUILTIN.items():
     register_module(_kind, _factory)

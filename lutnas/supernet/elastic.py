@@ -88,14 +88,14 @@ class ElasticMBConv(nn.Module):
         return self(x, spec.cout, spec.k, spec.e)
 
     def extract_spec(self, spec: BlockSpec) -> MBConvBlock:
-        return self.extract(spec.cin, spec.cout, spec.k, spec.e)
+        return self.extract(spec.cin, spec.cout, spec.k, spec.e, spec.hw)
 
     def forward(self, x: torch.Tensor, cout: int, k: int, e: int) -> torch.Tensor:
         cin = x.shape[1]
         return Fn.mbconv(self, x, cin, cout, k, self.s, cin * e, e != 1, self.se, self.act)
 
-    def extract(self, cin: int, cout: int, k: int, e: int) -> MBConvBlock:
-        block = MBConvBlock(cin, cout, k, self.s, e, int(self.se), self.act)
+    def extract(self, cin: int, cout: int, k: int, e: int, hw: int | None = None) -> MBConvBlock:
+        block = MBConvBlock(cin, cout, k, self.s, e, int(self.se), self.act, hw)
         mid = block.mid
         if block.use_expand:
             _copy(block.expand_conv.weight, self.expand_conv.weight[:mid, :cin])

@@ -82,23 +82,26 @@ def squeeze_excite(x: torch.Tensor, reduce: nn.Conv2d, expand: nn.Conv2d, mid: i
     return x * s
 
 
-def shortcut_pool(x: torch.Tensor, stride: int) -> torch.Tensor:
+def shortcut_pool(x: torch.Tensor, stride: int, hw: int | None = None) -> torch.Tensor:
     """ElasticViT's strided shortcut: `stride` x `stride` average pooling, padded by one on odd sizes.
 
     The padded zeros count in the average (`count_include_pad`, as ElasticViT); the output size is
-    then `conv_out(hw, stride)`, the size of the strided depthwise conv's output.
+    then `conv_out(hw, stride)`, the size of the strided depthwise conv's output. `hw`: the input
+    size when the caller knows it (a static block), so that tracing for export sees a constant.
     """
-    padding = 0 if x.shape[-1] % stride == 0 else 1
+    size = x.shape[-1] if hw is None else hw
+    padding = 0 if size % stride == 0 else 1
     return F.avg_pool2d(x, stride, stride, padding)
 
 
 def mbconv(module: nn.Module, x: torch.Tensor, cin: int, cout: int, k: int, s: int, mid: int,
-           use_expand: bool, se: bool, act: str) -> torch.Tensor:
+           use_expand: bool, se: bool, act: str, hw: int | None = None) -> torch.Tensor:
     """Inverted residual on `module`'s (largest) layers: [1x1 expand] -> kxk depthwise -> [SE] ->
     1x1 project, plus the residual of `mbconv_shortcut` (the input, pooled when strided, projected by
     `module.shortcut_conv` when the width changes). x: (B, cin, H, W) -> (B, cout, H/s, W/s).
 
-    `cin` is passed as a Python int (not read from `x`) so that tracing for export sees a constant."""
+    `cin` (and `hw`, the input size, when known) are Python ints rather than read from `x`, so that
+    tracing for export sees constants."""
     y = x
     if use_expand:
         y = conv_bn_act(y, module.expand_conv, module.expand_bn, mid, 1, 1, act)
@@ -107,7 +110,7 @@ def mbconv(module: nn.Module, x: torch.Tensor, cin: int, cout: int, k: int, s: i
         y = squeeze_excite(y, module.se_reduce, module.se_expand, se_channels(mid))
     y = conv_bn_act(y, module.project_conv, module.project_bn, cout, 1, 1, "none")
     pool, project = mbconv_shortcut(cin, cout, s)
-    residual = shortcut_pool(x, s) if pool else x
+    residual = shortcut_pool(x, s, hw) if pool else x
     if project:
         residual = F.conv2d(residual, module.shortcut_conv.weight[:cout, :cin])
     return y + residual
