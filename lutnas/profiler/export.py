@@ -29,7 +29,7 @@ from torch import nn
 import lutnas
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
+from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt"}
@@ -53,7 +53,7 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             return "absent"
 
-    return {"lutnas": lutnas.__version__, "torch": version("torch"),
+    return {"lutnas": lutnas.__version__, "blocks": str(BLOCKS_REVISION), "torch": version("torch"),
             "litert-torch": version("litert-torch"), "onnx": version("onnx")}
 
 

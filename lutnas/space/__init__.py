@@ -7,7 +7,7 @@ these terms.
 """
 
 from lutnas.space.blockspec import BlockSpec, as_specs
-from lutnas.space.builtin_kinds import register_builtin_kinds
+from lutnas.space.builtin_kinds import BLOCKS_REVISION, register_builtin_kinds
 from lutnas.space.complexity import Complexity, Tally, block_complexity, total_complexity
 from lutnas.space.config import ELASTICVIT_ELEMENTS
 from lutnas.space.config_sources import read_config, released_config, released_models
@@ -39,8 +39,8 @@ register_builtin_kinds()
 register_builtin_stage_types()
 
 __all__ = [
-    "ACTIVATIONS", "BUILTIN_SPACES", "ELASTICVIT_ELEMENTS", "MBCONV", "STEM_FIELDS", "STRING_FIELDS",
-    "TRANSFORMER",
+    "ACTIVATIONS", "BLOCKS_REVISION", "BUILTIN_SPACES", "ELASTICVIT_ELEMENTS", "MBCONV",
+    "STEM_FIELDS", "STRING_FIELDS", "TRANSFORMER",
     "BlockKind", "BlockSpec", "Complexity", "SearchSpace", "Slot", "StageChoice", "StageSpace",
     "StageType", "StemChoice", "StemSpace", "SubnetConfig", "Tally", "all_kinds", "as_specs",
     "block_complexity", "conv_out", "get_kind", "get_stage_type", "kind_fields", "read_config",

@@ -13,6 +13,10 @@ from lutnas.space.kinds import BlockKind, Params, register_kind
 from lutnas.space.vocabulary import conv_out, mbconv_shortcut, se_channels
 
 op = BlockSpec.make
+# What the built-in blocks compute, as a number: bump it whenever a kind's module changes for the same
+# key, so cached exports (their digest includes it) are rebuilt. 2: every MBConv has ElasticViT's
+# residual (pooled when strided, projected when the width changes).
+BLOCKS_REVISION = 2
 
 
 def _heads(p: Params) -> int:
