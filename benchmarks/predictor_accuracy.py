@@ -24,9 +24,10 @@ from rich.console import Console
 
 from lutnas.device_agents.base import RunSettings
 from lutnas.device_agents.factory import open_agent
-from lutnas.predictors.evaluate import calibrate, evaluate_on_device, scatter_plot
+from lutnas.predictors.evaluate import scatter_plot
 from lutnas.profiler.export import ModelCache, tool_versions
 from lutnas.profiler.run import QualitySettings, run_profile
+from lutnas.profiler.subnets import calibrate, evaluate_on_device
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import build_table
 

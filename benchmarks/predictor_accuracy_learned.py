@@ -3,8 +3,8 @@
 Companion of `predictor_accuracy.py` (the LUT's benchmark, another owner): this script reports
 - learned and analytic predictors trained on 10/25/50% of a plan's blocks: block MAPE on the rest,
   and whole subnets measured end to end (share within ±10%, MAPE, Spearman) from the table completed
-  by the predictor (measured where measured, predicted elsewhere), with the whole-model overhead
-  (scale, intercept) fitted on calibration subnets like the LUT's correction;
+  by the predictor (measured where measured, predicted elsewhere), with the whole-model correction
+  (the one `Correction` of every block-sum predictor) fitted on calibration subnets;
 - adaptive profiling against random sampling at equal numbers of measured blocks (device time);
 - transfer tflite -> onnxruntime on this host (two runtimes standing in for two devices).
 
@@ -29,7 +29,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from lutnas.predictors.adaptive import covering_sample
-from lutnas.predictors.analytic import AnalyticPredictor, BlockSumPredictor
+from lutnas.predictors.analytic import AnalyticPredictor
+from lutnas.predictors.blocksum import BlockSumPredictor
 from lutnas.predictors.learned import LearnedPredictor
 from lutnas.predictors.transfer import TransferPredictor, choose_samples, transfer_report
 from lutnas.profiler.adaptive_run import _runner_for, measure_in_process, run_adaptive
@@ -76,12 +77,13 @@ class CompletedTable(BlockSumPredictor):
     """LUT over a table completed by a predictor: measured where measured, predicted elsewhere."""
 
     name = "completed"
+    fitted_attributes = ()  # nothing to learn: the table is given
 
     def __init__(self, space: SearchSpace, measured: dict[str, float], fill: Any | None) -> None:
         super().__init__(space)
         self.measured, self.fill = measured, fill
 
-    def predict_blocks_with_spread(self, specs):
+    def _predict_blocks(self, specs, use_measured=True):
         specs = list(specs)
         missing = [s for s in specs if getattr(s, "key", s) not in self.measured]
         filled = {}
@@ -95,7 +97,7 @@ class CompletedTable(BlockSumPredictor):
 
 def evaluate_completion(space, measured_all, train_keys, fill, cal, cal_ms, test, test_ms) -> dict[str, Any]:
     predictor = CompletedTable(space, {k: measured_all[k] for k in train_keys}, fill)
-    predictor.fit(cal, cal_ms)
+    predictor.calibrate(cal, cal_ms)
     return whole_subnet_scores(predictor.predict(test), test_ms)
 
 
@@ -153,7 +155,7 @@ def main() -> None:
     results: dict[str, Any] = {"space": args.space, "runtime": args.runtime, "blocks": len(plan),
                                "subnets": len(configs), "calibration": args.calibration,
                                "subnet_ms_range": [float(subnet_ms.min()), float(subnet_ms.max())]}
-    full = CompletedTable(space, blocks, None).fit(cal, cal_ms)
+    full = CompletedTable(space, blocks, None).calibrate(cal, cal_ms)
     results["lut_all_blocks_measured"] = whole_subnet_scores(full.predict(test), test_ms)
 
     rows = []
@@ -168,8 +170,7 @@ def main() -> None:
             truth = np.array([blocks[k] for k in held])
             for name, maker in (("learned", LearnedPredictor), ("analytic", AnalyticPredictor)):
                 predictor = maker(space).fit({k: blocks[k] for k in train})
-                block_pred = predictor.predict_blocks_with_spread(held)[0] if name == "analytic" else \
-                    predictor.predict_blocks_with_spread(held, use_measured=False)[0]
+                block_pred = predictor.predict_blocks(held, use_measured=False)
                 row = {"share": share, "sampling": sampling, "predictor": name, "measured": n,
                        "block_mape": float(np.mean(np.abs(block_pred - truth) / truth))}
                 row.update(evaluate_completion(space, blocks, train, predictor, cal, cal_ms, test,
@@ -208,16 +209,16 @@ def main() -> None:
             saved_path.write_text(json.dumps(saved))
         k = min(args.transfer_samples, len(plan) - 5)
         picked = {s.key: blocks[s.key] for s in choose_samples(source, k, args.seed)}
-        transfer = TransferPredictor(space, random_state=args.seed).fit_transfer(source, picked)
+        transfer = TransferPredictor(space, random_state=args.seed).fit(source, picked)
         report = transfer_report(transfer, blocks)
-        transfer.fit(cal, cal_ms)
+        transfer.calibrate(cal, cal_ms)
         report["whole_subnet"] = whole_subnet_scores(transfer.predict(test), test_ms)
         # Naive transfer for comparison: one global scale from the same K blocks.
         ratio = float(np.median([blocks[key] / source[key] for key in picked]))
         naive = CompletedTable(space, {}, None)
-        naive.predict_blocks_with_spread = lambda specs: (
+        naive._predict_blocks = lambda specs, use_measured=True: (
             np.array([picked.get(str(s), source[str(s)] * ratio) for s in specs]), np.zeros(len(specs)))
-        naive.fit(cal, cal_ms)
+        naive.calibrate(cal, cal_ms)
         report["whole_subnet_global_scale"] = whole_subnet_scores(naive.predict(test), test_ms)
         results["transfer"] = {"from": args.transfer_from, "to": args.runtime, **report}
 

@@ -83,7 +83,7 @@ def main() -> None:
         t = time.perf_counter()
         ms = predictor.predict(configs)
         timings.append(time.perf_counter() - t)
-    encoded = predictor.index.encode(configs)
+    encoded = predictor.index_.encode(configs)
     for _ in range(3):
         t = time.perf_counter()
         predictor.predict_encoded(encoded)

@@ -1,4 +1,8 @@
-"""`lutnas evaluate`: check a table's predictions against whole subnets measured on its device."""
+"""`lutnas evaluate`: check a table's predictions against whole subnets measured on its device.
+
+Parsing and printing only: measuring is `lutnas.profiler.subnets.evaluate_on_device`, scoring
+`lutnas.predictors.evaluate`. Heavy modules are imported by the handler, not at start-up.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lutnas.cli._common import err_console, positive_int
 from lutnas.errors import BadInputError
-from lutnas.tables.table import LatencyTable
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
@@ -25,7 +27,7 @@ DEFAULT_STORE = "measurements.sqlite"
 class _MeasuringProgress:
     """Export and measuring bars fed by `measure_subnets` and the profiling loop's callbacks."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Any) -> None:
         self.progress = progress
         self.export_task: Any = None
         self.measure_task: Any = None
@@ -47,6 +49,8 @@ class _MeasuringProgress:
 
 @contextlib.contextmanager
 def measuring_progress() -> Iterator[_MeasuringProgress]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         yield _MeasuringProgress(progress)
@@ -85,17 +89,24 @@ def print_reports(reports: list[Any], title: str) -> None:
 
 def evaluate_command(args: argparse.Namespace) -> int:
     from lutnas.device_agents.factory import AgentOptions, open_agent
-    from lutnas.predictors.evaluate import evaluate_on_device, scatter_plot
+    from lutnas.device_agents.remote import RemoteOptions
+    from lutnas.predictors.correction import Correction
+    from lutnas.predictors.evaluate import scatter_plot
+    from lutnas.profiler.subnets import evaluate_on_device
     from lutnas.tables.store import MeasurementStore
+    from lutnas.tables.table import LatencyTable
 
-    table = LatencyTable.load(args.table)
-    space = table.load_space()
-    if not table.correction:
-        err_console.print("[yellow]note:[/] the table has no whole-model correction "
-                          "(build-table --calibrate K); 'LUT + correction' is not reported")
-    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device)
     if args.samples < 2:
         raise BadInputError("--samples must be at least 2 to rank subnets")
+    table = LatencyTable.load(args.table)
+    space = table.load_space()
+    if table.correction:
+        err_console.print(f"correction: {Correction.from_dict(table.correction).describe()}; every "
+                          f"block-sum predictor is corrected on the same subnets")
+    else:
+        err_console.print("[yellow]note:[/] the table has no whole-model correction "
+                          "(build-table --calibrate K); 'LUT + correction' is not reported")
+    options = AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device))
     with MeasurementStore(args.store) as store, open_agent(args.device, options) as agent, \
             measuring_progress() as progress:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed, store, args.trials,

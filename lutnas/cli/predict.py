@@ -1,4 +1,7 @@
-"""`lutnas predict --table T --config subnet.json [--explain]`: a subnet's latency from a table."""
+"""`lutnas predict --table T --config subnet.json [--explain]`: a subnet's latency from a table.
+
+Parsing and printing only; predictors and tables are imported when the command runs.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +16,20 @@ from lutnas.errors import PredictorError
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
-PREDICTORS = ("lut", "learned", "analytic", "transfer")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from lutnas.predictors.registry import saved_names  # the one list of predictor names
+
     p = subparsers.add_parser("predict", help="predict a subnet's latency from a latency table")
     p.add_argument("--table", required=True, type=Path)
     p.add_argument("--config", required=True,
                    help="subnet config: a JSON file or string, search's best.json, ElasticViT's "
                         "10-tuple, 'smallest' / 'largest', or a released model (elasticvit:S1)")
     p.add_argument("--space", help="space of the config (default: the table's)")
-    p.add_argument("--predictor", choices=PREDICTORS, default="lut",
-                   help="lut (default), or a predictor saved beside the table: learned, analytic "
-                        "(build-table --predictor) or transfer (lutnas transfer)")
+    p.add_argument("--predictor", choices=("lut", *saved_names()), default="lut",
+                   help="lut (default), or a predictor saved beside the table by build-table "
+                        "--predictor or lutnas transfer")
     p.add_argument("--explain", action="store_true", help="list every block with its latency")
     p.set_defaults(handler=predict_command)
 
@@ -49,7 +53,7 @@ def predict_command(args: argparse.Namespace) -> int:
     config = read_config(args.config, space)
     if args.predictor != "lut":
         return _predict_saved(args, table, space, config)
-    predictor = LutPredictor(table, space)
+    predictor = LutPredictor(space).fit(table)
     raw = float(predictor.predict([config])[0])
     if args.explain:
         frame = predictor.explain(config)
@@ -62,22 +66,21 @@ def predict_command(args: argparse.Namespace) -> int:
         console.print(out)
     console.print(f"LUT sum: {raw:.4f} ms  ({table.describe_settings()})")
     if table.correction:
-        corrected = float(predictor.as_corrected().predict([config])[0])
-        from lutnas.cli.table import describe_correction
-
-        console.print(f"LUT + correction: {corrected:.4f} ms  (= {describe_correction(table.correction)}, "
-                      f"fitted on {table.correction.get('n', '?')} measured subnets)")
+        corrected = predictor.as_corrected()
+        console.print(f"LUT + correction: {float(corrected.predict([config])[0]):.4f} ms  "
+                      f"(= {corrected.correction_.describe()})")
     return 0
 
 
 def _predict_saved(args: argparse.Namespace, table: Any, space: Any, config: Any) -> int:
     """A predictor saved beside the table: its whole-model figure and, with --explain, its blocks."""
+    from lutnas.predictors.registry import entry
     from lutnas.predictors.serialize import load_predictor, predictor_path
 
     path = predictor_path(args.table, args.predictor)
     if not path.is_file():
-        how = ("lutnas transfer ... --out " + str(args.table) if args.predictor == "transfer"
-               else f"lutnas build-table ... --out {args.table} --predictor {args.predictor}")
+        how = (f"lutnas build-table ... --out {args.table} --predictor {args.predictor}"
+               if entry(args.predictor).from_table else f"lutnas transfer ... --out {args.table}")
         raise PredictorError(f"no {args.predictor} predictor beside {args.table} ({path} is missing); "
                              f"run `{how}` first")
     predictor = load_predictor(args.table, args.predictor, space)
@@ -92,9 +95,7 @@ def _predict_saved(args: argparse.Namespace, table: Any, space: Any, config: Any
             out.add_row(str(position), str(row["key"]), f"{row['ms']:.4f}", f"{row['spread_ms']:.4f}",
                         *((str(row["bound"]),) if bounds else ()))
         console.print(out)
-    correction = getattr(predictor, "correction_", {})
-    corrected = correction and (correction.get("scale") != 1.0 or correction.get("intercept") != 0.0)
-    note = (f"= {correction['scale']:.4f} x block sum {correction['intercept']:+.4f} ms"
-            if corrected else "block sum, no whole-model correction")
+    correction = predictor.correction
+    note = f"= {correction.describe()}" if correction.fitted else "block sum, no whole-model correction"
     console.print(f"{args.predictor}: {ms:.4f} ms  ({note}; {table.describe_settings()})")
     return 0

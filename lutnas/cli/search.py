@@ -20,7 +20,7 @@ from rich.table import Table
 from lutnas.cli._common import console, err_console, load_space, positive_int, require
 from lutnas.errors import SearchError
 from lutnas.search.evolution import Candidate
-from lutnas.search.pipeline import Outcome, SearchJob
+from lutnas.search.pipeline import FILLS, PREDICTORS, Exporter, Outcome, SearchJob
 
 
 def _targets(text: str) -> list[float]:
@@ -39,14 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                              "latency target")
     p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
     p.add_argument("--table", required=True, type=Path, help="latency table (.parquet)")
-    p.add_argument("--predictor", default="lut", choices=("lut", "learned", "analytic"))
+    p.add_argument("--predictor", default="lut", choices=PREDICTORS)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-ms", type=float, help="latency cap in milliseconds")
     target.add_argument("--targets", type=_targets, metavar="MS,MS,...",
                         help="one search per target (e.g. 5,10,20) and one plot of the winners")
     p.add_argument("--window-ms", type=float, default=0.5,
                    help="predicted latency must lie in [target - window, target] (default 0.5)")
-    p.add_argument("--fill", default="analytic", choices=("analytic", "learned", "none"),
+    p.add_argument("--fill", default="analytic", choices=FILLS,
                    help="price blocks the table lacks with this predictor, fitted on the table "
                         "(default analytic; none: a missing block is an error)")
     p.add_argument("--max-params", help="hard cap on parameters, e.g. 5M or 800k")
@@ -126,8 +126,8 @@ def run_search(args: argparse.Namespace) -> int:
                 bar.update(task, completed=done,
                            best=f"best {best.score:.4g} at {best.latency_ms:.3f} ms")
 
-            outcome = run_target(job, target, out, progress, export=not args.no_export,
-                                 cache_root=args.cache)
+            outcome = run_target(job, target, out, progress,
+                                 export=None if args.no_export else _exporter(job, args.cache))
         outcomes.append(outcome)
         _print_outcome(outcome)
         if args.verify_on:
@@ -162,18 +162,28 @@ def _print_outcome(outcome: Outcome) -> None:
     console.print(f"outputs: {', '.join(str(p) for p in outcome.files.values())}")
 
 
+def _exporter(job: SearchJob, cache: Path | None) -> Exporter:
+    """Writes the winner's model files (the profiler's export) into its output folder."""
+    from lutnas.profiler.subnets import export_winner
+    from lutnas.search.pipeline import winner_module
+
+    return lambda config, out: export_winner(job.space, config, out, winner_module(job, config), cache)
+
+
 def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Outcome) -> None:
     from lutnas.device_agents.factory import AgentOptions
-    from lutnas.search.pipeline import verify_winner
+    from lutnas.profiler.subnets import verify_winner
+    from lutnas.search.pipeline import winner_module
 
     options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
                            onnx_runner=args.onnx_runner)
     result = outcome.result
     with console.status(f"measuring the winner on {args.verify_on} "
                         f"({args.verify_trials} trials)..."):
-        check = verify_winner(job, table, result.best.config, result.best.latency_ms,
+        check = verify_winner(job.space, table, result.best.config, result.best.latency_ms,
                               outcome.out, args.verify_on, args.verify_trials,
-                              agent_options=options, cache_root=args.cache)
+                              agent_options=options, cache_root=args.cache,
+                              module=winner_module(job, result.best.config))
     console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
                   f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms "
                   f"({check.error_pct:+.1f}%)")

@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_build(subparsers: argparse._SubParsersAction) -> None:
+    from lutnas.predictors.registry import fittable_names  # the one list of predictor names
+
     b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
     b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
     b.add_argument("--device", help="device id in the store (needed when it holds several)")
@@ -93,7 +95,7 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="calibration subnets at these resolutions (default: those the table covers)")
     b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
-    b.add_argument("--predictor", choices=("learned", "analytic", "all"),
+    b.add_argument("--predictor", choices=(*fittable_names(), "all"),
                    help="also fit these predictors on the table's measured blocks and save each "
                         "beside it (TABLE.<name>.predictor.npz)")
     b.add_argument("--fresh", action="store_true",
@@ -180,7 +182,8 @@ def _print_rebuild(args: argparse.Namespace, rebuild: Any, other_predictors: lis
 def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
     from lutnas.cli.evaluate import measuring_progress
     from lutnas.device_agents.factory import open_agent
-    from lutnas.predictors.evaluate import calibrate
+    from lutnas.predictors.correction import Correction
+    from lutnas.profiler.subnets import calibrate
 
     space = table.load_space()
     with open_agent(args.calibrate_on) as agent, measuring_progress() as progress:
@@ -188,8 +191,8 @@ def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
                                resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
                                progress=progress.on_loop, on_export=progress.on_export)
-    console.print(f"correction from {correction['n']} subnets: measured = {describe_correction(correction)} "
-                  f"(fit RMSE {correction['rmse_ms']:.4f} ms)")
+    console.print(f"correction from {correction['n']} subnets: measured = "
+                  f"{Correction.from_dict(correction).describe()} (fit RMSE {correction['rmse_ms']:.4f} ms)")
 
 
 def show_command(args: argparse.Namespace) -> int:

@@ -1,21 +1,19 @@
-"""`lutnas transfer --from TABLE_A (--device B | --to-table TABLE_B) --samples K --out TABLE`."""
+"""`lutnas transfer --from TABLE_A (--device B | --to-table TABLE_B) --samples K --out TABLE`.
+
+Parsing and printing only: the transfer is `lutnas.predictors.transfer` (from a table of B) or
+`lutnas.profiler.subnets.transfer_on_device` (measuring B); both are imported when the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from rich.table import Table
 
 from lutnas.cli._common import console, err_console, positive_int
-from lutnas.predictors.features import measured_latencies
-from lutnas.predictors.serialize import predictor_path, save_predictor
-from lutnas.predictors.transfer import TransferPredictor, choose_samples, transfer_report
-from lutnas.tables.table import LatencyTable
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,78 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def transfer_command(args: argparse.Namespace) -> int:
+    from lutnas.predictors.serialize import predictor_path, save_predictor
+    from lutnas.predictors.transfer import transfer_between_tables
+    from lutnas.tables.table import LatencyTable
+
     table_a = LatencyTable.load(args.source)
-    samples = choose_samples(table_a, args.samples, args.seed)
     if args.to_table is not None:
-        table_b = LatencyTable.load(args.to_table)
-        known_b = measured_latencies(table_b)
-        picked = {s.key: float(known_b[s.key]) for s in samples if s.key in known_b.index}
-        if len(picked) < min(len(samples), 3):
-            # Table B lacks some chosen blocks: fill from what B has, still spanning kinds.
-            picked = {s.key: float(known_b[s.key])
-                      for s in choose_samples(known_b[known_b.index.isin(table_a.frame.index)],
-                                              args.samples, args.seed)}
-        heldout = known_b.drop(index=list(picked))
-        device, settings = table_b.device, dict(table_b.settings)
-        base_rows = table_b.frame
+        result = transfer_between_tables(table_a, LatencyTable.load(args.to_table), args.samples,
+                                         args.seed, str(args.source))
     else:
-        picked, heldout, device, settings = _measure_on_device(args, table_a, samples)
-        base_rows = None
-    predictor = TransferPredictor(random_state=args.seed).fit_transfer(table_a, picked)
-    report = transfer_report(predictor, heldout)
-    # Held-out blocks measured on B are measurements of B: the table keeps them, not predictions.
-    extra_measured = heldout if args.to_table is None else None
-    out = _write_table(args.out, predictor, table_a, device, settings, base_rows, report, args,
-                       extra_measured)
-    saved = save_predictor(predictor, predictor_path(out, "transfer"),
-                           extra={"from": str(args.source), "report": report})
-    _print(report, out, saved, len(picked))
+        from lutnas.profiler.subnets import transfer_on_device  # exports: torch only when measuring
+
+        err_console.print(f"measuring {args.samples} + {max(args.holdout, 0)} blocks on {args.device} ...")
+        result = transfer_on_device(table_a, args.device, args.samples, args.holdout, args.runtime,
+                                    args.threads, args.trials, args.store, args.seed, str(args.source))
+    out = result.table.save(args.out)
+    saved = save_predictor(result.predictor, predictor_path(out, "transfer"),
+                           extra={"from": str(args.source), "report": result.report})
+    _print(result.report, out, saved, len(result.predictor.measured_))
     return 0
-
-
-def _measure_on_device(args: argparse.Namespace, table_a: LatencyTable,
-                       samples: list[Any]) -> tuple[dict[str, float], pd.Series, Any, dict[str, Any]]:
-    from lutnas.device_agents.base import RunSettings
-    from lutnas.device_agents.factory import open_agent
-    from lutnas.profiler.adaptive_run import store_measurer
-    from lutnas.space import BlockSpec
-    from lutnas.tables.store import MeasurementStore
-
-    settings = RunSettings(runtime=args.runtime or str(table_a.settings.get("runtime", "tflite")),
-                           threads=int(args.threads or table_a.settings.get("threads") or 1))
-    extra: list[BlockSpec] = []
-    if args.holdout > 0:
-        chosen = {s.key for s in samples}
-        rest = [k for k in table_a.keys if k not in chosen and not k.startswith("subnet:")]
-        drawn = random.Random(args.seed).sample(rest, min(args.holdout, len(rest)))
-        extra = [BlockSpec.parse(k) for k in drawn]
-    with open_agent(args.device) as agent, MeasurementStore(args.store) as store:
-        measure = store_measurer(agent, settings, args.trials, store)
-        err_console.print(f"measuring {len(samples)} + {len(extra)} blocks on {args.device} ...")
-        figures = measure(list(samples) + extra)
-        info = agent.info()
-    picked = {s.key: figures[s.key] for s in samples if s.key in figures}
-    heldout = pd.Series({s.key: figures[s.key] for s in extra if s.key in figures}, dtype=float)
-    return picked, heldout, info, LatencyTable.settings_from(info.device_id, settings)
-
-
-def _write_table(out: Path, predictor: TransferPredictor, table_a: LatencyTable, device: Any,
-                 settings: dict[str, Any], base_rows: pd.DataFrame | None, report: dict[str, Any],
-                 args: argparse.Namespace, extra_measured: pd.Series | None = None) -> Path:
-    predicted = predictor.predict_table()
-    # Blocks measured on B: the K fitted ones, held-out ones measured here, B's own rows where known.
-    measured = predicted.loc[predicted["source"] == "measured", "median_ms"]
-    if extra_measured is not None and len(extra_measured):
-        extra = extra_measured[extra_measured.index.isin(predicted.index)].astype(float)
-        measured = pd.concat([measured.drop(index=extra.index, errors="ignore"), extra])
-    rows = measured.to_frame("median_ms")
-    if base_rows is not None:
-        own = rows.index.intersection(base_rows.index)
-        rows = pd.concat([base_rows.loc[own], rows.drop(index=own)])
-    metadata = {"transfer": {"from": str(args.source), "samples": len(predictor.measured_),
-                             "report": report}, "space_yaml": table_a.metadata.get("space_yaml")}
-    table = LatencyTable.from_latencies(rows, device, settings, table_a.space, metadata)
-    return table.completed_with(predicted[["median_ms"]], source="predicted:transfer").save(out)
 
 
 def _print(report: dict[str, Any], out: Path, saved: Path, samples: int) -> None:
@@ -133,4 +78,3 @@ def _print(report: dict[str, Any], out: Path, saved: Path, samples: int) -> None
     console.print(table)
     console.print(f"within ±10%: {report['within_10pct']:.0%}   within ±5%: {report['within_5pct']:.0%}")
     console.print(json.dumps({k: v for k, v in report.items() if k != "by_kind"}))
-

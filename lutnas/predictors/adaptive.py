@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from lutnas.errors import BadInputError
-from lutnas.predictors.features import as_specs, block_feature_frame, log_features
-from lutnas.space import BlockSpec
+from lutnas.predictors.features import block_feature_frame, log_features
+from lutnas.space import BlockSpec, as_specs
 
 
 def _standardised(specs: Sequence[BlockSpec], kind: str) -> np.ndarray:
@@ -152,7 +152,7 @@ class AdaptiveSelector:
         size = min(self.batch, limit if limit is not None else self.batch, len(remaining))
         if size <= 0:
             return []
-        _, spread = predictor.predict_blocks_with_spread(remaining, use_measured=False)
+        _, spread = predictor.predict_blocks(remaining, return_spread=True, use_measured=False)
         return pick_uncertain(remaining, np.asarray(spread, dtype=float), size)
 
 

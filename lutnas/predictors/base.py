@@ -1,46 +1,72 @@
-"""The one face every latency predictor shows (STYLE.md, after scikit-learn's estimator contract).
+"""The one face every latency predictor shows (DESIGN.md, after scikit-learn's estimator contract).
 
-`fit(...) -> self`, `predict(configs) -> ms ndarray`, `evaluate(configs, measured_ms) -> report`, so
-search and evaluation never care which predictor they hold. Learned state ends in `_`.
+- Hyper-parameters are constructor arguments, stored unchanged; nothing is learned there.
+- `fit(...) -> self` learns from the predictor's data (a table of measured blocks for most; table A
+  and blocks measured on B for transfer). Learned state ends in `_`, and `check_fitted` is the one
+  test of it.
+- `predict(configs) -> ms`: one float64 per config. Block predictors add
+  `predict_blocks(specs, return_spread=False)`.
+- `calibrate(configs, measured_ms)` fits what whole subnets measured end to end can teach (the
+  `Correction` of block-sum predictors), where a predictor has something to calibrate.
 
-A predictor that can price single blocks (a learned one trained on block shapes) also offers
-`predict_blocks(specs) -> ms ndarray`; the LUT predictor uses that to fill keys its table lacks.
-
-The registry lets evaluation report every predictor that can be built for a table without knowing
-them: issue 6 (learned) and the analytic predictor register themselves with `register_predictor`.
+Which predictors exist, and how one is built for a table, is `registry.py`'s business.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from lutnas.errors import PredictorError
-from lutnas.space import BlockSpec, SubnetConfig
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
+
+if TYPE_CHECKING:
+    from lutnas.tables.table import LatencyTable
+
+TABLE = "table"  # `fit(table)`: learns from one table of measured blocks
+TWO_TABLES = "two tables"  # `fit(table_a, measured_b)`: maps a known device's table to a new one
 
 
 class Predictor(ABC):
-    """Latency of whole subnets in milliseconds."""
+    """Latency of whole subnets in milliseconds.
 
-    name: str = "predictor"
+    Class attributes describe the predictor to the registry and to error messages: `name` (its
+    registry name), `fit_hint` (how to fit it), `learns_from` (TABLE or TWO_TABLES) and
+    `fitted_attributes` (the learned state `check_fitted` looks for; None: any public attribute
+    ending in `_`; (): nothing to learn).
+    """
 
-    def fit(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float]) -> "Predictor":
-        """Learn from whole subnets measured end to end; predictors with nothing to learn keep this."""
+    name: ClassVar[str] = "predictor"
+    fit_hint: ClassVar[str] = "fit(table)"
+    learns_from: ClassVar[str] = TABLE
+    fitted_attributes: ClassVar[tuple[str, ...] | None] = None
+
+    @property
+    def label(self) -> str:
+        """The name reports and plots show."""
+        return self.name
+
+    def fit(self, *data: Any) -> Predictor:
+        """Learn from the predictor's data; a predictor with nothing to learn keeps this."""
         return self
 
     @abstractmethod
     def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
         """One latency (ms) per config, as a float64 array of len(configs)."""
 
-    def evaluate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float]) -> Any:
-        """Accuracy against measured whole models (an `AccuracyReport`)."""
-        from lutnas.predictors.evaluate import accuracy
+    @property
+    def wants_calibration(self) -> bool:
+        """Whether `calibrate` on measured whole subnets would change this predictor."""
+        return False
 
-        return accuracy(self.name, self.predict(configs), np.asarray(measured_ms, dtype=float))
+    def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
+                  invoke_ms: float | None = None) -> Predictor:
+        """Fit to whole subnets measured end to end; PredictorError where there is nothing to fit."""
+        raise PredictorError(f"the {self.label} predictor has nothing to calibrate on whole subnets")
 
 
 @runtime_checkable
@@ -52,60 +78,41 @@ class BlockPredictor(Protocol):
     def predict_blocks(self, specs: Sequence[BlockSpec]) -> np.ndarray: ...
 
 
+def check_fitted(predictor: Any, attributes: Sequence[str] | None = None) -> None:
+    """Raise PredictorError naming how to fit `predictor` unless its learned state exists.
+
+    `attributes` default to the class's `fitted_attributes`; when that is None too, any public
+    attribute ending in `_` counts as learned state (scikit-learn's rule). The message uses the
+    predictor's `label` and `fit_hint`.
+    """
+    names = attributes if attributes is not None else getattr(type(predictor), "fitted_attributes", None)
+    if names is None:
+        fitted = any(k.endswith("_") and not k.startswith("_") for k in vars(predictor))
+    else:
+        fitted = all(hasattr(predictor, name) for name in names)
+    if not fitted:
+        label = getattr(predictor, "label", type(predictor).__name__)
+        raise PredictorError(f"the {label} predictor is not fitted; call "
+                             f"{getattr(predictor, 'fit_hint', 'fit(...)')} first")
+
+
 @dataclass(frozen=True)
 class PredictorContext:
-    """What a registered builder may use: the table, its space, and the calibration subnets."""
+    """What the registry builds a predictor from: the table, its space, and the whole subnets
+    measured for calibration (with the measured per-invoke overhead, when there is one)."""
 
-    table: Any  # LatencyTable
-    space: Any  # SearchSpace
-    calibration_configs: Sequence[SubnetConfig]
-    calibration_ms: Sequence[float]
+    table: LatencyTable
+    space: SearchSpace
+    calibration_configs: Sequence[SubnetConfig] = ()
+    calibration_ms: Sequence[float] = ()
+    invoke_ms: float | None = None
 
-
-# name -> builder(context) -> Predictor or None (None: not available for this table).
-Builder = Callable[[PredictorContext], "Predictor | None"]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register_predictor(name: str, builder: Builder) -> None:
-    _REGISTRY[name] = builder
-
-
-def registered_predictors() -> dict[str, Builder]:
-    _load_builtin()
-    return dict(_REGISTRY)
-
-
-def build_available(context: PredictorContext) -> list[Predictor]:
-    """Every registered predictor that can be built for this context, in registration order."""
-    built = []
-    builders = registered_predictors()
-    order = [n for n in REPORT_ORDER if n in builders] + [n for n in builders if n not in REPORT_ORDER]
-    for name in order:
-        builder = builders[name]
-        predictor = builder(context)
-        if predictor is not None:
-            if not isinstance(predictor, Predictor):
-                raise PredictorError(f"registered predictor {name!r} returned "
-                                     f"{type(predictor).__name__}, not a Predictor")
-            built.append(predictor)
-    return built
-
-
-# The reference predictors first in reports; any others follow in registration order.
-REPORT_ORDER = ("lut", "lut+correction", "flops-linear")
-# Modules whose import registers a predictor, in report order.
-BUILTIN_MODULES = ("lut", "baselines", "analytic", "learned")
-
-
-def _load_builtin() -> None:
-    # Lazy so base.py has no import cycle with its subclasses; a predictor module that is not there
-    # (an older checkout) is simply not reported.
-    import importlib
-
-    for name in BUILTIN_MODULES:
-        try:
-            importlib.import_module(f"lutnas.predictors.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"lutnas.predictors.{name}":
-                raise
+    @classmethod
+    def from_table(cls, table: LatencyTable, space: SearchSpace) -> PredictorContext:
+        """The context with the calibration subnets recorded in the table's correction (the ones
+        `build-table --calibrate` measured), so every predictor is corrected on the same subnets."""
+        record = table.correction or {}
+        configs = [space.validate(SubnetConfig.from_dict(c)) for c in record.get("configs", [])]
+        measured = [float(v) for v in record.get("measured_ms", [])]
+        invoke = float(record["invoke_ms"]) if record.get("invoke_measured") else None
+        return cls(table, space, configs, measured, invoke)

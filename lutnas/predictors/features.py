@@ -1,23 +1,23 @@
 """BlockSpec -> numeric features for the learned and analytic predictors.
 
-A block's latency on a phone CPU follows its shape through a few physical quantities: the FLOPs it
-computes, the bytes it moves (AutoViT's point: most of these blocks are memory-bound), how many
-operators it launches and how well its widths fill the SIMD lanes. The learned predictor gets the
-spec's own parameters *and* these quantities, so a tree ensemble that never saw a width can still
-place it between two it did see on the FLOPs/bytes axes.
+A block's latency on a phone CPU follows its shape through a few physical quantities: the
+multiply-accumulates it computes (MACs), the bytes it moves (AutoViT's point: most of these blocks
+are memory-bound), how many operators it launches and how well its widths fill the SIMD lanes. The
+learned predictor gets the spec's own parameters *and* these quantities, so a tree ensemble that
+never saw a width can still place it between two it did see on the MACs/bytes axes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lutnas.errors import BlockKeyError, PredictorError
-from lutnas.space import ACTIVATIONS, STRING_FIELDS, BlockSpec, block_complexity, conv_out, kind_fields
+from lutnas.space import ACTIVATIONS, STRING_FIELDS, BlockSpec, as_specs, block_complexity, kind_fields
 
 ANALYTIC_COLUMNS = ("macs", "params", "bytes_read", "bytes_written", "arithmetic_intensity",
                     "output_elements", "num_ops", "parallel_work")
@@ -26,40 +26,18 @@ ANALYTIC_COLUMNS = ("macs", "params", "bytes_read", "bytes_written", "arithmetic
 DEFAULT_SIMD_LANES = 4
 
 
-def as_specs(items: Iterable[BlockSpec | str]) -> list[BlockSpec]:
-    return [item if isinstance(item, BlockSpec) else BlockSpec.parse(str(item)) for item in items]
-
-
 def output_elements(spec: BlockSpec) -> int:
-    """Values in the block's output tensor (what the next block must read)."""
-    p = spec.as_dict()
-    kind = spec.kind
-    if kind in ("conv", "conv2d", "mbconv"):
-        return conv_out(int(p["hw"]), int(p["s"])) ** 2 * int(p["cout"])
-    if kind in ("attn", "ffn"):
-        return int(p["hw"]) ** 2 * int(p["c"])
-    if kind == "head":
-        return int(p["ncls"])
-    if kind == "dwconv":
-        return conv_out(int(p["hw"]), int(p["s"])) ** 2 * int(p["c"])
-    if kind == "linear":
-        return int(p["n"]) * int(p["cout"])
-    if kind == "matmul":
-        return int(p["b"]) * int(p["n"]) * int(p["m"])
-    if kind == "softmax":
-        return int(p["b"]) * int(p["n"]) * int(p["m"])
-    if kind in ("layernorm", "activation", "add"):
-        return int(p["n"]) * int(p["c"])
-    if kind == "pool":
-        return int(p["c"])
-    raise BlockKeyError(f"no output size rule for block kind {kind!r}")
+    """Values in the block's output tensor (what the next block must read; its kind's rule)."""
+    return spec.output_elements()
 
 
 def parallel_work(spec: BlockSpec) -> int:
-    """The channel-like dimension a kernel vectorises over (output channels, or the inner width)."""
+    """The channel-like dimension a kernel vectorises over: the kind's own rule when its record has
+    one, else the first of its output-width fields (output channels, or the inner width)."""
+    rule = spec.record.parallel_work
+    if rule is not None:
+        return int(rule(spec.as_dict()))
     p = spec.as_dict()
-    if spec.kind == "mbconv":
-        return int(p["cin"]) * int(p["e"])  # the depthwise conv on the expanded width dominates
     for name in ("cout", "c", "m", "ncls"):
         if name in p:
             return int(p[name])
@@ -74,6 +52,7 @@ def lane_utilisation(width: int, lanes: int) -> float:
 
 
 def analytic_features(spec: BlockSpec) -> dict[str, float]:
+    """The block's physical quantities (ANALYTIC_COLUMNS) as floats: MACs, weights, bytes, ..."""
     cost = block_complexity(spec)
     return {
         "macs": float(cost.macs),
@@ -127,7 +106,7 @@ def block_feature_frame(specs: Sequence[BlockSpec | str], kind: str | None = Non
 
 def log_features(frame: pd.DataFrame) -> np.ndarray:
     """Features as a float matrix with sizes on a log scale: latency is closer to a power law of
-    FLOPs and bytes than to a linear function, and trees split log-spaced data more evenly."""
+    MACs and bytes than to a linear function, and trees split log-spaced data more evenly."""
     values = frame.to_numpy(dtype=float)
     return np.log1p(np.maximum(values, 0.0))
 

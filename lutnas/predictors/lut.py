@@ -8,9 +8,9 @@ of the configs. The grids are built from the space's own `stem_blocks` / `stage_
 `head_block`, the functions `blocks_of` composes, and a test holds the grid sum to the plain sum over
 `blocks_of`, so the index can never drift from what a subnet executes.
 
-The sum of isolated blocks misses per-inference overhead and cache effects between blocks; a
-whole-model correction `scale * sum + intercept`, fitted by least squares on a few subnets measured
-end to end, is stored in the table's metadata and applied when `corrected=True`.
+The sum of isolated blocks misses per-inference overhead and cache effects between blocks; the
+whole-model `Correction` (one for every block-sum predictor), fitted on a few subnets measured end
+to end, is stored in the table's metadata and applied when `corrected=True`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lutnas.errors import ConfigError, PredictorError
-from lutnas.predictors.base import BlockPredictor, Predictor, PredictorContext, register_predictor
+from lutnas.predictors.base import BlockPredictor, Predictor, check_fitted
+from lutnas.predictors.blocksum import BlockSumPredictor
+from lutnas.predictors.correction import Correction
 from lutnas.space import STEM_FIELDS, BlockSpec, SearchSpace, StageChoice, SubnetConfig, conv_out
 from lutnas.tables.table import LatencyTable
 
@@ -47,7 +48,7 @@ class SpaceIndex:
 
     def __init__(self, space: SearchSpace, latency: dict[str, float], filled: set[str]) -> None:
         self.space = space
-        self._latency, self._filled = latency, filled
+        self.latency, self._filled = latency, filled  # key -> ms (table + filled)
         self.missing: set[str] = set()
         # Encoding columns: resolution, stem fields, then each stage's fields.
         self._choices: list[tuple[int, ...]] = [space.resolutions]
@@ -70,7 +71,7 @@ class SpaceIndex:
         filled = np.zeros(len(blocks))
         for i, spec in enumerate(blocks):
             key = spec.key
-            value = self._latency.get(key)
+            value = self.latency.get(key)
             if value is None or not np.isfinite(value):
                 self.missing.add(key)
                 ms[i] = np.nan
@@ -191,106 +192,94 @@ class Prediction:
     used_fallback: np.ndarray
 
 
-# Below this many calibration subnets only scale and intercept are fitted: three parameters on three
-# points would fit the noise exactly.
-MIN_FOR_PER_BLOCK = 5
+class LutPredictor(BlockSumPredictor):
+    """Sum of table latencies over `space.blocks_of(config)`, optionally corrected per device.
 
-
-def fit_correction(raw_ms: np.ndarray, measured_ms: np.ndarray,
-                   blocks: np.ndarray | None = None) -> dict[str, float]:
-    """Least squares `measured ~ scale * raw + per_block_ms * blocks + intercept`.
-
-    Each block was measured alone, so each LUT entry carries one inference's fixed cost (interpreter
-    invoke, input copy) that a whole model pays once: the sum over-counts it once per block. With
-    block counts and at least MIN_FOR_PER_BLOCK subnets a per-block term models that (on this host,
-    tiny, tflite: leave-one-out MAPE 4.1% -> 2.6% on 40 subnets); otherwise it is 0.
+    Hyper-parameters: `space` (default: the table's own), `fallback` (a fitted predictor pricing
+    the blocks the table lacks: a block predictor fills them, a whole-subnet one prices the configs
+    that need them) and `corrected` (apply the table's whole-model correction). `fit(table)` builds
+    the index; the table's stored correction becomes `correction_`.
     """
-    raw_ms, measured_ms = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
-    if raw_ms.shape != measured_ms.shape or raw_ms.ndim != 1:
-        raise PredictorError(f"correction needs equal 1-D arrays, got {raw_ms.shape} and "
-                             f"{measured_ms.shape}")
-    ok = np.isfinite(raw_ms) & np.isfinite(measured_ms)
-    if ok.sum() < 2:
-        raise PredictorError(f"a scale and intercept need at least 2 measured subnets, got "
-                             f"{int(ok.sum())}; use --calibrate 2 or more (5-10 is better)")
-    x, y = raw_ms[ok], measured_ms[ok]
-    if np.ptp(x) <= 1e-9 * max(1.0, float(np.abs(x).max())):
-        raise PredictorError("the calibration subnets all have the same LUT sum; sample more "
-                             "varied subnets (another --seed)")
-    columns = [x, np.ones_like(x)]
-    n = np.asarray(blocks, float)[ok] if blocks is not None else None
-    use_blocks = n is not None and ok.sum() >= MIN_FOR_PER_BLOCK and np.ptp(n) > 0
-    if use_blocks:
-        columns.append(n)
-    design = np.column_stack(columns)
-    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
-    residual = y - design @ coef
-    return {"scale": float(coef[0]), "intercept": float(coef[1]),
-            "per_block_ms": float(coef[2]) if use_blocks else 0.0, "n": int(ok.sum()),
-            "rmse_ms": float(np.sqrt(np.mean(residual ** 2)))}
 
+    name = "lut"
+    fitted_attributes = ("index_",)
 
-class LutPredictor(Predictor):
-    """Sum of table latencies over `space.blocks_of(config)`, optionally corrected per device."""
-
-    def __init__(self, table: LatencyTable, space: SearchSpace | None = None,
+    def __init__(self, space: SearchSpace | None = None,
                  fallback: Predictor | BlockPredictor | None = None, corrected: bool = False) -> None:
-        self.table = table
-        self.space = space if space is not None else table.load_space()
+        super().__init__(space)
         self.fallback = fallback
         self.corrected = corrected
-        self.correction_: dict[str, Any] | None = table.correction
-        if corrected and not self.correction_:
-            raise PredictorError(f"table of {table.device.device_id} has no whole-model correction; "
-                                 f"build it with --calibrate K or fit() on measured subnets")
-        latency = dict(table.lookup())
-        filled: set[str] = set()
-        if fallback is not None and isinstance(fallback, BlockPredictor):
-            wanted = [s for s in self.space.unique_blocks() if s.key not in latency]
-            if wanted:
-                values = np.asarray(fallback.predict_blocks(wanted), dtype=float)
-                for spec, value in zip(wanted, values):
-                    latency[spec.key] = float(value)
-                    filled.add(spec.key)
-        self.filled_keys = filled
-        self.index = SpaceIndex(self.space, latency, filled)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def label(self) -> str:
         return "LUT + correction" if self.corrected else "LUT"
 
     @classmethod
     def load(cls, table_path: str | Path, space: SearchSpace | None = None,
-             fallback: Predictor | BlockPredictor | None = None,
-             corrected: bool = False) -> "LutPredictor":
-        return cls(LatencyTable.load(table_path), space, fallback, corrected)
+             fallback: Predictor | BlockPredictor | None = None, corrected: bool = False) -> LutPredictor:
+        """`LutPredictor(space, fallback, corrected).fit(LatencyTable.load(table_path))`."""
+        return cls(space, fallback, corrected).fit(LatencyTable.load(table_path))
 
     # -------------------------------------------------------------- fitting
-    def fit(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float]) -> "LutPredictor":
-        """Fit the whole-model correction and keep it in the table's metadata (save to persist)."""
-        raw = self.predict_raw(configs)
-        blocks = self.index.sum_encoded_with_blocks(self.index.encode(list(configs)))[2]
-        correction = fit_correction(raw, np.asarray(measured_ms, dtype=float), blocks)
-        from lutnas.profiler.export import subnet_key
-
-        correction["subnets"] = [subnet_key(self.space, c) for c in configs]
-        self.correction_ = correction
-        self.table.set_correction(correction)
+    def fit(self, table: LatencyTable) -> LutPredictor:
+        """Index `table` over the space; PredictorError when `corrected` and it has no correction."""
+        self.table_ = table
+        self.space_ = self.space if self.space is not None else table.load_space()
+        try:
+            self.correction_ = Correction.from_dict(table.correction) if table.correction else Correction()
+        except PredictorError:
+            if self.corrected:
+                raise
+            self.correction_ = Correction()  # the raw sum does not need it; as_corrected() refuses it
+        if self.corrected and not table.correction:
+            raise PredictorError(f"table of {table.device.device_id} has no whole-model correction; "
+                                 f"build it with --calibrate K or calibrate() on measured subnets")
+        latency = dict(table.lookup())
+        filled: set[str] = set()
+        if self.fallback is not None and isinstance(self.fallback, BlockPredictor):
+            wanted = [s for s in self.space_.unique_blocks() if s.key not in latency]
+            if wanted:
+                values = np.asarray(self.fallback.predict_blocks(wanted), dtype=float)
+                for spec, value in zip(wanted, values):
+                    latency[spec.key] = float(value)
+                    filled.add(spec.key)
+        self.filled_keys_ = filled
+        self.index_ = SpaceIndex(self.space_, latency, filled)
         return self
 
-    def as_corrected(self) -> "LutPredictor":
+    @property
+    def wants_calibration(self) -> bool:
+        return False  # its correction is the table's, fitted by `build-table --calibrate`
+
+    def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
+                  invoke_ms: float | None = None) -> LutPredictor:
+        """Fit the whole-model correction and keep it in the table's metadata (save to persist)."""
+        super().calibrate(configs, measured_ms, invoke_ms)
+        self.table_.set_correction(self.correction_.to_dict())
+        return self
+
+    def as_corrected(self) -> LutPredictor:
         """The same index with the fitted correction applied (the grids are not rebuilt)."""
-        if not self.correction_:
-            raise PredictorError("no correction fitted yet; call fit() or use --calibrate K")
+        if not self.table_.correction:
+            raise PredictorError("no correction fitted yet; call calibrate() or use --calibrate K")
         twin = object.__new__(LutPredictor)
         twin.__dict__.update(self.__dict__)
         twin.corrected = True
+        twin.correction_ = Correction.from_dict(self.table_.correction)
         return twin
 
     # -------------------------------------------------------------- prediction
-    def predict_raw(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
-        """The plain sum of block latencies (no correction), missing keys handled as in predict."""
-        return self._predict(configs, corrected=False).ms
+    def block_sums(self, configs: Sequence[SubnetConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per config: the table sum (ms), its spread (0: measured figures) and its block count;
+        a missing key is a PredictorError naming it."""
+        check_fitted(self)
+        configs = list(configs)
+        total, _, blocks = self.index_.sum_encoded_with_blocks(self.index_.encode(configs))
+        holes = np.flatnonzero(np.isnan(total))
+        if holes.size:
+            raise PredictorError(self._missing_message(holes.size, len(configs),
+                                                       [configs[i] for i in holes]))
+        return total, np.zeros_like(total), blocks
 
     def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
         return self._predict(configs, self.corrected).ms
@@ -299,21 +288,31 @@ class LutPredictor(Predictor):
         return self._predict(configs, self.corrected)
 
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
-        """Fast path for search: configs already encoded with `self.index.encode`."""
-        total, _, blocks = self.index.sum_encoded_with_blocks(encoded)
+        """Fast path for search: configs already encoded with `self.index_.encode`."""
+        check_fitted(self)
+        total, _, blocks = self.index_.sum_encoded_with_blocks(encoded)
         if np.isnan(total).any():
             raise PredictorError(self._missing_message(int(np.isnan(total).sum()), len(total), None))
-        return self._apply(total, blocks) if self.corrected else total
+        return self.correction_.apply(total, blocks) if self.corrected else total
 
-    def _apply(self, raw: np.ndarray, blocks: np.ndarray) -> np.ndarray:
-        c = self.correction_ or {}
-        return (c.get("scale", 1.0) * raw + c.get("per_block_ms", 0.0) * blocks
-                + c.get("intercept", 0.0))
+    def _predict_blocks(self, specs: list[BlockSpec], use_measured: bool) -> tuple[np.ndarray, np.ndarray]:
+        latency = self.index_.latency
+        missing = [s.key for s in specs if s.key not in latency or not np.isfinite(latency[s.key])]
+        if missing:
+            raise PredictorError(f"{len(missing)} blocks are not in the table of "
+                                 f"{self.table_.device.device_id} (e.g. {missing[0]}); profile them "
+                                 f"or give a fallback predictor")
+        ms = np.array([latency[s.key] for s in specs], dtype=float)
+        # Table figures are measurements (spread 0); what the fallback filled has unknown spread.
+        spread = np.array([np.nan if s.key in self.filled_keys_ else 0.0 for s in specs])
+        return ms, spread
 
     def _predict(self, configs: Sequence[SubnetConfig], corrected: bool) -> Prediction:
+        check_fitted(self)
         configs = list(configs)
-        total, filled, blocks = self.index.sum_encoded_with_blocks(self.index.encode(configs))
+        total, filled, blocks = self.index_.sum_encoded_with_blocks(self.index_.encode(configs))
         used = filled > 0
+        out = self.correction_.apply(total, blocks) if corrected else total.copy()
         holes = np.flatnonzero(np.isnan(total))
         if holes.size:
             if self.fallback is None or isinstance(self.fallback, BlockPredictor):
@@ -321,20 +320,18 @@ class LutPredictor(Predictor):
                                                            [configs[i] for i in holes]))
             # A whole-subnet fallback prices these configs entirely; its numbers are not LUT sums,
             # so they get no LUT correction.
-            estimate = np.asarray(self.fallback.predict([configs[i] for i in holes]), dtype=float)
-            out = self._apply(total, blocks) if corrected else total.copy()
-            out[holes] = estimate
+            out[holes] = np.asarray(self.fallback.predict([configs[i] for i in holes]), dtype=float)
             used[holes] = True
-            return Prediction(out, used)
-        return Prediction(self._apply(total, blocks) if corrected else total, used)
+        return Prediction(out, used)
 
     def missing_keys(self, configs: Sequence[SubnetConfig] | None = None) -> list[str]:
         """Keys the table lacks: among `configs`' blocks, or among the whole space's."""
+        check_fitted(self)
         if configs is None:
-            return sorted(self.index.missing)
-        present = self.table.lookup()
-        keys = {b.key for c in configs for b in self.space.blocks_of(c)}
-        return sorted(k for k in keys if k not in present and k not in self.filled_keys)
+            return sorted(self.index_.missing)
+        present = self.table_.lookup()
+        keys = {b.key for c in configs for b in self.space_.blocks_of(c)}
+        return sorted(k for k in keys if k not in present and k not in self.filled_keys_)
 
     def _missing_message(self, holes: int, total: int, configs: list[SubnetConfig] | None) -> str:
         keys = self.missing_keys(configs) if configs is not None else self.missing_keys()
@@ -342,42 +339,24 @@ class LutPredictor(Predictor):
         kinds_text = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
         examples = ", ".join(keys[:3])
         return (f"{holes} of {total} subnets need {len(keys)} block keys missing from the table of "
-                f"{self.table.device.device_id} ({kinds_text}), e.g. {examples}; profile them with "
+                f"{self.table_.device.device_id} ({kinds_text}), e.g. {examples}; profile them with "
                 f"profile-device or give a fallback predictor")
 
     def explain(self, config: SubnetConfig) -> pd.DataFrame:
         """The subnet's blocks in execution order with each one's latency and where it came from."""
-        present = self.table.frame
+        check_fitted(self)
+        present = self.table_.frame
+        fallback = getattr(self.fallback, "name", "fallback")
         rows = []
-        for position, spec in enumerate(self.space.blocks_of(config)):
+        for position, spec in enumerate(self.space_.blocks_of(config)):
+            row = {"position": position, "key": spec.key, "kind": spec.kind, "ms": np.nan,
+                   "cv": np.nan, "flag": "missing", "source": "missing"}
             if spec.key in present.index:
-                row = present.loc[spec.key]
-                rows.append({"position": position, "key": spec.key, "kind": spec.kind,
-                             "ms": float(row["median_ms"]), "cv": float(row["cv"]),
-                             "flag": row["flag"], "source": row["source"]})
-            elif spec.key in self.filled_keys:
-                rows.append({"position": position, "key": spec.key, "kind": spec.kind,
-                             "ms": float(self.index._latency[spec.key]), "cv": np.nan,
-                             "flag": "estimated",
-                             "source": f"predicted:{getattr(self.fallback, 'name', 'fallback')}"})
-            else:
-                rows.append({"position": position, "key": spec.key, "kind": spec.kind,
-                             "ms": np.nan, "cv": np.nan, "flag": "missing", "source": "missing"})
+                entry = present.loc[spec.key]
+                row.update(ms=float(entry["median_ms"]), cv=float(entry["cv"]), flag=entry["flag"],
+                           source=entry["source"])
+            elif spec.key in self.filled_keys_:
+                row.update(ms=float(self.index_.latency[spec.key]), flag="estimated",
+                           source=f"predicted:{fallback}")
+            rows.append(row)
         return pd.DataFrame(rows)
-
-
-def _lut_builder(context: PredictorContext) -> Predictor | None:
-    return LutPredictor(context.table, context.space)
-
-
-def _lut_corrected_builder(context: PredictorContext) -> Predictor | None:
-    if context.table.correction:
-        return LutPredictor(context.table, context.space, corrected=True)
-    if len(context.calibration_configs) >= 2:
-        return LutPredictor(context.table, context.space).fit(
-            context.calibration_configs, context.calibration_ms).as_corrected()
-    return None
-
-
-register_predictor("lut", _lut_builder)
-register_predictor("lut+correction", _lut_corrected_builder)

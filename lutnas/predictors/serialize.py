@@ -5,8 +5,8 @@ survive the next scikit-learn release. A file holds a JSON header (kind of predi
 constants, per-kind choices) and flat numeric arrays (the trees); `np.load(allow_pickle=False)`
 refuses object arrays, every array's dtype is checked against a short list, a SHA-256 digest over
 header and arrays detects any edit, and tree arrays are checked structurally (children after their
-parent, features in range) so even a file whose digest was recomputed cannot make prediction loop
-or index out of bounds.
+parent, features in range: `trees.check_tree_arrays`) so even a file whose digest was recomputed
+cannot make prediction loop or index out of bounds. Which names can be saved is the registry's word.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ import numpy as np
 
 from lutnas.errors import PredictorError
 from lutnas.fileio import atomic_path
+from lutnas.predictors import registry
+from lutnas.predictors.base import Predictor, PredictorContext
 from lutnas.space import SearchSpace
 
 FORMAT = "lutnas-predictor"
@@ -46,20 +48,13 @@ def _digest(header_bytes: bytes, arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
-def _registry() -> dict[str, Any]:
-    from lutnas.predictors.analytic import AnalyticPredictor
-    from lutnas.predictors.learned import LearnedPredictor
-    from lutnas.predictors.transfer import TransferPredictor
-
-    return {"learned": LearnedPredictor, "analytic": AnalyticPredictor, "transfer": TransferPredictor}
-
-
-def save_predictor(predictor: Any, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
-    """Write `predictor` (anything with `state()` and a registered `name`) atomically."""
+def save_predictor(predictor: Predictor, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a fitted predictor of a savable registry entry atomically; returns `path`."""
     name = getattr(predictor, "name", "")
-    if name not in _registry():
-        raise PredictorError(f"cannot save a {type(predictor).__name__}; savable: {sorted(_registry())}")
-    header, arrays = predictor.state()
+    savable = registry.saved_names()
+    if name not in savable or not isinstance(predictor, registry.entry(name).cls):
+        raise PredictorError(f"cannot save a {type(predictor).__name__}; savable: {sorted(savable)}")
+    header, arrays = predictor.state()  # type: ignore[attr-defined]
     document = {"format": FORMAT, "version": FORMAT_VERSION, "predictor": name, "state": header,
                 "extra": extra or {}}
     header_bytes = json.dumps(document, sort_keys=True, allow_nan=False).encode()
@@ -122,14 +117,14 @@ def read_predictor_file(path: str | Path) -> tuple[dict[str, Any], dict[str, np.
     return document, arrays
 
 
-def load_predictor_file(path: str | Path, space: SearchSpace | None = None) -> Any:
+def load_predictor_file(path: str | Path, space: SearchSpace | None = None) -> Predictor:
+    """The predictor saved at `path` (verified first), for `space`."""
     document, arrays = read_predictor_file(path)
-    registry = _registry()
     name = document.get("predictor")
-    if name not in registry:
-        raise PredictorError(f"{path}: unknown predictor {name!r}; known: {sorted(registry)}")
+    if name not in registry.saved_names():
+        raise PredictorError(f"{path}: unknown predictor {name!r}; known: {sorted(registry.saved_names())}")
     try:
-        return registry[name].from_state(document["state"], arrays, space)
+        return registry.entry(name).cls.from_state(document["state"], arrays, space)  # type: ignore[attr-defined]
     except PredictorError:
         raise
     except (KeyError, TypeError, ValueError, IndexError) as exc:
@@ -137,71 +132,31 @@ def load_predictor_file(path: str | Path, space: SearchSpace | None = None) -> A
                              f"{str(exc)[:100]}); rebuild it with lutnas") from None
 
 
-def check_tree_arrays(parts: dict[str, np.ndarray], n_features: int, prefix: str) -> None:
-    """Refuse tree arrays whose walk could loop or index out of range."""
-    def bad(why: str) -> PredictorError:
-        return PredictorError(f"predictor file's trees ({prefix}) are malformed: {why}; rebuild it")
-
-    n = len(parts["value"])
-    if not all(len(parts[k]) == n for k in ("left", "right", "feature", "threshold")):
-        raise bad("node arrays differ in length")
-    if n == 0 or len(parts["member"]) != len(parts["offsets"]) or len(parts["base"]) == 0:
-        raise bad("no trees or inconsistent tree counts")
-    if parts["member"].min() < 0 or parts["member"].max() >= len(parts["base"]):
-        raise bad("tree member index out of range")
-    if parts["offsets"].min() < 0 or parts["offsets"].max() >= n:
-        raise bad("tree offset out of range")
-    index = np.arange(n)
-    inner = parts["feature"] >= 0
-    if parts["feature"].max() >= n_features:
-        raise bad("feature index out of range")
-    for side in ("left", "right"):
-        child = parts[side][inner]
-        # Children come after their parent (depth-first build): every walk ends at a leaf.
-        if child.size and (np.any(child <= index[inner]) or np.any(child >= n)):
-            raise bad(f"{side} child index out of order or range")
-    if not (np.all(np.isfinite(parts["value"])) and np.all(np.isfinite(parts["threshold"]))):
-        raise bad("non-finite values")
-
-
 # ------------------------------------------------------------------------------------------------
 # Entry points for `lutnas build-table --predictor` and `lutnas predict --predictor`.
 
-FITTABLE = ("learned", "analytic")
-
-
 def fit_and_save_predictors(table: Any, space: SearchSpace | None, kinds: str | list[str],
                             table_path: str | Path) -> dict[str, Path]:
-    """Fit the predictors named by `kinds` ("learned", "analytic", "all" or a list) on `table`'s
-    measured blocks and save each beside the table file; returns name -> path."""
-    from lutnas.predictors.analytic import AnalyticPredictor
-    from lutnas.predictors.learned import LearnedPredictor
-
-    names = list(FITTABLE) if kinds == "all" else ([kinds] if isinstance(kinds, str) else list(kinds))
-    unknown = [n for n in names if n not in FITTABLE]
+    """Fit the predictors named by `kinds` (a name of `registry.fittable_names()`, "all" or a list)
+    on `table`'s measured blocks, calibrate them on the table's calibration subnets as `lutnas
+    evaluate` does (so the saved predictor is the one evaluate scored), and save each beside the
+    table file; returns name -> path."""
+    fittable = registry.fittable_names()
+    names = list(fittable) if kinds == "all" else ([kinds] if isinstance(kinds, str) else list(kinds))
+    unknown = [n for n in names if n not in fittable]
     if unknown:
-        raise PredictorError(f"unknown predictor {unknown[0]!r}; use learned, analytic or all")
-    makers = {"learned": LearnedPredictor, "analytic": AnalyticPredictor}
-    calibration: tuple[list[Any], list[float]] = ([], [])
-    if space is not None and table.correction:
-        from lutnas.predictors.evaluate import calibration_of
-
-        calibration = calibration_of(table, space)
-    saved = {}
-    for name in names:
-        predictor = makers[name](space).fit_blocks(table)
-        if calibration[0]:
-            # The whole-model overhead from the table's calibration subnets, as `lutnas evaluate`
-            # fits it: the saved predictor is then the one evaluate scored.
-            predictor.fit_overhead(*calibration)
-        extra = {"table": str(table_path), "device_id": table.device.device_id,
-                 "settings": table.settings, "space": table.space}
-        saved[name] = save_predictor(predictor, predictor_path(table_path, name), extra=extra)
-    return saved
+        raise PredictorError(f"unknown predictor {unknown[0]!r}; use {', '.join(fittable)} or all")
+    context = (PredictorContext.from_table(table, space) if space is not None
+               else PredictorContext(table, space))  # type: ignore[arg-type]
+    extra = {"table": str(table_path), "device_id": table.device.device_id,
+             "settings": table.settings, "space": table.space}
+    return {name: save_predictor(registry.fit_for_table(name, context),
+                                 predictor_path(table_path, name), extra=extra) for name in names}
 
 
-def load_predictor(table_path: str | Path, name: str, space: SearchSpace | None = None) -> Any:
+def load_predictor(table_path: str | Path, name: str, space: SearchSpace | None = None) -> Predictor:
     """The predictor `name` saved beside the table at `table_path`."""
-    if name not in _registry():
-        raise PredictorError(f"unknown predictor {name!r}; saved predictors are {sorted(_registry())}")
+    if name not in registry.saved_names():
+        raise PredictorError(f"unknown predictor {name!r}; saved predictors are "
+                             f"{sorted(registry.saved_names())}")
     return load_predictor_file(predictor_path(table_path, name), space)

@@ -138,7 +138,7 @@ class AdaptiveResult:
 
     def table_frame(self, specs: Sequence[BlockSpec]) -> pd.DataFrame:
         """Every spec of the plan: measured entries as measured, the rest predicted and marked so."""
-        predicted, spread = self.predictor.predict_blocks_with_spread(specs, use_measured=False)
+        predicted, spread = self.predictor.predict_blocks(specs, return_spread=True, use_measured=False)
         rows = []
         for spec, ms, sd in zip(specs, predicted, spread):
             if spec.key in self.measured:
@@ -175,7 +175,7 @@ def run_adaptive(specs: Sequence[BlockSpec], measure: MeasureFn, budget_minutes:
         if proposal:
             before = None
             if measured:
-                before, _ = predictor.predict_blocks_with_spread(proposal, use_measured=False)
+                before = predictor.predict_blocks(proposal, use_measured=False)
             got = measure(proposal)
             if not got:
                 raise DeviceError("the measuring function returned nothing for a batch of "
@@ -235,7 +235,7 @@ def completed_table(table: Any, result: AdaptiveResult, specs: Sequence[BlockSpe
     missing = [s for s in specs if not table.has(s.key)]
     if not missing:
         return table
-    ms, spread = result.predictor.predict_blocks_with_spread(missing, use_measured=False)
+    ms, spread = result.predictor.predict_blocks(missing, return_spread=True, use_measured=False)
     predicted = pd.DataFrame({"median_ms": ms, "mean_ms": ms, "std_ms": spread},
                              index=[s.key for s in missing])
     full = table.completed_with(predicted, source="predicted:learned")

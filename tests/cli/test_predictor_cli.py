@@ -112,3 +112,35 @@ def test_adaptive_flags_refused_in_one_line(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1
     assert not store.exists()
+
+
+def _choices(argv: list[str], option: str) -> tuple[str, ...]:
+    from lutnas.cli import build_parser
+
+    parser = build_parser(argv)
+    command = next(a for a in parser._subparsers._group_actions[0].choices.items()  # noqa: SLF001
+                   if a[0] == argv[0])[1]
+    return tuple(next(a for a in command._actions if option in a.option_strings).choices)  # noqa: SLF001
+
+
+def test_predictor_choices_come_from_the_one_registry() -> None:
+    from lutnas.predictors.registry import fittable_names, saved_names
+    from lutnas.search.pipeline import FILLS, PREDICTORS
+
+    assert _choices(["predict"], "--predictor") == ("lut", *saved_names())
+    assert _choices(["build-table"], "--predictor") == (*fittable_names(), "all")
+    assert _choices(["search"], "--predictor") == PREDICTORS == ("lut", *fittable_names())
+    assert _choices(["search"], "--fill") == FILLS == (*fittable_names(), "none")
+
+
+def test_predictor_commands_import_no_heavy_module_at_start_up() -> None:
+    """evaluate, predict and transfer import none of pandas, torch, scikit-learn, scipy or
+    rich.progress until their command runs (a fresh interpreter: other tests imported them here)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "pandas", "sklearn", "scipy", "onnxruntime", "rich.progress")
+    probe = ("import sys, lutnas.cli.evaluate, lutnas.cli.predict, lutnas.cli.transfer; "
+             f"print([m for m in {heavy!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -102,7 +102,7 @@ def test_selector_defaults_and_next_batch(tiny_space: SearchSpace) -> None:
     remaining = [s for s in specs if s not in first]
     batch = selector.next_batch(predictor, remaining, limit=3)
     assert len(batch) == 3 and not set(batch) & set(first)
-    _, spread = predictor.predict_blocks_with_spread(remaining, use_measured=False)
+    _, spread = predictor.predict_blocks(remaining, return_spread=True, use_measured=False)
     assert max(spread[remaining.index(b)] for b in batch) == spread.max()
 
 

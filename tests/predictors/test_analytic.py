@@ -1,10 +1,11 @@
+import random
+
 import numpy as np
 import pytest
 
 from lutnas.errors import PredictorError
 from lutnas.predictors.analytic import BOUNDS, AnalyticPredictor
-from lutnas.predictors.features import as_specs
-from lutnas.space import SearchSpace
+from lutnas.space import SearchSpace, as_specs
 from tests.predictors.host_data import as_table, host_latencies
 
 
@@ -28,7 +29,7 @@ def test_fit_on_a_real_host_table_predicts_held_out_blocks() -> None:
     train = {k: latencies[k] for k in keys[::2]}
     test = keys[1::2]
     predictor = AnalyticPredictor().fit(as_table(train, "onnxruntime"))
-    predicted, spread = predictor.predict_blocks_with_spread(test)
+    predicted, spread = predictor.predict_blocks(test, return_spread=True)
     measured = np.array([latencies[k] for k in test])
     assert np.all(predicted > 0) and np.all(spread > 0)
     mape = float(np.mean(np.abs(predicted - measured) / measured))
@@ -51,12 +52,15 @@ def test_bigger_blocks_cost_more_and_the_bound_moves(tiny_space: SearchSpace) ->
 
 def test_whole_model_is_the_corrected_sum(tiny_space: SearchSpace) -> None:
     predictor = AnalyticPredictor(tiny_space).fit(host_latencies("onnxruntime"))
-    configs = [tiny_space.smallest(), tiny_space.largest()]
+    # Scale and overhead are two free terms: the one Correction needs six subnets for them (one
+    # term per three subnets; two subnets fit a scale only).
+    rng = random.Random(0)
+    configs = [tiny_space.smallest(), tiny_space.largest()] + [tiny_space.sample(rng) for _ in range(4)]
     raw = [predictor.predict_blocks(tiny_space.blocks_of(c)).sum() for c in configs]
     assert np.allclose(predictor.predict(configs), raw)
-    predictor.fit(configs, [2 * raw[0] + 0.1, 2 * raw[1] + 0.1])
-    assert predictor.correction_["scale"] == pytest.approx(2.0)
-    assert predictor.correction_["intercept"] == pytest.approx(0.1)
+    predictor.calibrate(configs, [2 * r + 0.1 for r in raw])
+    assert predictor.correction_.scale == pytest.approx(2.0)
+    assert predictor.correction_.intercept_ms == pytest.approx(0.1)
     assert len(predictor.explain(configs[0])) == len(tiny_space.blocks_of(configs[0]))
 
 

@@ -13,9 +13,10 @@ from scipy import stats
 from lutnas.cli import main
 from lutnas.errors import BadInputError
 from lutnas.predictors.baselines import FlopsLinearPredictor
-from lutnas.predictors.evaluate import accuracy, evaluate_predictors, sample_configs, scatter_plot
-from lutnas.profiler.export import subnet_key
-from lutnas.space import SearchSpace
+from lutnas.predictors.evaluate import evaluate_predictors, scatter_plot
+from lutnas.predictors.metrics import accuracy
+from lutnas.profiler.subnets import sample_configs
+from lutnas.space import SearchSpace, subnet_key
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import LatencyTable
 
@@ -80,7 +81,7 @@ def test_flops_linear_baseline_fits_a_linear_device(tiny_space: SearchSpace) -> 
     rng = random.Random(0)
     configs = [tiny_space.sample(rng) for _ in range(12)]
     macs = np.array([tiny_space.complexity(c).macs for c in configs], dtype=float)
-    predictor = FlopsLinearPredictor(tiny_space).fit(configs[:6], 2e-7 * macs[:6] + 0.4)
+    predictor = FlopsLinearPredictor(tiny_space).calibrate(configs[:6], 2e-7 * macs[:6] + 0.4)
     np.testing.assert_allclose(predictor.predict(configs[6:]), 2e-7 * macs[6:] + 0.4, rtol=1e-6)
 
 

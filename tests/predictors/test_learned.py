@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lutnas.errors import PredictorError
+from lutnas.predictors.correction import Correction
 from lutnas.predictors.learned import FeatureLatencyModel, LearnedPredictor
 from lutnas.predictors.serialize import (
     load_predictor_file,
@@ -39,7 +40,7 @@ def fitted() -> tuple[LearnedPredictor, dict[str, float], list[str]]:
 
 def test_predicts_unmeasured_blocks_of_a_real_host_table(fitted) -> None:
     predictor, latencies, test = fitted
-    ms, spread = predictor.predict_blocks_with_spread(test)
+    ms, spread = predictor.predict_blocks(test, return_spread=True)
     truth = np.array([latencies[k] for k in test])
     mape = float(np.mean(np.abs(ms - truth) / truth))
     naive = float(np.mean(np.abs(np.median(list(predictor.measured_.values())) - truth) / truth))
@@ -53,9 +54,9 @@ def test_predicts_unmeasured_blocks_of_a_real_host_table(fitted) -> None:
 def test_measured_keys_return_their_measurement(fitted) -> None:
     predictor, latencies, _ = fitted
     key = next(iter(predictor.measured_))
-    ms, spread = predictor.predict_blocks_with_spread([key])
+    ms, spread = predictor.predict_blocks([key], return_spread=True)
     assert ms[0] == latencies[key] and spread[0] == 0.0
-    ms_model, _ = predictor.predict_blocks_with_spread([key], use_measured=False)
+    ms_model, _ = predictor.predict_blocks([key], return_spread=True, use_measured=False)
     assert ms_model[0] != latencies[key]
 
 
@@ -68,12 +69,12 @@ def test_whole_model_prediction_is_sum_plus_overhead(fitted, tiny_space: SearchS
 
 def test_save_load_round_trip(fitted, tmp_path: Path, tiny_space: SearchSpace) -> None:
     predictor, latencies, test = fitted
-    predictor.correction_ = {"scale": 1.1, "intercept": 0.01}
+    predictor.correction_ = Correction(scale=1.1, overhead_ms=0.01)
     path = save_predictor(predictor, predictor_path(tmp_path / "host.parquet", "learned"))
     assert path.name == "host.learned.predictor.npz"
     loaded = load_predictor_file(path, tiny_space)
-    a = predictor.predict_blocks_with_spread(test, use_measured=False)
-    b = loaded.predict_blocks_with_spread(test, use_measured=False)
+    a = predictor.predict_blocks(test, return_spread=True, use_measured=False)
+    b = loaded.predict_blocks(test, return_spread=True, use_measured=False)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     configs = [tiny_space.smallest(), tiny_space.largest()]
     assert np.array_equal(predictor.predict(configs), loaded.predict(configs))

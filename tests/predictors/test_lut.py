@@ -11,7 +11,8 @@ import pytest
 
 from lutnas.errors import ConfigError, PredictorError
 from lutnas.predictors.base import Predictor
-from lutnas.predictors.lut import LutPredictor, fit_correction
+from lutnas.predictors.correction import Correction
+from lutnas.predictors.lut import LutPredictor
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig
 
 
@@ -22,14 +23,14 @@ def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace, make_
     hand = 0.0
     for spec in blocks:
         hand += table.latency_ms(spec.key)
-    predicted = LutPredictor(table, tiny_space).predict([config])
+    predicted = LutPredictor(tiny_space).fit(table).predict([config])
     assert predicted.shape == (1,) and predicted[0] == pytest.approx(hand, rel=1e-12)
     # a repeated block counts as often as it executes: depth 2 in stage 1 adds one more block
     deeper = SubnetConfig.from_dict(config.to_dict() | {
         "stages": [dict(config.to_dict()["stages"][0], depth=2)] + config.to_dict()["stages"][1:]})
     extra = tiny_space.blocks_of(deeper)[3]  # stem conv, stem mbconv, stage1 first, stage1 second
     assert len(tiny_space.blocks_of(deeper)) == len(blocks) + 1
-    delta = LutPredictor(table, tiny_space).predict([deeper])[0] - hand
+    delta = LutPredictor(tiny_space).fit(table).predict([deeper])[0] - hand
     assert delta == pytest.approx(table.latency_ms(extra.key))
 
 
@@ -37,18 +38,18 @@ def test_prediction_is_the_hand_sum_of_the_blocks(tiny_space: SearchSpace, make_
 def test_vectorised_sum_equals_the_sum_over_blocks_of(space_name: str, make_table, values) -> None:
     space = SearchSpace.load(space_name)
     table = make_table(space, values(1))
-    predictor = LutPredictor(table, space)
+    predictor = LutPredictor(space).fit(table)
     rng = random.Random(3)
     configs = [space.sample(rng) for _ in range(300)] + [space.smallest(), space.largest()]
     lookup = table.lookup()
     expected = [sum(lookup[b.key] for b in space.blocks_of(c)) for c in configs]
     np.testing.assert_allclose(predictor.predict(configs), expected, rtol=1e-12)
-    encoded = predictor.index.encode(configs)
+    encoded = predictor.index_.encode(configs)
     np.testing.assert_allclose(predictor.predict_encoded(encoded), expected, rtol=1e-12)
 
 
 def test_config_outside_the_space_names_the_field(tiny_space: SearchSpace, make_table) -> None:
-    predictor = LutPredictor(make_table(tiny_space, lambda s: 1.0), tiny_space)
+    predictor = LutPredictor(tiny_space).fit(make_table(tiny_space, lambda s: 1.0))
     data = tiny_space.smallest().to_dict()
     data["stages"][0]["width"] = 999
     with pytest.raises(ConfigError, match="stage1.*width=999"):
@@ -58,7 +59,7 @@ def test_config_outside_the_space_names_the_field(tiny_space: SearchSpace, make_
 def test_missing_keys_are_an_error_naming_count_and_kinds(tiny_space: SearchSpace, make_table) -> None:
     config = tiny_space.largest()
     drop = [b.key for b in tiny_space.blocks_of(config) if b.kind in ("attn", "head")]
-    predictor = LutPredictor(make_table(tiny_space, lambda s: 1.0, drop=drop), tiny_space)
+    predictor = LutPredictor(tiny_space).fit(make_table(tiny_space, lambda s: 1.0, drop=drop))
     with pytest.raises(PredictorError) as error:
         predictor.predict([tiny_space.smallest(), config])
     message = str(error.value)
@@ -88,7 +89,7 @@ def test_block_fallback_fills_missing_keys_and_is_flagged(tiny_space: SearchSpac
     config = tiny_space.largest()
     dropped = {b.key for b in tiny_space.blocks_of(config) if b.kind == "ffn"}
     table = make_table(tiny_space, lambda s: 1.0, drop=dropped)
-    predictor = LutPredictor(table, tiny_space, fallback=ConstantBlocks())
+    predictor = LutPredictor(tiny_space, fallback=ConstantBlocks()).fit(table)
     result = predictor.predict_detailed([config, tiny_space.smallest()])
     blocks = tiny_space.blocks_of(config)
     n_ffn = sum(b.kind == "ffn" for b in blocks)
@@ -104,7 +105,7 @@ def test_whole_net_fallback_prices_only_the_configs_with_holes(tiny_space: Searc
     config = tiny_space.largest()
     dropped = [tiny_space.blocks_of(config)[-1].key]  # its head
     table = make_table(tiny_space, lambda s: 1.0, drop=dropped)
-    predictor = LutPredictor(table, tiny_space, fallback=ConstantNets())
+    predictor = LutPredictor(tiny_space, fallback=ConstantNets()).fit(table)
     small = tiny_space.smallest()
     assert tiny_space.blocks_of(small)[-1].key not in dropped
     result = predictor.predict_detailed([config, small])
@@ -116,14 +117,14 @@ def test_correction_fit_recovers_scale_and_intercept() -> None:
     rng = np.random.default_rng(0)
     raw = rng.uniform(2.0, 10.0, 12)
     measured = 1.07 * raw + 0.35 + rng.normal(0, 0.01, 12)
-    fit = fit_correction(raw, measured)
-    assert fit["scale"] == pytest.approx(1.07, abs=0.01)
-    assert fit["intercept"] == pytest.approx(0.35, abs=0.06)
-    assert fit["n"] == 12 and fit["rmse_ms"] < 0.02
+    fit = Correction.fit(raw, measured)
+    assert fit.scale == pytest.approx(1.07, abs=0.01)
+    assert fit.intercept_ms == pytest.approx(0.35, abs=0.06)
+    assert fit.n == 12 and fit.rmse_ms < 0.02
     with pytest.raises(PredictorError, match="at least 2"):
-        fit_correction(raw[:1], measured[:1])
+        Correction.fit(raw[:1], measured[:1])
     with pytest.raises(PredictorError, match="same LUT sum"):
-        fit_correction(np.ones(4), measured[:4])
+        Correction.fit(np.ones(4), measured[:4])
 
 
 def test_per_block_overhead_is_fitted_when_there_are_enough_subnets() -> None:
@@ -131,35 +132,35 @@ def test_per_block_overhead_is_fitted_when_there_are_enough_subnets() -> None:
     raw = rng.uniform(2.0, 10.0, 10)
     blocks = rng.integers(10, 30, 10).astype(float)
     measured = 0.95 * raw - 0.01 * blocks + 0.2  # each isolated block over-counts 10 us
-    fit = fit_correction(raw, measured, blocks)
-    assert fit["per_block_ms"] == pytest.approx(-0.01, abs=1e-9)
-    assert fit["scale"] == pytest.approx(0.95) and fit["intercept"] == pytest.approx(0.2)
-    few = fit_correction(raw[:4], measured[:4], blocks[:4])  # 3 parameters on 4 points: not fitted
-    assert few["per_block_ms"] == 0.0
+    fit = Correction.fit(raw, measured, blocks)
+    assert fit.per_block_ms == pytest.approx(-0.01, abs=1e-9)
+    assert fit.scale == pytest.approx(0.95) and fit.intercept_ms == pytest.approx(0.2)
+    few = Correction.fit(raw[:4], measured[:4], blocks[:4])  # 3 parameters on 4 points: not fitted
+    assert few.per_block_ms == 0.0
 
 
 def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: SearchSpace,
                                                               tmp_path: Path, make_table, values) -> None:
     table = make_table(tiny_space, values(2))
-    predictor = LutPredictor(table, tiny_space)
+    predictor = LutPredictor(tiny_space).fit(table)
     rng = random.Random(0)
     configs = [tiny_space.sample(rng) for _ in range(8)]
     raw = predictor.predict(configs)
-    predictor.fit(configs, 1.1 * raw + 0.2)
+    predictor.calibrate(configs, 1.1 * raw + 0.2)
     corrected = predictor.as_corrected()
     held_out = [tiny_space.sample(rng) for _ in range(5)]
     np.testing.assert_allclose(corrected.predict(held_out), 1.1 * predictor.predict(held_out) + 0.2,
                                rtol=1e-9)
-    assert corrected.correction_["per_block_ms"] == pytest.approx(0.0, abs=1e-9)
-    assert corrected.name == "LUT + correction" and predictor.name == "LUT"
+    assert corrected.correction_.per_block_ms == pytest.approx(0.0, abs=1e-9)
+    assert corrected.label == "LUT + correction" and predictor.label == "LUT"
     path = table.save(tmp_path / "t.parquet")
     reloaded = LutPredictor.load(path, tiny_space, corrected=True)
     np.testing.assert_allclose(reloaded.predict(held_out), corrected.predict(held_out))
-    assert len(reloaded.correction_["subnets"]) == 8
+    assert len(reloaded.correction_.subnets) == 8
     with pytest.raises(PredictorError, match="--calibrate"):
-        LutPredictor(make_table(tiny_space, lambda s: 1.0), tiny_space, corrected=True)
+        LutPredictor(tiny_space, corrected=True).fit(make_table(tiny_space, lambda s: 1.0))
 
 
 def test_space_comes_from_the_table_when_not_given(tiny_space: SearchSpace, make_table) -> None:
     table = make_table(tiny_space, lambda s: 1.0)
-    assert LutPredictor(table).space == tiny_space
+    assert LutPredictor().fit(table).space_ == tiny_space

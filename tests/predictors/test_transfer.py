@@ -27,8 +27,7 @@ def test_samples_span_kinds(runtimes) -> None:
 def test_transfer_between_two_host_runtimes(runtimes) -> None:
     a, b = runtimes
     samples = choose_samples(a, 24, seed=0)
-    predictor = TransferPredictor().fit_transfer(as_table(a, "onnxruntime"),
-                                                 {s.key: b[s.key] for s in samples})
+    predictor = TransferPredictor().fit(as_table(a, "onnxruntime"), {s.key: b[s.key] for s in samples})
     report = transfer_report(predictor, b)
     assert report["heldout"] == len(b) - 24
     # A single global scale B = A x median(B/A) is the naive transfer; the per-kind one must beat it.
@@ -42,7 +41,7 @@ def test_transfer_between_two_host_runtimes(runtimes) -> None:
 
 def test_round_trip_and_unknown_keys(runtimes, tmp_path) -> None:
     a, b = runtimes
-    predictor = TransferPredictor().fit_transfer(a, {s.key: b[s.key] for s in choose_samples(a, 16)})
+    predictor = TransferPredictor().fit(a, {s.key: b[s.key] for s in choose_samples(a, 16)})
     loaded = load_predictor_file(save_predictor(predictor, tmp_path / "t.predictor.npz"))
     keys = sorted(a)
     assert np.array_equal(loaded.predict_blocks(keys), predictor.predict_blocks(keys))

@@ -82,10 +82,11 @@ def test_impossible_target_is_one_line_exit_2(tmp_path: Path, tiny_table: Path) 
 
 def test_supernet_search_uses_its_accuracy(tmp_path: Path, tiny_table: Path, tiny_space: SearchSpace,
                                            tiny_supernet: Path, one_torch_thread: None) -> None:
+    from lutnas.profiler.subnets import export_winner
     from lutnas.search.constraints import CostModel
     from lutnas.search.evolution import EvolutionSettings
     from lutnas.search.objectives import supernet_objective
-    from lutnas.search.pipeline import SearchJob, export_winner, load_latency_model
+    from lutnas.search.pipeline import SearchJob, load_latency_model, winner_module
     from lutnas.supernet.checkpoint import load_supernet
     from lutnas.supernet.data import calibration_loader, eval_loader, load_data
     from lutnas.supernet.train import evaluate_top1
@@ -116,7 +117,8 @@ def test_supernet_search_uses_its_accuracy(tmp_path: Path, tiny_table: Path, tin
     predictor, _, _ = load_latency_model(tiny_table, "lut", tiny_space)
     job = SearchJob(tiny_space, CostModel(tiny_space, predictor), bundle.objective,
                     EvolutionSettings(8, 1, 4, 2, 2), window, None, None, "t", bundle)
-    files = export_winner(job, config, tmp_path / "export", formats=["onnx"])
+    files = export_winner(tiny_space, config, tmp_path / "export", winner_module(job, config),
+                          formats=["onnx"])
     import onnxruntime
 
     x = torch.randn(2, 3, config.resolution, config.resolution)

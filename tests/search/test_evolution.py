@@ -36,7 +36,8 @@ def test_every_scored_candidate_respects_the_window(tiny_space: SearchSpace, cos
     for cand in result.candidates:
         assert target - window <= cand.latency_ms <= target
     # Predicted latencies are recomputed independently of the search's memo.
-    fresh = LutPredictor(cost_model.latency.table, tiny_space).predict([c.config for c in result.candidates])
+    fresh = LutPredictor(tiny_space).fit(cost_model.latency.table_).predict(
+        [c.config for c in result.candidates])
     assert ((fresh >= target - window - 1e-9) & (fresh <= target + 1e-9)).all()
     assert result.best.score == max(c.score for c in result.candidates)
 

@@ -1,0 +1,253 @@
+"""Whole models on a device: calibrate a table's correction, evaluate predictors, verify a winner.
+
+A LUT prediction is only worth something once it is checked against whole subnets measured end to
+end on the same device with the same runtime, threads, cores and trial protocol as the table
+(`table.run_settings()`). Subnets measured here go into the store (kind "subnet") so a rerun reuses
+them; the ones used to fit the whole-model correction are excluded from evaluation (they would
+flatter it). Search's winner is exported and measured the same way (`verify_winner`), and
+`lutnas transfer --device` measures its K blocks here (`transfer_on_device`).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
+from lutnas.device_agents.factory import AgentOptions, open_agent
+from lutnas.errors import BadInputError, DeviceError, SearchError, TableError
+from lutnas.predictors.base import Predictor, PredictorContext
+from lutnas.predictors.evaluate import Evaluation, evaluate_predictors
+from lutnas.predictors.lut import LutPredictor
+from lutnas.predictors.transfer import TransferResult, choose_samples, transfer_table
+from lutnas.profiler.adaptive_run import store_measurer
+from lutnas.profiler.export import FORMATS, RUNTIME_FORMATS, ModelCache, export_subnet
+from lutnas.profiler.run import measure_files
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
+from lutnas.tables.store import MeasurementStore, figure_of
+from lutnas.tables.table import SUBNET_KIND, LatencyTable
+
+FORMATS_OUT = ("tflite", "onnx")  # what a search winner is exported to by default
+
+
+# ---------------------------------------------------------------------- sampling
+
+def sample_configs(space: SearchSpace, count: int, seed: int, exclude: set[str] | None = None,
+                   resolutions: Sequence[int] | None = None) -> list[SubnetConfig]:
+    """`count` distinct subnets (by subnet key), none of them in `exclude`, reproducible by seed;
+    BadInputError when the space has fewer."""
+    exclude = set(exclude or ())
+    rng = random.Random(seed)
+    chosen: dict[str, SubnetConfig] = {}
+    attempts = 0
+    while len(chosen) < count:
+        attempts += 1
+        if attempts > 100 * count + 1000:
+            raise BadInputError(f"space {space.name!r} has fewer than {count} distinct subnets "
+                                f"outside the excluded ones; ask for fewer --samples")
+        config = space.sample(rng)
+        if resolutions:
+            config = SubnetConfig(rng.choice(list(resolutions)), config.stem, config.stages)
+        key = subnet_key(space, config)
+        if key not in exclude and key not in chosen:
+            chosen[key] = config
+    return list(chosen.values())
+
+
+def table_trials(table: LatencyTable) -> int:
+    """The trial count the table's keys typically got: whole models get the same protocol."""
+    trials = table.frame["trials"]
+    return max(1, int(np.median(trials))) if len(trials) else 1
+
+
+def covered_resolutions(table: LatencyTable, space: SearchSpace) -> list[int]:
+    """Resolutions whose every unique block is in the table (a table profiled at one resolution)."""
+    return [r for r in space.resolutions if table.coverage(space, [r])["share"] == 1.0]
+
+
+def _resolutions(table: LatencyTable, space: SearchSpace, given: Sequence[int] | None) -> list[int]:
+    if given:
+        return list(given)
+    covered = covered_resolutions(table, space)
+    return covered or list(space.resolutions)  # none complete: missing keys are reported by name
+
+
+# ---------------------------------------------------------------------- measuring whole subnets
+
+def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
+                    configs: Sequence[SubnetConfig], store: MeasurementStore, trials: int,
+                    argv: Sequence[str] = (), cache: ModelCache | None = None,
+                    progress: Callable[..., None] | None = None,
+                    on_export: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """Median over trials (ms) of each whole subnet, measured like the table's blocks, reusing the
+    store. The profiling loop's `measure_files` gives subnets the blocks' protocol (shuffled trials
+    in fresh processes, CV re-measure, drift checks); subnets it finished before are not measured
+    again. TableError for another device; DeviceError when a subnet has no successful trial."""
+    settings = table.run_settings()
+    info = agent.info()
+    if info.device_id != table.device.device_id:
+        raise TableError(f"the table was measured on {table.device.device_id}, but the device given "
+                         f"is {info.device_id}; evaluate a table on its own device")
+    agent.check_settings(settings)
+    keys = [subnet_key(space, c) for c in configs]
+    finished = store.finished_keys(info.device_id, settings)
+    todo = [(k, c) for k, c in zip(keys, configs) if k not in finished]
+    if todo:
+        cache = cache or ModelCache()
+        fmt = RUNTIME_FORMATS[settings.runtime]
+        files = []
+        for i, (key, config) in enumerate(todo):
+            exported = export_subnet(space, config, fmt, cache)
+            files.append(ModelFile(exported.path, key, exported.sha256))
+            if on_export:
+                on_export(i + 1, len(todo))
+        store.upsert_device(info)
+        run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
+        try:
+            measure_files(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress)
+        finally:
+            store.finish_run(run_id, {"subnets": len(files), "trials": trials})
+    done = store.trial_medians(info.device_id, settings, keys)
+    failed = [k for k in keys if not done.get(k)]
+    if failed:
+        raise DeviceError(f"{len(failed)} of {len(keys)} subnets have no successful measurement "
+                          f"(e.g. {failed[0]}); see `lutnas measurements` for their errors")
+    return np.asarray([figure_of(done[k]) for k in keys], dtype=float)
+
+
+def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count: int, seed: int,
+              store: MeasurementStore, trials: int | None = None,
+              resolutions: Sequence[int] | None = None, invoke_ms: float | None = None,
+              **kwargs: Any) -> dict[str, Any]:
+    """Measure `count` random subnets, fit the whole-model `Correction` of the table's LUT on them
+    and store it, with the subnets (seed, configs, measured ms), in the table's metadata; returns
+    that record. `invoke_ms`: the measured per-invoke overhead, if known (not fitted then)."""
+    configs = sample_configs(space, count, seed, resolutions=_resolutions(table, space, resolutions))
+    predictor = LutPredictor(space).fit(table)
+    predictor.predict(configs)  # missing keys fail here, before minutes of measuring
+    measured = measure_subnets(agent, table, space, configs, store, trials or table_trials(table),
+                               **kwargs)
+    predictor.calibrate(configs, measured, invoke_ms)
+    record = predictor.correction_.to_dict()
+    record.update(seed=seed, configs=[c.to_dict() for c in configs],
+                  measured_ms=[float(v) for v in measured])
+    table.set_correction(record)
+    return record
+
+
+def evaluate_on_device(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, samples: int,
+                       seed: int, store: MeasurementStore, trials: int | None = None,
+                       extra: Sequence[Predictor] = (), resolutions: Sequence[int] | None = None,
+                       **kwargs: Any) -> Evaluation:
+    """Sample held-out subnets (never the calibration ones), measure them end to end, and score every
+    predictor the registry builds for the table (plus `extra`) on them."""
+    context = PredictorContext.from_table(table, space)
+    exclude = {subnet_key(space, c) for c in context.calibration_configs}
+    exclude |= set((table.correction or {}).get("subnets", []))
+    configs = sample_configs(space, samples, seed, exclude=exclude,
+                             resolutions=_resolutions(table, space, resolutions))
+    LutPredictor(space).fit(table).predict(configs)  # missing keys fail here, before any measuring
+    measured = measure_subnets(agent, table, space, configs, store, trials or table_trials(table),
+                               **kwargs)
+    return evaluate_predictors(table, space, configs, measured, extra)
+
+
+# ---------------------------------------------------------------------- a search winner
+
+@dataclass
+class Verification:
+    """A winner measured end to end against its predicted latency."""
+
+    device: str
+    table_device: str
+    runtime: str
+    file: Path
+    predicted_ms: float
+    measured_ms: float
+    trials: int
+
+    @property
+    def error_pct(self) -> float:
+        return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+    @property
+    def same_device(self) -> bool:
+        return self.device == self.table_device
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "table_device": self.table_device, "runtime": self.runtime,
+                "file": self.file.name, "predicted_ms": self.predicted_ms,
+                "measured_ms": self.measured_ms, "error_pct": self.error_pct, "trials": self.trials,
+                "same_device": self.same_device}
+
+
+def export_winner(space: SearchSpace, config: SubnetConfig, out: Path, module: Any = None,
+                  cache_root: Path | None = None, formats: Sequence[str] = FORMATS_OUT) -> dict[str, Path]:
+    """best.tflite / best.onnx (and others asked for) in `out`, checked against PyTorch on export;
+    `module` is the winner with trained weights (None: the static model)."""
+    cache = ModelCache(cache_root)
+    files = {}
+    for fmt in formats:
+        # Trained weights differ from the static model's seeded ones but share its key: keep them
+        # apart in the cache by writing trained exports to a cache of their own.
+        use_cache = cache if module is None else ModelCache(out / ".export-cache")
+        entry = export_subnet(space, config, fmt, use_cache, module=module)
+        target = out / f"best{FORMATS[fmt]}"
+        shutil.copyfile(entry.path, target)
+        files[fmt] = target
+    return files
+
+
+def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig, predicted_ms: float,
+                  out: Path, address: str, trials: int = 5, store_path: Path | None = None,
+                  agent_options: AgentOptions | None = None, cache_root: Path | None = None,
+                  progress: Callable[..., None] | None = None, module: Any = None) -> Verification:
+    """Export the winner (`module`: with trained weights) and measure it end to end with the
+    table's settings (the profiling loop's trials) on the device at `address`."""
+    settings = table.run_settings()
+    fmt = RUNTIME_FORMATS[settings.runtime]  # RunSettings accepts only runtimes lutnas exports for
+    files = export_winner(space, config, out, module, cache_root, formats=[fmt])
+    key = subnet_key(space, config) + (":trained" if module is not None else "")
+    store_path = store_path or out / "verify.sqlite"
+    with MeasurementStore(store_path) as store, open_agent(address, agent_options) as agent:
+        figures = measure_files(agent, [ModelFile.from_path(files[fmt], key)], SUBNET_KIND, settings,
+                                trials, store, progress=progress)
+        device = agent.info().device_id
+    if key not in figures:
+        raise SearchError(f"the winner {files[fmt].name} was not measured on {address}; see "
+                          f"`lutnas measurements` in {store_path}")
+    return Verification(device, table.device.device_id, settings.runtime, files[fmt],
+                        float(predicted_ms), float(figures[key]), trials)
+
+
+# ---------------------------------------------------------------------- transfer to a device
+
+def transfer_on_device(table_a: LatencyTable, address: str, samples: int, holdout: int = 0,
+                       runtime: str | None = None, threads: int | None = None, trials: int = 5,
+                       store_path: str | Path = "measurements.sqlite", seed: int = 0,
+                       source: str = "") -> TransferResult:
+    """Measure K blocks of A's table (spanning kinds and sizes) on the device at `address`, plus
+    `holdout` others to report the error, and transfer A's table to it (`transfer_table`).
+    Runtime and threads default to table A's."""
+    chosen = choose_samples(table_a, samples, seed)
+    settings = RunSettings(runtime=runtime or str(table_a.settings.get("runtime", "tflite")),
+                           threads=int(threads or table_a.settings.get("threads") or 1))
+    extra: list[BlockSpec] = []
+    if holdout > 0:
+        keys = {s.key for s in chosen}
+        rest = [k for k in table_a.keys if k not in keys and not k.startswith("subnet:")]
+        extra = [BlockSpec.parse(k) for k in random.Random(seed).sample(rest, min(holdout, len(rest)))]
+    with open_agent(address) as agent, MeasurementStore(store_path) as store:
+        figures = store_measurer(agent, settings, trials, store)(list(chosen) + extra)
+        info = agent.info()
+    picked = {s.key: figures[s.key] for s in chosen if s.key in figures}
+    heldout = pd.Series({s.key: figures[s.key] for s in extra if s.key in figures}, dtype=float)
+    # Held-out blocks measured on B are measurements of B: the table keeps them, not predictions.
+    return transfer_table(table_a, picked, heldout, info, settings, seed, source, keep_heldout=True)

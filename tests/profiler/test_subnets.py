@@ -1,0 +1,104 @@
+"""Whole subnets on a device: calibrate a table's correction, evaluate every predictor, export a
+winner, transfer to a device. A scripted device (whole model = 1.1 x LUT sum + 0.2 ms) makes the
+numbers exact; the subnets are really exported (onnx), and the slow test measures on this host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from lutnas.device_agents.base import DeviceInfo, RunSettings
+from lutnas.errors import PredictorError, TableError
+from lutnas.predictors.correction import Correction
+from lutnas.profiler.subnets import (
+    calibrate,
+    evaluate_on_device,
+    export_winner,
+    measure_subnets,
+    sample_configs,
+    transfer_on_device,
+)
+from lutnas.space import SearchSpace, block_complexity, subnet_key
+from lutnas.tables.store import MeasurementStore
+from lutnas.tables.table import LatencyTable
+from tests.profiler.test_run import ScriptedDevice
+
+SETTINGS = RunSettings(runtime="onnxruntime", warmup=1, runs=3)
+DEVICE = "scripted-phone"
+
+
+def _table(space: SearchSpace, drop: int = 0) -> LatencyTable:
+    """Every block of `space` at 32 px, 20 us + MACs at 2 GMAC/s (synthetic, no timing)."""
+    latencies = {b.key: 0.02 + block_complexity(b).macs / 2e6 for b in space.unique_blocks([32])}
+    keys = sorted(latencies)[drop:]
+    info = DeviceInfo(device_id=DEVICE, kind="simulated", model="scripted")
+    return LatencyTable.from_latencies({k: latencies[k] for k in keys}, info, SETTINGS, space.name)
+
+
+def _device(space: SearchSpace, table: LatencyTable, seed: int) -> ScriptedDevice:
+    """A device whose whole subnets take 1.1 x their LUT sum + 0.2 ms."""
+    lut = table.lookup()
+    configs = sample_configs(space, 40, seed, resolutions=[32])
+    whole = {subnet_key(space, c): 1.1 * sum(lut[b.key] for b in space.blocks_of(c)) + 0.2
+             for c in configs}
+    return ScriptedDevice(DEVICE, whole)
+
+
+@pytest.mark.slow
+def test_calibrate_then_evaluate_every_predictor(tmp_path: Path, tiny_space: SearchSpace) -> None:
+    table = _table(tiny_space)
+    device = _device(tiny_space, table, seed=0)  # knows every subnet sample_configs(seed 0) draws
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        record = calibrate(device, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+        batches = len(device.batches)
+        assert record["n"] == 6 and record["terms"] == ["scale", "overhead_ms"]
+        assert record["scale"] == pytest.approx(1.1) and record["overhead_ms"] == pytest.approx(0.2)
+        assert table.correction is record and len(record["configs"]) == len(record["subnets"]) == 6
+        assert Correction.from_dict(record).subnets == tuple(record["subnets"])
+        calibrate(device, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+        assert len(device.batches) == batches  # the store's subnets are reused, not measured again
+        result = evaluate_on_device(device, table, tiny_space, 4, 0, store, trials=2, resolutions=[32])
+    reports = {r.predictor: r for r in result.reports}
+    assert {"LUT", "LUT + correction", "FLOPs-linear", "analytic", "learned"} <= set(reports)
+    assert reports["LUT + correction"].mape == pytest.approx(0.0, abs=1e-6)
+    assert reports["LUT"].mape > 5.0
+    held = {subnet_key(tiny_space, c) for c in result.configs}
+    assert len(held) == 4 and not held & set(record["subnets"])  # held out from calibration
+
+
+def test_refusals_come_before_any_measuring(tmp_path: Path, tiny_space: SearchSpace) -> None:
+    table = _table(tiny_space, drop=5)
+    device = _device(tiny_space, _table(tiny_space), seed=1)
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        with pytest.raises(PredictorError, match="missing from the table"):
+            calibrate(device, table, tiny_space, 6, 1, store, resolutions=[32])
+        with pytest.raises(TableError, match="measured on scripted-phone, but the device given is other"):
+            measure_subnets(ScriptedDevice("other", {}), table, tiny_space, [tiny_space.smallest()],
+                            store, trials=1)
+    assert device.batches == []
+
+
+def test_export_winner_writes_a_checked_model(tmp_path: Path, tiny_space: SearchSpace) -> None:
+    config = tiny_space.smallest()
+    files = export_winner(tiny_space, config, tmp_path, formats=["onnx"])
+    assert files == {"onnx": tmp_path / "best.onnx"}
+    session = onnxruntime.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 3, config.resolution, config.resolution), dtype=np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (1, tiny_space.num_classes)
+
+
+@pytest.mark.slow
+def test_transfer_on_this_host(tmp_path: Path, tiny_space: SearchSpace) -> None:
+    """Table A (synthetic) -> this host with onnxruntime: K blocks measured, H held out, B's table."""
+    table_a = _table(tiny_space)
+    result = transfer_on_device(table_a, "local", 6, holdout=3, runtime="onnxruntime", trials=1,
+                                store_path=tmp_path / "m.sqlite", source="a.parquet")
+    sources = result.table.frame["source"].value_counts()
+    # K = 6 asks for fewer than two blocks per kind: choose_samples still takes two of each.
+    assert sources["measured"] == len(result.predictor.measured_) + 3 >= 6 + 3
+    assert len(result.table) == len(table_a)
+    assert result.report["heldout"] == 3 and result.table.settings["runtime"] == "onnxruntime"
+    assert result.table.metadata["transfer"]["from"] == "a.parquet"
