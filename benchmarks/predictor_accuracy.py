@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from lutnas.device_agents.base import RunSettings
+from lutnas.device_agents.base import RunSettings, parse_cores
 from lutnas.device_agents.factory import open_agent
 from lutnas.predictors.evaluate import scatter_plot
 from lutnas.profiler.export import ModelCache, tool_versions
@@ -61,7 +61,7 @@ def main() -> None:
     tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
         f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "")
     store_path = args.work / f"{tag}.sqlite"
-    cores = tuple(int(c) for c in args.cores.split(",")) if args.cores else None
+    cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
                            runs=args.runs)
     qc = QualitySettings(drift_bound=args.drift_bound)

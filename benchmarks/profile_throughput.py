@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lutnas.device_agents.base import ModelFile, RunSettings
+from lutnas.device_agents.base import ModelFile, RunSettings, parse_cores
 from lutnas.device_agents.local import LocalAgent
 from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
 from lutnas.profiler.plan import make_plan
@@ -58,7 +58,7 @@ def main() -> None:
     plan = make_plan(space, [space.resolutions[0]], limit=args.blocks, seed=args.seed)
     cache = ModelCache()
     agent = LocalAgent()
-    cores = tuple(int(c) for c in args.cores.split(",")) if args.cores else None
+    cores = parse_cores(args.cores) if args.cores else None
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         store = MeasurementStore(Path(tmp) / "bench.sqlite")

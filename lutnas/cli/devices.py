@@ -9,7 +9,6 @@ from pathlib import Path
 from rich.table import Table
 
 from lutnas.cli._common import console
-from lutnas.device_agents.factory import AgentOptions, open_agent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def show_devices(args: argparse.Namespace) -> int:
-    options = AgentOptions(adb_key=args.adb_key, command_timeout_s=args.timeout)
+    """`devices`: each device's fingerprint and current temperatures, as a table or JSON."""
+    from lutnas.device_agents.adb import AdbOptions
+    from lutnas.device_agents.factory import AgentOptions, open_agent
+
+    options = AgentOptions(adb=AdbOptions(adb_key=args.adb_key, command_timeout_s=args.timeout))
     found = []
     for address in args.device:
         with open_agent(address, options) as agent:
             info = agent.info()
-            state = agent.read_state() if hasattr(agent, "read_state") else ({}, {})
+            state = agent.read_state()
         found.append((address, info, state))
     if args.json:
         print(json.dumps([info.to_dict() | {"temps_c": state[0]} for _, info, state in found], indent=2))

@@ -5,43 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from lutnas.cli._common import err_console, require
-from lutnas.device_agents.base import RUNTIMES, RunSettings
-from lutnas.device_agents.factory import AgentOptions
-from lutnas.errors import BadInputError
-from lutnas.profiler.export import ModelCache
+from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
 from lutnas.profiler.plan import GRANULARITIES
-from lutnas.profiler.run import ProfileSummary, QualitySettings, run_profile
-from lutnas.profiler.run import Progress as LoopProgress
+
+if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to register the command
+    from lutnas.device_agents.factory import AgentOptions
+    from lutnas.profiler.run import ProfileSummary
+    from lutnas.profiler.run import Progress as LoopProgress
+
+__all__ = ["parse_cores", "profile_device", "register"]  # parse_cores: cli/table.py reads --cores too
 
 DEFAULT_STORE = "measurements.sqlite"
 # Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 220)
-
-
-def parse_cores(text: str) -> tuple[int, ...]:
-    """'0', '0,2', '4-7' -> core numbers (taskset's list syntax)."""
-    cores: list[int] = []
-    try:
-        for part in text.split(","):
-            low, dash, high = part.strip().partition("-")
-            cores.extend(range(int(low), int(high) + 1) if dash else [int(low)])
-    except ValueError:
-        raise BadInputError(f"--cores {text!r} is not a core list like 0 or 0,1 or 4-7") from None
-    require(bool(cores) and min(cores) >= 0, f"--cores {text!r} must list core numbers >= 0")
-    return tuple(sorted(set(cores)))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,10 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> RunSettings:
-    require(args.runtime in RUNTIMES, f"unknown runtime {args.runtime!r}; use one of {', '.join(RUNTIMES)}")
-    require(args.threads >= 1, f"--threads must be at least 1, got {args.threads}")
+    """The run settings (RunSettings checks its own values) after the flags that are not settings."""
     require(args.trials >= 1, f"--trials must be at least 1, got {args.trials}")
-    require(args.runs >= 1 and args.warmup >= 0, "--runs must be at least 1 and --warmup at least 0")
     require(args.granularity in GRANULARITIES,
             f"--granularity {args.granularity!r} is not one of {', '.join(GRANULARITIES)}")
     require(args.batch_size >= 1 and args.reference_every >= 1 and args.export_workers >= 1,
@@ -109,10 +89,20 @@ def _settings(args: argparse.Namespace) -> RunSettings:
                        runs=args.runs, op_profiling=args.op_profiling)
 
 
+def _agent_options(args: argparse.Namespace) -> AgentOptions:
+    """The device agents' options from the runner, cool-down and cleanup flags."""
+    from lutnas.device_agents.factory import AgentOptions
+    from lutnas.device_agents.remote import RemoteOptions
+
+    return AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
+                                             onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
+                                             keep_files=args.keep_files))
+
+
 class _RichProgress:
     """One bar per device (measurements taken / expected, ETA, current CV) and one for the export."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Any) -> None:  # a rich.progress.Progress
         self.bars = progress
         self.tasks: dict[str, int] = {}
 
@@ -153,14 +143,25 @@ def print_summary(summary: ProfileSummary) -> None:
 
 
 def profile_device(args: argparse.Namespace) -> int:
+    """`profile-device`: the profiling loop over every --device, a progress bar each, a summary."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from lutnas.profiler.export import ModelCache
+    from lutnas.profiler.run import QualitySettings, run_profile
+
     settings = _settings(args)
     if args.adaptive:
         return profile_adaptive_command(args, settings)
     require(args.budget_minutes is None and args.table_out is None,
             "--budget-minutes and --table-out belong to adaptive profiling; add --adaptive")
-    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
-                           onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                           keep_files=args.keep_files)
+    options = _agent_options(args)
     qc = QualitySettings(cv_bound=args.cv_bound, max_remeasure=args.max_remeasure,
                          reference_every=args.reference_every, drift_bound=args.drift_bound,
                          batch_size=args.batch_size)
@@ -212,6 +213,7 @@ def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) ->
     from lutnas.device_agents.factory import open_agent
     from lutnas.predictors.serialize import predictor_path, save_predictor
     from lutnas.profiler.adaptive_run import completed_table, profile_adaptive
+    from lutnas.profiler.export import ModelCache
     from lutnas.profiler.plan import make_plan
     from lutnas.space import SearchSpace
     from lutnas.tables.store import MeasurementStore
@@ -219,9 +221,7 @@ def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) ->
 
     _check_adaptive(args)
     space = SearchSpace.load(args.space)
-    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
-                           onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                           keep_files=args.keep_files)
+    options = _agent_options(args)
     plan = make_plan(space, args.resolution).blocks
     devices = args.device or ["local"]
     cache = ModelCache(args.cache) if args.cache else None

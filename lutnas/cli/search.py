@@ -172,11 +172,12 @@ def _exporter(job: SearchJob, cache: Path | None) -> Exporter:
 
 def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Outcome) -> None:
     from lutnas.device_agents.factory import AgentOptions
+    from lutnas.device_agents.remote import RemoteOptions
     from lutnas.profiler.subnets import verify_winner
     from lutnas.search.pipeline import winner_module
 
-    options = AgentOptions(runner=args.runner, runner_on_device=args.runner_on_device,
-                           onnx_runner=args.onnx_runner)
+    options = AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
+                                                onnx_runner=args.onnx_runner))
     result = outcome.result
     with console.status(f"measuring the winner on {args.verify_on} "
                         f"({args.verify_trials} trials)..."):

@@ -11,6 +11,7 @@ aborts the rest of the batch.
 from __future__ import annotations
 
 import hashlib
+import operator
 import statistics
 import time
 from abc import ABC, abstractmethod
@@ -18,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lutnas.errors import BadInputError
 
 RUNTIMES = ("tflite", "onnxruntime", "torch")
 ACCELERATORS = ("cpu", "gpu", "nnapi")
@@ -68,7 +71,12 @@ class DeviceInfo:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How a file is run; measurements are only compared under equal settings."""
+    """How a file is run; measurements are only compared under equal settings.
+
+    Validated here, once, when constructed (BadInputError naming the flag): nothing downstream
+    checks these values again. Whether a device can honour valid settings (a core it lacks, a
+    runtime it cannot run) is its agent's `check_settings`. `cores` is kept sorted and unique.
+    """
 
     runtime: str = "tflite"
     threads: int = 1
@@ -77,6 +85,26 @@ class RunSettings:
     runs: int = 50
     accelerator: str = "cpu"
     op_profiling: bool = False
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise BadInputError(f"unknown runtime {self.runtime!r}; use one of {', '.join(RUNTIMES)}")
+        if self.accelerator not in ACCELERATORS:
+            raise BadInputError(f"unknown accelerator {self.accelerator!r}; use one of "
+                                f"{', '.join(ACCELERATORS)}")
+        threads, warmup, runs = (_count(self.threads), _count(self.warmup), _count(self.runs))
+        if threads is None or threads < 1:
+            raise BadInputError(f"--threads must be at least 1, got {self.threads!r}")
+        if runs is None or warmup is None or runs < 1 or warmup < 0:
+            raise BadInputError(f"--runs must be at least 1 and --warmup at least 0, got "
+                                f"{self.runs!r} and {self.warmup!r}")
+        for name, value in (("threads", threads), ("warmup", warmup), ("runs", runs)):
+            object.__setattr__(self, name, value)  # numpy integers from a table become int
+        if self.cores is not None:
+            cores = [_count(c) for c in self.cores]
+            if not cores or any(c is None or c < 0 for c in cores):
+                raise BadInputError(f"--cores must list core numbers >= 0, got {self.cores!r}")
+            object.__setattr__(self, "cores", tuple(sorted(set(cores))))
 
     @property
     def core_mask(self) -> str:
@@ -89,6 +117,33 @@ class RunSettings:
         data = asdict(self)
         data["cores"] = list(self.cores) if self.cores is not None else None
         return data
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """'0', '0,2', '4-7' -> sorted unique core numbers (taskset's list syntax).
+
+    The one core-list parser (the CLI's --cores and the benchmarks use it). Raises BadInputError.
+    """
+    cores: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            cores.extend(range(int(low), int(high) + 1) if dash else [int(low)])
+    except ValueError:
+        raise BadInputError(f"--cores {text!r} is not a core list like 0 or 0,1 or 4-7") from None
+    if not cores or min(cores) < 0:
+        raise BadInputError(f"--cores {text!r} must list core numbers >= 0")
+    return tuple(sorted(set(cores)))
+
+
+def _count(value: object) -> int | None:
+    """`value` as an int when it is an integer (int, numpy integer), else None; bools are not."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -183,8 +238,12 @@ class DeviceAgent(ABC):
         yield from self.measure_batch(files, settings, trial_index)
 
     def check_settings(self, settings: RunSettings) -> None:
-        """Raise BadInputError for settings this device cannot honour (default: accept)."""
+        """Raise BadInputError for (valid) settings this device cannot honour (default: accept)."""
         return None
+
+    def read_state(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Temperatures (°C by zone) and CPU frequencies (kHz) now; empty where not read."""
+        return {}, {}
 
     def close(self) -> None:
         """Release the device (remove pushed files, close connections)."""
@@ -198,6 +257,7 @@ class DeviceAgent(ABC):
 
 
 def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -1,40 +1,55 @@
-"""Turn a `--device` address into an agent: `local`, `adb:HOST[:PORT]`, `usb[:SERIAL]`."""
+"""Turn a `--device` address into an agent: `local`, `adb:HOST[:PORT]`, `usb[:SERIAL]`.
+
+`AgentOptions` bundles each agent kind's own options (they live with their agent); the address
+decides which kind opens and which part of the bundle it reads. A new kind of device (SSH, issue
+16) adds its options field here and one entry to `AGENT_KINDS`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
+from lutnas.device_agents.adb import ADDRESS_FORMS, AdbAgent, AdbOptions
 from lutnas.device_agents.base import DeviceAgent
+from lutnas.device_agents.local import LocalAgent, LocalOptions
+from lutnas.device_agents.remote import RemoteOptions
 from lutnas.errors import BadInputError
-
-DEFAULT_ADB_PORT = 5555
 
 
 @dataclass(frozen=True)
 class AgentOptions:
-    """Options a device agent may need; each agent reads the ones that concern it."""
+    """Options for whichever agent an address opens; each kind reads only its own parts.
 
-    runner: Path | None = None  # host path of the phone's benchmark_model, pushed once
-    runner_on_device: str | None = None  # a runner already on the phone
-    onnx_runner: Path | None = None  # host path of onnxruntime_perf_test for the phone
-    max_temp_c: float = 45.0
-    keep_files: bool = False
-    adb_key: Path | None = None  # default ~/.android/adbkey
-    command_timeout_s: float = 300.0
+    `remote`: runner programs, cool-down and cleanup of any shell-reached device (ADB, later SSH);
+    `adb`: the ADB connection; `local`: the host's worker process.
+    """
+
+    remote: RemoteOptions = field(default_factory=RemoteOptions)
+    adb: AdbOptions = field(default_factory=AdbOptions)
+    local: LocalOptions = field(default_factory=LocalOptions)
+
+
+@dataclass(frozen=True)
+class AgentKind:
+    """One kind of device address: which addresses it takes and how it opens them."""
+
+    forms: str  # the address forms, for the error on an unknown address
+    accepts: Callable[[str], bool]
+    open: Callable[[str, AgentOptions], DeviceAgent]
+
+
+AGENT_KINDS: tuple[AgentKind, ...] = (
+    AgentKind("'local'", LocalAgent.accepts, lambda address, o: LocalAgent(o.local)),
+    AgentKind(ADDRESS_FORMS, AdbAgent.accepts,
+              lambda address, o: AdbAgent.from_address(address, o.adb, o.remote)),
+)
 
 
 def open_agent(address: str, options: AgentOptions | None = None) -> DeviceAgent:
+    """The agent for `address` (it connects on first use). BadInputError for an unknown address."""
     options = options or AgentOptions()
-    if address == "local":
-        from lutnas.device_agents.local import LocalAgent
-
-        return LocalAgent()
-    if address.startswith("adb:") or address == "usb" or address.startswith("usb:"):
-        from lutnas.device_agents.adb import AdbAgent
-
-        return AdbAgent.from_address(address, options)
-    raise BadInputError(
-        f"unknown device {address!r}: use 'local', 'adb:HOST[:PORT]' (TCP, port {DEFAULT_ADB_PORT} "
-        f"by default) or 'usb[:SERIAL]'"
-    )
+    for kind in AGENT_KINDS:
+        if kind.accepts(address):
+            return kind.open(address, options)
+    raise BadInputError(f"unknown device {address!r}: use {' or '.join(k.forms for k in AGENT_KINDS)}")

@@ -1,9 +1,10 @@
-"""The host CPU as a device: each trial is a fresh worker process (`local_worker`) over a batch.
+"""The host CPU as a device: lutnas's own runner (`local_worker`) in a fresh local process per trial.
 
-The agent is the transport (start a process, feed it the request, read one JSON line per file);
-the worker is the runner; parsing its lines is `measurement_from_record`. A worker that dies
-(a segfaulting runtime, the OOM killer) costs the file it was on: that file gets an error
-Measurement and a new worker takes the rest of the batch.
+The agent composes the local-process transport (`LocalProcess`: start a child, feed it the
+request, read one line per file, kill it if it hangs) with the worker's runner record
+(`runners.LOCAL_WORKER`: its command, request and line parser). A worker that dies (a segfaulting
+runtime, the OOM killer) costs the file it was on: that file gets an error Measurement and a new
+worker takes the rest of the batch; the failure is not retried, since it would repeat.
 """
 
 from __future__ import annotations
@@ -18,15 +19,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib.util import find_spec
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from lutnas.device_agents.base import (
-    ACCELERATORS,
-    RUNTIMES,
     CpuCluster,
     DeviceAgent,
     DeviceInfo,
@@ -35,11 +33,17 @@ from lutnas.device_agents.base import (
     RunnerInfo,
     RunSettings,
 )
+from lutnas.device_agents.runners import LOCAL_WORKER, WorkerProgram
 from lutnas.device_agents.runtimes import runtime_versions
 from lutnas.errors import BadInputError, DeviceError
 
-RUNTIME_MODULES = {"tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
-                   "onnxruntime": ("onnxruntime",), "torch": ("torch",)}
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Options of the local agent."""
+
+    python: str | None = None  # the interpreter that runs the worker (default: this one)
+    idle_timeout_s: float = 600.0  # no line from the worker for this long = a hung runtime
 
 
 def _read(path: str) -> str | None:
@@ -87,114 +91,39 @@ def host_info() -> DeviceInfo:
     )
 
 
-def measurement_from_record(record: dict[str, Any], file: ModelFile, trial_index: int) -> Measurement:
-    """A worker's JSON line -> Measurement (stats derived from the raw samples)."""
-    runner = RunnerInfo(record.get("runner_name", "?"), record.get("runner_version", "?"))
-    measurement = Measurement(
-        key=file.key, model_sha256=file.sha256, trial_index=trial_index, runner=runner,
-        samples_ms=[float(x) for x in record.get("samples_ms", [])],
-        operator_ms=record.get("operator_ms"), raw_output=json.dumps(record, sort_keys=True),
-        temps_before=record.get("temps_before", {}), temps_after=record.get("temps_after", {}),
-        freqs_before=record.get("freqs_before", {}), freqs_after=record.get("freqs_after", {}),
-        timestamp=float(record.get("timestamp", time.time())), status=record.get("status", "error"),
-    )
-    if measurement.ok and not measurement.samples_ms:
-        measurement.status = "error: the worker returned no samples"
-    return measurement.fill_stats_from_samples()
+class LocalProcess:
+    """The local transport: one child process, a request on its stdin, its stdout read by line.
 
+    A context manager: leaving it kills the child if it still runs.
+    """
 
-class LocalAgent(DeviceAgent):
-    """Measures model files on this machine's CPU, one fresh worker process per batch."""
+    def __init__(self, argv: Sequence[str], request: bytes, idle_timeout_s: float) -> None:
+        self.argv = list(argv)
+        self.request = request
+        self.idle_timeout_s = idle_timeout_s
+        self._stderr: IO[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
-    def __init__(self, python: str | None = None, idle_timeout_s: float = 600.0) -> None:
-        self.python = python or sys.executable
-        self.idle_timeout_s = idle_timeout_s  # no line from the worker for this long = hung
-        self._info: DeviceInfo | None = None
+    def __enter__(self) -> "LocalProcess":
+        self._stderr = tempfile.TemporaryFile()
+        self._process = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=self._stderr, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        assert self._process.stdin is not None
+        self._process.stdin.write(self.request)
+        self._process.stdin.close()
+        return self
 
-    def info(self) -> DeviceInfo:
-        if self._info is None:
-            self._info = host_info()
-        return self._info
+    def __exit__(self, *exc: object) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
 
-    def check_settings(self, settings: RunSettings) -> None:
-        if settings.runtime not in RUNTIMES:
-            raise BadInputError(f"unknown runtime {settings.runtime!r}; use one of {', '.join(RUNTIMES)}")
-        if settings.accelerator != "cpu":
-            raise BadInputError(f"the local agent runs on the CPU only, not {settings.accelerator!r} "
-                                f"(accelerators {', '.join(ACCELERATORS)} are for phones)")
-        if settings.threads < 1:
-            raise BadInputError(f"threads must be at least 1, got {settings.threads}")
-        if settings.warmup < 0 or settings.runs < 1:
-            raise BadInputError(f"need warmup >= 0 and runs >= 1, got {settings.warmup} and {settings.runs}")
-        if settings.cores is not None:
-            allowed = sorted(os.sched_getaffinity(0))
-            missing = [c for c in settings.cores if c not in allowed]
-            if missing or not settings.cores:
-                raise BadInputError(f"core(s) {missing or list(settings.cores)} do not exist or are not "
-                                    f"available to this process; available cores: "
-                                    f"{','.join(map(str, allowed))}")
-        if not any(find_spec(m) for m in RUNTIME_MODULES[settings.runtime]):
-            raise BadInputError(f"runtime {settings.runtime!r} is not installed here (none of "
-                                f"{', '.join(RUNTIME_MODULES[settings.runtime])} imports)")
-
-    def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
-                      trial_index: int) -> list[Measurement]:
-        return list(self.measure_stream(files, settings, trial_index))
-
-    def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
-                       trial_index: int) -> Iterator[Measurement]:
-        self.check_settings(settings)
-        remaining = list(files)
-        while remaining:
-            done = 0
-            for measurement in self._one_worker(remaining, settings, trial_index):
-                done += 1
-                yield measurement
-            remaining = remaining[done:]
-
-    def _one_worker(self, files: Sequence[ModelFile], settings: RunSettings,
-                    trial_index: int) -> Iterator[Measurement]:
-        """Start one worker over `files`; if it dies early, the file it was on gets the error."""
-        request = {"runtime": settings.runtime, "threads": settings.threads,
-                   "cores": list(settings.cores) if settings.cores else None,
-                   "warmup": settings.warmup, "runs": settings.runs,
-                   "op_profiling": settings.op_profiling,
-                   "files": [{"path": str(f.path), "key": f.key} for f in files]}
-        with tempfile.TemporaryFile() as stderr:
-            process = subprocess.Popen(
-                [self.python, "-m", "lutnas.device_agents.local_worker"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=stderr, env=os.environ | {"PYTHONUNBUFFERED": "1"})
-            try:
-                assert process.stdin is not None and process.stdout is not None
-                process.stdin.write(json.dumps(request).encode())
-                process.stdin.close()
-                index = 0
-                for record in self._lines(process):
-                    if "fatal" in record:
-                        raise DeviceError(f"the local worker could not start {settings.runtime}: "
-                                          f"{record['fatal']}")
-                    yield measurement_from_record(record, files[index], trial_index)
-                    index += 1
-                    if index == len(files):
-                        break
-                code = process.wait(timeout=30)
-                if index < len(files):
-                    if code == -signal.SIGINT or code == 130:
-                        raise KeyboardInterrupt
-                    stderr.seek(0)
-                    tail = stderr.read().decode(errors="replace").strip().splitlines()[-3:]
-                    why = f"signal {-code}" if code < 0 else f"exit code {code}"
-                    yield Measurement.failed(files[index], trial_index, RunnerInfo(settings.runtime, "?"),
-                                             f"error: worker died ({why}) on this file: "
-                                             f"{' | '.join(tail)[:400]}")
-            finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.wait()
-
-    def _lines(self, process: subprocess.Popen[bytes]) -> Iterator[dict[str, Any]]:
-        assert process.stdout is not None
-        fd = process.stdout.fileno()
+    def lines(self) -> Iterator[dict[str, Any]]:
+        """Each JSON line the child prints, as it prints it; DeviceError after idle_timeout_s of silence."""
+        assert self._process is not None and self._process.stdout is not None
+        fd = self._process.stdout.fileno()
         selector = selectors.DefaultSelector()
         selector.register(fd, selectors.EVENT_READ)
         buffer = b""
@@ -214,6 +143,79 @@ class LocalAgent(DeviceAgent):
         finally:
             selector.close()
 
+    def wait(self, timeout_s: float) -> int:
+        assert self._process is not None
+        return self._process.wait(timeout=timeout_s)
 
-def model_file(path: Path, key: str) -> ModelFile:
-    return ModelFile.from_path(Path(path), key)
+    def stderr_tail(self, count: int = 3) -> list[str]:
+        assert self._stderr is not None
+        self._stderr.seek(0)
+        return self._stderr.read().decode(errors="replace").strip().splitlines()[-count:]
+
+
+class LocalAgent(DeviceAgent):
+    """Measures model files on this machine's CPU, one fresh worker process per batch."""
+
+    def __init__(self, options: LocalOptions | None = None, worker: WorkerProgram = LOCAL_WORKER) -> None:
+        self.options = options or LocalOptions()
+        self.worker = worker
+        self._info: DeviceInfo | None = None
+
+    @staticmethod
+    def accepts(address: str) -> bool:
+        return address == "local"
+
+    def info(self) -> DeviceInfo:
+        if self._info is None:
+            self._info = host_info()
+        return self._info
+
+    def check_settings(self, settings: RunSettings) -> None:
+        if settings.accelerator != "cpu":
+            raise BadInputError(f"the local agent runs on the CPU only, not {settings.accelerator!r} "
+                                f"(accelerators are for phones)")
+        if settings.cores is not None:
+            allowed = sorted(os.sched_getaffinity(0))
+            missing = [c for c in settings.cores if c not in allowed]
+            if missing:
+                raise BadInputError(f"core(s) {missing} do not exist or are not available to this "
+                                    f"process; available cores: {','.join(map(str, allowed))}")
+        modules = self.worker.runtime_modules.get(settings.runtime, ())
+        if not any(find_spec(m) for m in modules):
+            raise BadInputError(f"runtime {settings.runtime!r} is not installed here (none of "
+                                f"{', '.join(modules)} imports)")
+
+    def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
+                      trial_index: int) -> list[Measurement]:
+        return list(self.measure_stream(files, settings, trial_index))
+
+    def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
+                       trial_index: int) -> Iterator[Measurement]:
+        self.check_settings(settings)
+        remaining = list(files)
+        while remaining:
+            done = 0
+            for measurement in self._one_worker(remaining, settings, trial_index):
+                done += 1
+                yield measurement
+            remaining = remaining[done:]
+
+    def _one_worker(self, files: Sequence[ModelFile], settings: RunSettings,
+                    trial_index: int) -> Iterator[Measurement]:
+        """Start one worker over `files`; if it dies early, the file it was on gets the error."""
+        argv = self.worker.args(self.options.python or sys.executable)
+        with LocalProcess(argv, self.worker.request(files, settings), self.options.idle_timeout_s) as process:
+            index = 0
+            for record in process.lines():
+                yield self.worker.parse_line(record, files[index], trial_index, settings.runtime)
+                index += 1
+                if index == len(files):
+                    break
+            code = process.wait(timeout_s=30)
+            if index < len(files):
+                if code == -signal.SIGINT or code == 130:
+                    raise KeyboardInterrupt
+                why = f"signal {-code}" if code < 0 else f"exit code {code}"
+                yield Measurement.failed(files[index], trial_index, RunnerInfo(settings.runtime, "?"),
+                                         f"error: worker died ({why}) on this file: "
+                                         f"{' | '.join(process.stderr_tail())[:400]}")

@@ -355,8 +355,6 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
         raise BadInputError(f"--trials must be at least 1, got {trials}")
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
     plan = make_plan(space, resolutions, granularity, limit, sample_fraction, seed)
-    if settings.runtime not in RUNTIME_FORMATS:
-        raise BadInputError(f"unknown runtime {settings.runtime!r}; use one of {', '.join(RUNTIME_FORMATS)}")
     store_path = Path(store_path)
     if not store_path.parent.is_dir():
         raise BadInputError(f"directory {store_path.parent} of store {store_path} does not exist; create it "

@@ -310,38 +310,43 @@ class _Connection:
             self.sock.sendall(message.pack())
 
     def run(self) -> None:
+        handlers = {p.A_CNXN: self._cnxn, p.A_AUTH: self._auth, p.A_OPEN: self._open,
+                    p.A_OKAY: self._okay, p.A_WRTE: self._wrte, p.A_CLSE: self._clse}
         while True:
             msg = p.read_message(self.sock)
-            if msg.command == p.A_CNXN:
-                self.max_data = min(msg.arg1 or 4096, p.MAX_PAYLOAD)
-                if self.server.require_auth:
-                    self._send_token()
-                else:
-                    self._connected()
-            elif msg.command == p.A_AUTH:
-                self._auth(msg)
-            elif not self.online:
+            if not self.online and msg.command not in (p.A_CNXN, p.A_AUTH):
                 continue  # adbd ignores everything else before the connection is authorized
-            elif msg.command == p.A_OPEN:
-                self._open(msg)
-            elif msg.command == p.A_OKAY:
-                stream = self.streams.get(msg.arg1)
-                if stream is not None:
-                    stream.remote_id = msg.arg0
-                    stream.acks.put(True)
-            elif msg.command == p.A_WRTE:
-                stream = self.streams.get(msg.arg1)
-                if stream is not None:
-                    stream.incoming.put(msg.data)
-                    self.send(p.Message(p.A_OKAY, stream.local_id, stream.remote_id))
-            elif msg.command == p.A_CLSE:
-                stream = self.streams.pop(msg.arg1, None)
-                if stream is not None:
-                    stream.incoming.put(None)
-                    stream.acks.put(False)
-                    if not stream.closed:
-                        stream.closed = True
-                        self.send(p.Message(p.A_CLSE, stream.local_id, stream.remote_id))
+            handler = handlers.get(msg.command)
+            if handler is not None:
+                handler(msg)
+
+    def _cnxn(self, msg: p.Message) -> None:
+        self.max_data = min(msg.arg1 or 4096, p.MAX_PAYLOAD)
+        if self.server.require_auth:
+            self._send_token()
+        else:
+            self._connected()
+
+    def _okay(self, msg: p.Message) -> None:
+        stream = self.streams.get(msg.arg1)
+        if stream is not None:
+            stream.remote_id = msg.arg0
+            stream.acks.put(True)
+
+    def _wrte(self, msg: p.Message) -> None:
+        stream = self.streams.get(msg.arg1)
+        if stream is not None:
+            stream.incoming.put(msg.data)
+            self.send(p.Message(p.A_OKAY, stream.local_id, stream.remote_id))
+
+    def _clse(self, msg: p.Message) -> None:
+        stream = self.streams.pop(msg.arg1, None)
+        if stream is not None:
+            stream.incoming.put(None)
+            stream.acks.put(False)
+            if not stream.closed:
+                stream.closed = True
+                self.send(p.Message(p.A_CLSE, stream.local_id, stream.remote_id))
 
     def _send_token(self) -> None:
         self.token = secrets.token_bytes(p.TOKEN_SIZE)

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from lutnas.device_agents.adb import AdbAgent
+from lutnas.device_agents.adb import AdbAgent, AdbOptions
 from lutnas.device_agents.adb_keys import KEY_ENV, key_path, load_signer
 from lutnas.device_agents.base import ModelFile, RunSettings
 from lutnas.device_agents.factory import AgentOptions, open_agent
+from lutnas.device_agents.policy import CoolDown, RetryPolicy
+from lutnas.device_agents.remote import RemoteOptions
 from lutnas.errors import BadInputError, DeviceError
 from tests.adbd import Faults, SimulatedAdbd, install_runner_double
 from tests.adbd.fixtures import _session_adb_key, adb_key, phone, runner, tflite_model  # noqa: F401
@@ -23,10 +25,13 @@ FAST = RunSettings(warmup=1, runs=5)
 
 
 def agent_for(server: SimulatedAdbd, runner: Path | None = None, **options) -> AdbAgent:
+    """An agent for `server`; `options` are fields of RemoteOptions or AdbOptions."""
     options.setdefault("command_timeout_s", 20.0)
-    agent = open_agent(f"adb:{server.address}", AgentOptions(runner=runner, **options))
-    agent.reconnect_delays_s = (0.05, 0.1, 0.2)
-    agent.cool_poll_s = 0.01
+    adb = {k: options.pop(k) for k in list(options) if k in AdbOptions.__dataclass_fields__}
+    agent = open_agent(f"adb:{server.address}",
+                       AgentOptions(remote=RemoteOptions(runner=runner, **options), adb=AdbOptions(**adb)))
+    agent.transport.retry = RetryPolicy(reconnect_delays_s=(0.05, 0.1, 0.2))
+    agent.cooldown = CoolDown(max_temp_c=agent.options.max_temp_c, poll_s=0.01)
     agent.messages = []
     agent.on_message = agent.messages.append
     return agent
@@ -84,8 +89,8 @@ def test_missing_key_is_created_0600_and_the_prompt_is_announced(tmp_path: Path,
 
 def test_rejected_key_is_one_clear_error(tmp_path: Path, adb_key: Path):
     with SimulatedAdbd(tmp_path / "sb", "pixel7", faults=Faults(reject_key=True)) as server:
-        agent = agent_for(server, command_timeout_s=1.5)
-        agent.auth_timeout_s = 1.0  # adb-shell reads a closed socket until this timeout
+        # adb-shell reads a closed socket until the auth timeout
+        agent = agent_for(server, command_timeout_s=1.5, auth_timeout_s=1.0)
         with pytest.raises(DeviceError, match="did not accept this computer's ADB key") as info:
             agent.info()
     assert "\n" not in str(info.value) and str(adb_key) in str(info.value)
@@ -250,8 +255,8 @@ def test_two_phones_in_parallel(tmp_path, adb_key, runner, tflite_model):
 def test_bad_addresses():
     for address in ("adb:", "adb:host:port", "adb::5555"):
         with pytest.raises(BadInputError, match="adb:HOST"):
-            AdbAgent.from_address(address, AgentOptions())
-    assert AdbAgent.from_address("adb:10.0.0.2", AgentOptions()).address == "10.0.0.2:5555"
+            AdbAgent.from_address(address, AdbOptions())
+    assert AdbAgent.from_address("adb:10.0.0.2", AdbOptions()).address == "10.0.0.2:5555"
 
 
 def test_cli_devices_prints_the_fingerprint(phone, capsys):

@@ -1,7 +1,8 @@
-"""Pure functions from what an Android shell prints to a DeviceInfo and to temperatures/frequencies.
+"""What a Linux kernel reports through /proc and /sys, on an Android phone or any Linux board.
 
-One shell command gathers everything (`PROBE_SCRIPT`) so fingerprinting costs one round trip;
-its sections are separated by marker lines.
+The shell snippets that print CPU parts, cpufreq clusters, thermal zones and current frequencies,
+and the pure functions that read what they print. Android (`android.py`) builds on them today; a
+Linux board reached over SSH reads the same files.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from lutnas.device_agents.base import CpuCluster, DeviceInfo
+from lutnas.device_agents.base import CpuCluster
 
 # Prints, for each thermal zone, "@Z zoneN TYPE TEMP", the battery "@B TEMP" and "@F cpuN CUR_KHZ".
 STATE_FUNCTION = (
@@ -20,12 +21,11 @@ STATE_FUNCTION = (
     "echo \"@F ${c##*/} $(cat $c/cpufreq/scaling_cur_freq 2>/dev/null)\"; done; }"
 )
 
-PROBE_SCRIPT = (
-    "echo @@getprop; getprop; echo @@cpuinfo; cat /proc/cpuinfo; echo @@cpufreq; "
+# Prints "cpuN MAX_KHZ MIN_KHZ GOVERNOR" per core.
+CPUFREQ_SCRIPT = (
     "for c in /sys/devices/system/cpu/cpu[0-9]*; do f=$c/cpufreq; "
     "echo \"${c##*/} $(cat $f/cpuinfo_max_freq 2>/dev/null) $(cat $f/cpuinfo_min_freq 2>/dev/null) "
-    "$(cat $f/scaling_governor 2>/dev/null)\"; done; echo @@state; "
-    + STATE_FUNCTION + "; lutnas_state; echo @@end"
+    "$(cat $f/scaling_governor 2>/dev/null)\"; done"
 )
 
 # CPU part numbers of ARM cores (implementer 0x41), for a readable cpu_model.
@@ -40,6 +40,7 @@ _CPU_ZONE = re.compile(r"cpu|tsens|soc|big|mid|little|cluster|apc|mtktscpu", re.
 
 
 def split_sections(text: str) -> dict[str, list[str]]:
+    """Output of a probe script whose sections start with `@@NAME` lines -> {NAME: lines}."""
     sections: dict[str, list[str]] = defaultdict(list)
     current = ""
     for line in text.splitlines():
@@ -49,15 +50,6 @@ def split_sections(text: str) -> dict[str, list[str]]:
         else:
             sections[current].append(line)
     return sections
-
-
-def parse_getprop(lines: list[str]) -> dict[str, str]:
-    props = {}
-    for line in lines:
-        match = re.match(r"^\[([^\]]+)\]: \[(.*)\]$", line.strip())
-        if match:
-            props[match.group(1)] = match.group(2)
-    return props
 
 
 def parse_cpuinfo(lines: list[str]) -> tuple[dict[int, str], str]:
@@ -99,6 +91,11 @@ def parse_cpufreq(lines: list[str]) -> tuple[CpuCluster, ...]:
     return tuple(clusters)
 
 
+def cpu_model_of(parts: dict[int, str], clusters: tuple[CpuCluster, ...]) -> str:
+    """'4x Cortex-A55 + 2x Cortex-A78 + 2x Cortex-X1' from the CPU parts of each cluster."""
+    return " + ".join(f"{len(cl.cores)}x {_part_names(parts, cl.cores)}".strip() for cl in clusters)
+
+
 def parse_state(lines: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     """`@Z/@B/@F` lines -> ({"TYPE": °C, "battery": °C}, {"cpuN": kHz})."""
     temps: dict[str, float] = {}
@@ -125,42 +122,6 @@ def hottest_cpu_c(temps: dict[str, float]) -> float | None:
     others = [t for name, t in temps.items() if name != "battery"]
     chosen = cpu or others
     return max(chosen) if chosen else None
-
-
-def device_info(text: str, address: str) -> DeviceInfo:
-    sections = split_sections(text)
-    props = parse_getprop(sections["getprop"])
-    parts, hardware = parse_cpuinfo(sections["cpuinfo"])
-    clusters = parse_cpufreq(sections["cpufreq"])
-    temps, _ = parse_state(sections["state"])
-    manufacturer = props.get("ro.product.manufacturer", "")
-    model = props.get("ro.product.model", "") or "unknown Android device"
-    serial = props.get("ro.serialno") or props.get("ro.boot.serialno") or address
-    soc = (props.get("ro.soc.model") or props.get("ro.board.platform") or hardware
-           or props.get("ro.hardware", ""))
-    cores = max([len(parts)] + [1 + max(c.cores) for c in clusters if c.cores])
-    cpu_model = " + ".join(
-        f"{len([c for c in cl.cores])}x {_part_names(parts, cl.cores)}".strip()
-        for cl in clusters) or hardware
-    release, sdk = props.get("ro.build.version.release", ""), props.get("ro.build.version.sdk", "")
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{manufacturer}-{model}").strip("-").lower()
-    return DeviceInfo(
-        device_id=f"android:{slug}:{serial}",
-        kind="android",
-        model=model,
-        manufacturer=manufacturer,
-        soc=soc,
-        abi=props.get("ro.product.cpu.abi", ""),
-        os_name="Android",
-        os_version=f"{release} (SDK {sdk})" if sdk else release,
-        cpu_model=cpu_model,
-        cores=cores,
-        clusters=clusters,
-        extra={"serial": serial, "address": address,
-               "build_fingerprint": props.get("ro.build.fingerprint", ""),
-               "thermal_zones": sorted(t for t in temps if t != "battery"),
-               "soc_manufacturer": props.get("ro.soc.manufacturer", "")},
-    )
 
 
 def _part_names(parts: dict[int, str], cores: tuple[int, ...]) -> str:

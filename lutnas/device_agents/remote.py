@@ -1,0 +1,312 @@
+"""A device reached through a shell transport, measured with a runner program built for it.
+
+`RemoteAgent` composes a `ShellTransport` (how to reach the device: ADB today, SSH next), a
+`Platform` (where files go, how to fingerprint it), the runner records of `runners.py` (arguments
+and parser) and the cool-down of `policy.py`. A trial pushes the batch's models (skipped when the
+same sha256 is already there), then runs the runner for each under `taskset`, several models per
+shell session to save round trips. Each model's section of the session's output carries the
+thermal zones and CPU frequencies read just before and after it. Between sessions the agent waits
+while the hottest CPU zone is too hot.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lutnas.device_agents import kernel
+from lutnas.device_agents.base import (
+    DeviceAgent,
+    DeviceInfo,
+    Measurement,
+    ModelFile,
+    RunnerInfo,
+    RunSettings,
+    sha256_of,
+)
+from lutnas.device_agents.policy import CoolDown
+from lutnas.device_agents.runner_output import first_lines
+from lutnas.device_agents.runners import SHELL_RUNNERS, RunnerProgram
+from lutnas.device_agents.transport import FileRefusedError, ShellTransport, print_notice
+from lutnas.errors import BadInputError, DeviceError, RunnerOutputError
+
+MODELS_PER_SESSION = 4
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What differs between kinds of shell-reached devices (Android; later a Linux board)."""
+
+    name: str  # in messages: "cannot run on an Android phone"
+    noun: str  # "phone"
+    work_dir: str  # where lutnas keeps the runner and models on the device
+    probe_script: str  # one shell command printing everything the fingerprint needs
+    device_info: Callable[[str, str], DeviceInfo]  # (probe output, address) -> DeviceInfo
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Options of any agent that runs runner programs through a shell (ADB, later SSH)."""
+
+    runner: Path | None = None  # host path of the device's benchmark_model, pushed once
+    runner_on_device: str | None = None  # a benchmark_model already on the device
+    onnx_runner: Path | None = None  # host path of onnxruntime_perf_test for the device
+    max_temp_c: float = 45.0  # wait while the hottest CPU zone is hotter
+    keep_files: bool = False  # leave pushed files on the device
+
+
+class RemoteAgent(DeviceAgent):
+    """One device behind a shell transport. Not thread-safe: one agent per device and worker."""
+
+    def __init__(self, transport: ShellTransport, platform: Platform, options: RemoteOptions | None = None,
+                 on_message: Callable[[str], None] | None = None) -> None:
+        self.transport = transport
+        self.platform = platform
+        self.options = options or RemoteOptions()
+        self.cooldown = CoolDown(max_temp_c=self.options.max_temp_c)
+        self.on_message = on_message or print_notice
+        # The transport's notices (reconnecting...) follow whatever on_message is at the time.
+        transport.on_message = lambda text: self.on_message(text)
+        self.cooldown_waits_s: list[float] = []
+        self._info: DeviceInfo | None = None
+        self._runners: dict[str, tuple[str, RunnerInfo]] = {}
+        self._on_device: dict[str, str] = {}  # device path -> sha256 of what lutnas pushed there
+
+    @property
+    def address(self) -> str:
+        return self.transport.address
+
+    def shell(self, command: str, timeout_s: float | None = None) -> str:
+        return self.transport.shell(command, timeout_s)
+
+    # -- fingerprint -------------------------------------------------------------------------------
+    def info(self) -> DeviceInfo:
+        if self._info is None:
+            info = self.platform.device_info(self.shell(self.platform.probe_script), self.address)
+            for program in SHELL_RUNNERS.values():
+                if any(self._binary(program)):
+                    info.libraries[program.name] = self._runner(program)[1].version
+            self._info = info
+        return self._info
+
+    def read_state(self) -> tuple[dict[str, float], dict[str, int]]:
+        """Temperatures (°C by zone type, plus battery) and current CPU frequencies (kHz)."""
+        return kernel.parse_state(self.shell(f"{kernel.STATE_FUNCTION}; lutnas_state").splitlines())
+
+    # -- runner ------------------------------------------------------------------------------------
+    def check_settings(self, settings: RunSettings) -> None:
+        program = SHELL_RUNNERS.get(settings.runtime)
+        if program is None:
+            raise BadInputError(f"runtime {settings.runtime!r} cannot run on {self.platform.name}: "
+                                f"use {' or '.join(SHELL_RUNNERS)}")
+        if not any(self._binary(program)):
+            raise BadInputError(f"a {self.platform.noun} needs {program.needs}: pass {program.flags()}")
+        if settings.accelerator not in program.accelerators:
+            raise BadInputError(f"{program.name} on {self.platform.name} cannot use the "
+                                f"{settings.accelerator}: use --accelerator "
+                                f"{' or '.join(program.accelerators)}")
+        cores = self.info().cores
+        if settings.cores and max(settings.cores) >= cores:
+            raise BadInputError(f"core {max(settings.cores)} does not exist on {self.info().model}: "
+                                f"it has cores 0..{cores - 1}")
+
+    def _binary(self, program: RunnerProgram) -> tuple[Path | None, str | None]:
+        """(host file to push, path already on the device) of `program`, from the options."""
+        host = getattr(self.options, program.host_option)
+        on_device = getattr(self.options, program.device_option) if program.device_option else None
+        return (Path(host).expanduser() if host is not None else None), on_device or None
+
+    def _runner(self, program: RunnerProgram) -> tuple[str, RunnerInfo]:
+        """The runner's device path, pushed once and checked (exists, executable)."""
+        if program.name in self._runners:
+            return self._runners[program.name]
+        local, device_path = self._binary(program)
+        sha = ""
+        if local is not None:
+            device_path, sha = self._push_runner(program, local)
+        elif not device_path:
+            raise BadInputError(f"no {program.name} for the {self.platform.noun}: pass {program.flags()}")
+        self._check_runner(program, device_path)
+        if not sha:
+            sha = self._device_sha256([device_path]).get(device_path, "")
+        info = RunnerInfo(name=program.name, version=f"sha256:{sha[:12]}" if sha else "unknown",
+                          binary_sha256=sha)
+        self._runners[program.name] = (device_path, info)
+        return device_path, info
+
+    def _push_runner(self, program: RunnerProgram, local: Path) -> tuple[str, str]:
+        if not local.is_file():
+            raise BadInputError(f"runner {local} does not exist: download or build {program.name} for "
+                                f"the {self.platform.noun}'s ABI (see the README)")
+        sha = sha256_of(local)
+        device_path = f"{self.platform.work_dir}/{program.name}"
+        if self._device_sha256([device_path]).get(device_path) != sha:
+            self.shell(f"mkdir -p {shlex.quote(self.platform.work_dir)}")
+            self.transport.push(local, device_path, mode=0o755)
+            self._on_device[device_path] = sha
+        self.shell(f"chmod 755 {shlex.quote(device_path)}")
+        return device_path, sha
+
+    def _check_runner(self, program: RunnerProgram, device_path: str) -> None:
+        quoted = shlex.quote(device_path)
+        check = self.shell(f"if [ ! -e {quoted} ]; then echo MISSING; elif [ ! -f {quoted} ]; then "
+                           f"echo NOTFILE; elif [ ! -x {quoted} ]; then echo NOEXEC; else echo OK; fi")
+        status = check.strip().splitlines()[-1] if check.strip() else ""
+        if status == "MISSING":
+            raise BadInputError(f"runner {device_path} is not on {self.address}: "
+                                f"{self.transport.push_hint(program.name, self.platform.work_dir)} "
+                                f"or pass --{program.host_option.replace('_', '-')} PATH")
+        if status in ("NOTFILE", "NOEXEC"):
+            raise BadInputError(f"runner {device_path} on {self.address} is not an executable file: "
+                                f"{self.transport.shell_hint(f'chmod 755 {quoted}')} or pass "
+                                f"--{program.host_option.replace('_', '-')} PATH")
+        if status != "OK":
+            raise DeviceError(f"{self.address}: checking runner {device_path} printed {first_lines(check)}")
+
+    def _device_sha256(self, paths: Sequence[str]) -> dict[str, str]:
+        if not paths:
+            return {}
+        out = self.shell("sha256sum " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null; true")
+        found = {}
+        for line in out.splitlines():
+            digest, _, path = line.partition(" ")
+            path = path.lstrip(" *")
+            if len(digest) == 64 and path in paths:
+                found[path] = digest
+        return found
+
+    # -- measuring ---------------------------------------------------------------------------------
+    def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
+                      trial_index: int) -> list[Measurement]:
+        self.check_settings(settings)
+        program = SHELL_RUNNERS[settings.runtime]
+        runner_path, runner = self._runner(program)
+        models_dir = f"{self.platform.work_dir}/models"
+        remote = {i: f"{models_dir}/{f.sha256[:12]}-{Path(f.path).name}" for i, f in enumerate(files)}
+        results = self._push_models(files, remote, runner, trial_index)
+        pending = [i for i in range(len(files)) if i not in results]
+        for start in range(0, len(pending), MODELS_PER_SESSION):
+            chunk = pending[start:start + MODELS_PER_SESSION]
+            note = self._wait_until_cool()
+            script, nonce = self._session_script([(i, remote[i]) for i in chunk], runner_path, program,
+                                                 settings)
+            output = self.shell(script, timeout_s=self.transport.command_timeout_s * len(chunk))
+            sections = _split_sessions(output, nonce)
+            for index in chunk:
+                results[index] = self._measurement(files[index], sections.get(index), program, settings,
+                                                   runner, trial_index, note)
+        return [results[i] for i in range(len(files))]
+
+    def _push_models(self, files: Sequence[ModelFile], remote: dict[int, str], runner: RunnerInfo,
+                     trial_index: int) -> dict[int, Measurement]:
+        """Push what the device lacks; a file it refuses gets a failed Measurement (returned)."""
+        present = self._device_sha256(list(remote.values()))
+        missing = [i for i, f in enumerate(files) if present.get(remote[i]) != f.sha256]
+        if missing:
+            self.shell(f"mkdir -p {shlex.quote(self.platform.work_dir + '/models')}")
+        failed: dict[int, Measurement] = {}
+        for index in missing:
+            try:
+                self.transport.push(Path(files[index].path), remote[index])
+                self._on_device[remote[index]] = files[index].sha256
+            except FileRefusedError as exc:  # the connection is fine: this file's fault
+                failed[index] = Measurement.failed(files[index], trial_index, runner, str(exc))
+        return failed
+
+    def _session_script(self, models: list[tuple[int, str]], runner_path: str, program: RunnerProgram,
+                        settings: RunSettings) -> tuple[str, str]:
+        nonce = secrets.token_hex(4)
+        mark = f"@@lutnas-{nonce}"
+        prefix = [] if settings.core_mask == "all" else ["taskset", settings.core_mask]
+        lines = [kernel.STATE_FUNCTION]
+        for index, path in models:
+            command = prefix + [runner_path] + program.args(path, settings)
+            lines.append(f"echo '{mark} begin {index}'; lutnas_state; echo '{mark} run {index}'; "
+                         f"{' '.join(shlex.quote(part) for part in command)} 2>&1; "
+                         f"echo \"{mark} rc {index} $?\"; lutnas_state; echo '{mark} end {index}'")
+        return "\n".join(lines), nonce
+
+    def _measurement(self, file: ModelFile, section: dict | None, program: RunnerProgram,
+                     settings: RunSettings, runner: RunnerInfo, trial_index: int, note: str) -> Measurement:
+        if section is None or section.get("rc") is None:
+            text = (section or {}).get("output", "")
+            return Measurement.failed(
+                file, trial_index, runner,
+                f"the runner's output ended before its exit status: {first_lines(text)}",
+                raw_output=note + text)
+        output = section["output"]
+        temps_before, freqs_before = kernel.parse_state(section["before"])
+        temps_after, freqs_after = kernel.parse_state(section["after"])
+        context = dict(temps_before=temps_before, temps_after=temps_after, freqs_before=freqs_before,
+                       freqs_after=freqs_after)
+        error = None
+        if section["rc"] != 0:
+            error = f"{runner.name} exited with status {section['rc']}: {first_lines(output, 4)}"
+        else:
+            try:
+                stats = program.parse(output, settings)
+            except RunnerOutputError as exc:
+                error = str(exc)
+        if error is not None:
+            measurement = Measurement.failed(file, trial_index, runner, error, raw_output=note + output)
+            for key, value in context.items():
+                setattr(measurement, key, value)
+            return measurement
+        return Measurement(key=file.key, model_sha256=file.sha256, trial_index=trial_index, runner=runner,
+                           raw_output=note + output, **stats, **context)
+
+    def _wait_until_cool(self) -> str:
+        """The policy's cool-down wait; a note for the raw output if it waited."""
+        waited = self.cooldown.wait(lambda: kernel.hottest_cpu_c(self.read_state()[0]), self.on_message,
+                                    self.address)
+        if waited is None:
+            return ""
+        self.cooldown_waits_s.append(waited.seconds)
+        return waited.note()
+
+    def close(self) -> None:
+        if self._on_device and not self.options.keep_files:
+            paths = sorted(self._on_device)
+            work_dir = self.platform.work_dir
+            try:
+                for start in range(0, len(paths), 200):
+                    self.shell("rm -f " + " ".join(shlex.quote(p) for p in paths[start:start + 200]))
+                self.shell(f"rmdir {shlex.quote(work_dir + '/models')} {shlex.quote(work_dir)} "
+                           "2>/dev/null; true")
+            except DeviceError as exc:
+                self.on_message(f"{self.address}: could not remove pushed files: {exc}")
+            self._on_device.clear()
+        self.transport.close()
+
+
+def _split_sessions(output: str, nonce: str) -> dict[int, dict]:
+    """Cut one shell session's output into each model's before-state, runner output, rc, after-state."""
+    mark = f"@@lutnas-{nonce} "
+    sections: dict[int, dict] = {}
+    current: dict | None = None
+    part = "before"
+    for line in output.splitlines():
+        if line.startswith(mark):
+            fields = line[len(mark):].split()
+            if len(fields) >= 2 and fields[1].isdigit():
+                index = int(fields[1])
+                if fields[0] == "begin":
+                    current = sections.setdefault(index, {"before": [], "out": [], "after": [], "rc": None})
+                    part = "before"
+                elif fields[0] == "run":
+                    part = "out"
+                elif fields[0] == "rc" and current is not None:
+                    ok = len(fields) > 2 and fields[2].lstrip("-").isdigit()
+                    current["rc"] = int(fields[2]) if ok else -1
+                    part = "after"
+                elif fields[0] == "end":
+                    current = None
+                continue
+        if current is not None:
+            current[part].append(line)
+    for section in sections.values():
+        section["output"] = "\n".join(section.pop("out")) + "\n"
+    return sections

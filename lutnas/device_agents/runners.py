@@ -1,0 +1,162 @@
+"""One record per runner program: how lutnas calls it and how it reads what the program prints.
+
+A runner is the program that times a model on the device; a transport (local process, ADB, later
+SSH) only carries its command and its output. Each record holds everything about one program, so
+no other file switches on a runner's name:
+- `benchmark_model` (TFLite) and `onnxruntime_perf_test`: binaries the user supplies for the
+  device, run by a shell transport; `args` builds the argument list, `parse` turns the output
+  into Measurement statistics (pure, on top of `runner_output`'s parsers).
+- `local_worker`: lutnas's own runner (`local_worker.py`), a fresh Python process per trial fed a
+  JSON request; it prints one JSON line per file, which `parse_line` turns into a Measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lutnas.device_agents.base import Measurement, ModelFile, RunnerInfo, RunSettings
+from lutnas.device_agents.runner_output import parse_benchmark_model, parse_onnxruntime_perf_test
+from lutnas.errors import DeviceError
+
+
+@dataclass(frozen=True)
+class RunnerProgram:
+    """A benchmark binary run on a device through a shell.
+
+    `host_option` / `device_option` name the `RemoteOptions` fields (and so the CLI flags) that
+    locate the binary: a host file pushed once, or one already on the device.
+    `parse(output, settings)` returns Measurement fields in ms; it raises RunnerOutputError for
+    output it cannot read.
+    """
+
+    name: str
+    runtime: str
+    accelerators: tuple[str, ...]
+    host_option: str
+    device_option: str | None
+    needs: str  # what the device needs, for the error when no binary is given
+    args: Callable[[str, RunSettings], list[str]]
+    parse: Callable[[str, RunSettings], dict[str, Any]]
+
+    def flags(self) -> str:
+        """The flags that supply the binary, e.g. '--runner PATH or --runner-on-device PATH'."""
+        options = [self.host_option] + ([self.device_option] if self.device_option else [])
+        return " or ".join(f"--{o.replace('_', '-')} PATH" for o in options)
+
+
+def _ms(value_us: float | None) -> float | None:
+    return None if value_us is None else value_us / 1000.0
+
+
+def benchmark_model_args(model_path: str, settings: RunSettings) -> list[str]:
+    """TFLite `benchmark_model` arguments for one model under `settings`."""
+    args = [f"--graph={model_path}", f"--num_threads={settings.threads}",
+            f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}"]
+    if settings.accelerator == "gpu":
+        args.append("--use_gpu=true")
+    elif settings.accelerator == "nnapi":
+        args.append("--use_nnapi=true")
+    if settings.op_profiling:
+        args.append("--enable_op_profiling=true")
+    return args
+
+
+def benchmark_model_stats(output: str, settings: RunSettings) -> dict[str, Any]:
+    """Statistics of one run, in ms. benchmark_model prints statistics, not samples: the median is
+    its median when it prints percentiles and its average otherwise; p90 it never prints."""
+    parsed = parse_benchmark_model(output)
+    values = parsed.stats.values_us if parsed.stats else {}
+    avg = values.get("avg", parsed.inference_avg_us)
+    return dict(median_ms=_ms(values.get("median", avg)), mean_ms=_ms(avg),
+                std_ms=_ms(values.get("std")), min_ms=_ms(values.get("min")),
+                operator_ms=parsed.node_type_ms() if settings.op_profiling else None)
+
+
+def perf_test_args(model_path: str, settings: RunSettings) -> list[str]:
+    """`onnxruntime_perf_test` arguments (it has no warm-up option: its first run is reported apart)."""
+    return ["-m", "times", "-r", str(settings.runs), "-x", str(settings.threads),
+            "-e", "nnapi" if settings.accelerator == "nnapi" else "cpu", model_path]
+
+
+def perf_test_stats(output: str, settings: RunSettings) -> dict[str, Any]:
+    """Statistics of one run, in ms: the P50 as median when printed, else the average."""
+    perf = parse_onnxruntime_perf_test(output)
+    median = perf.percentiles_us.get("p50", perf.avg_us)
+    return dict(median_ms=_ms(median), mean_ms=_ms(perf.avg_us), min_ms=_ms(perf.min_us),
+                p90_ms=_ms(perf.percentiles_us.get("p90")))
+
+
+BENCHMARK_MODEL = RunnerProgram(
+    name="benchmark_model", runtime="tflite", accelerators=("cpu", "gpu", "nnapi"),
+    host_option="runner", device_option="runner_on_device",
+    needs="TFLite's benchmark_model built for it (e.g. the android_aarch64 nightly)",
+    args=benchmark_model_args, parse=benchmark_model_stats)
+
+# Written from the format its source documents; no GPU provider in the Android build lutnas targets.
+ONNXRUNTIME_PERF_TEST = RunnerProgram(
+    name="onnxruntime_perf_test", runtime="onnxruntime", accelerators=("cpu", "nnapi"),
+    host_option="onnx_runner", device_option=None,
+    needs="onnxruntime_perf_test built for it",
+    args=perf_test_args, parse=perf_test_stats)
+
+# The runner of each runtime on a device reached through a shell.
+SHELL_RUNNERS: dict[str, RunnerProgram] = {p.runtime: p for p in (BENCHMARK_MODEL, ONNXRUNTIME_PERF_TEST)}
+
+
+@dataclass(frozen=True)
+class WorkerProgram:
+    """lutnas's own runner: `python -m MODULE`, a JSON request on stdin, a JSON line per file.
+
+    `runtime_modules`: the Python modules any of which lets it run a runtime (checked before a
+    worker is started, so a missing runtime is one clear error rather than a failed batch).
+    """
+
+    name: str = "local_worker"
+    module: str = "lutnas.device_agents.local_worker"
+    runtime_modules: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
+        "onnxruntime": ("onnxruntime",), "torch": ("torch",)})
+
+    def args(self, python: str) -> list[str]:
+        return [python, "-m", self.module]
+
+    def request(self, files: Sequence[ModelFile], settings: RunSettings) -> bytes:
+        """The worker's stdin: the settings and the files, in the order they are measured."""
+        return json.dumps({"runtime": settings.runtime, "threads": settings.threads,
+                           "cores": list(settings.cores) if settings.cores else None,
+                           "warmup": settings.warmup, "runs": settings.runs,
+                           "op_profiling": settings.op_profiling,
+                           "files": [{"path": str(f.path), "key": f.key} for f in files]}).encode()
+
+    def parse_line(self, record: dict[str, Any], file: ModelFile, trial_index: int,
+                   runtime: str) -> Measurement:
+        """One JSON record of the worker -> Measurement (stats derived from the raw samples).
+
+        Raises DeviceError when the worker says it could not start the runtime at all.
+        """
+        if "fatal" in record:
+            raise DeviceError(f"the local worker could not start {runtime}: {record['fatal']}")
+        return measurement_from_record(record, file, trial_index)
+
+
+def measurement_from_record(record: dict[str, Any], file: ModelFile, trial_index: int) -> Measurement:
+    """A worker's JSON line -> Measurement (stats derived from the raw samples)."""
+    runner = RunnerInfo(record.get("runner_name", "?"), record.get("runner_version", "?"))
+    measurement = Measurement(
+        key=file.key, model_sha256=file.sha256, trial_index=trial_index, runner=runner,
+        samples_ms=[float(x) for x in record.get("samples_ms", [])],
+        operator_ms=record.get("operator_ms"), raw_output=json.dumps(record, sort_keys=True),
+        temps_before=record.get("temps_before", {}), temps_after=record.get("temps_after", {}),
+        freqs_before=record.get("freqs_before", {}), freqs_after=record.get("freqs_after", {}),
+        timestamp=float(record.get("timestamp", time.time())), status=record.get("status", "error"),
+    )
+    if measurement.ok and not measurement.samples_ms:
+        measurement.status = "error: the worker returned no samples"
+    return measurement.fill_stats_from_samples()
+
+
+LOCAL_WORKER = WorkerProgram()
