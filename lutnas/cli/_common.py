@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from rich.console import Console
 
@@ -41,3 +43,33 @@ def read_config(space: SearchSpace, source: str) -> SubnetConfig:
     released ElasticViT models by name (`elasticvit:S1` or `elastic_S1`). Raises ConfigError (exit
     code 2) naming what was wrong and listing the accepted forms."""
     return read_space_config(space, source)
+
+
+class LazyChoices(Sequence[str]):
+    """argparse `choices` read from a registry only when used (checking a value, printing help).
+
+    Registering a command's arguments must not import what only another command needs: the
+    `table` module registers `build-table`, whose `--predictor` names come from the predictor
+    registry (pandas and every predictor, about 0.5 s here), and `table show` never reads them.
+    Give the argument a `metavar`: argparse formats the choices of one without it when adding it."""
+
+    def __init__(self, names: Callable[[], Sequence[str]]) -> None:
+        self._names = names
+        self._loaded: tuple[str, ...] | None = None
+
+    def _values(self) -> tuple[str, ...]:
+        if self._loaded is None:
+            self._loaded = tuple(self._names())
+        return self._loaded
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._values()[index]
+
+    def __len__(self) -> int:
+        return len(self._values())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values())

@@ -12,22 +12,28 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lutnas.cli._common import LazyChoices
 from lutnas.errors import PredictorError
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def _predictor_names() -> tuple[str, ...]:
     from lutnas.predictors.registry import saved_names  # the one list of predictor names
 
+    return ("lut", *saved_names())
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("predict", help="predict a subnet's latency from a latency table")
     p.add_argument("--table", required=True, type=Path)
     p.add_argument("--config", required=True,
                    help="subnet config: a JSON file or string, search's best.json, ElasticViT's "
                         "10-tuple, 'smallest' / 'largest', or a released model (elasticvit:S1)")
     p.add_argument("--space", help="space of the config (default: the table's)")
-    p.add_argument("--predictor", choices=("lut", *saved_names()), default="lut",
+    # read when used: importing the registry costs pandas and every predictor (~0.5 s here)
+    p.add_argument("--predictor", choices=LazyChoices(_predictor_names), default="lut", metavar="NAME",
                    help="lut (default), or a predictor saved beside the table by build-table "
                         "--predictor or lutnas transfer")
     p.add_argument("--explain", action="store_true", help="list every block with its latency")

@@ -13,8 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import err_console, positive_int
+from lutnas.cli._common import LazyChoices, err_console, positive_int
 from lutnas.errors import BadInputError, TableError
+from lutnas.space.vocabulary import ACTIVATIONS
 
 # Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
 console = Console(highlight=False, width=None if Console().is_terminal else 200)
@@ -63,18 +64,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                  "context goes beside it as NAME.meta.json")
     export.add_argument("--json", type=Path, help="rows and metadata in one JSON document")
     export.set_defaults(handler=export_command)
-    ofa = sub.add_parser("import-ofa", help="import Once-for-All style YAML tables {key: {count, mean, std}}")
+    ofa = sub.add_parser("import-ofa", help="import Once-for-All / ProxylessNAS style YAML tables "
+                                            "{key: {count, mean, std|var}}")
     ofa.add_argument("yaml", nargs="+", type=Path)
     ofa.add_argument("--out", required=True, type=Path)
     ofa.add_argument("--device-id", default="imported:ofa", help="device id to record")
+    ofa.add_argument("--activation", choices=ACTIVATIONS,
+                     help="activation of the blocks whose keys state none (ProxylessNAS tables: "
+                          "relu6); required when a key needs it and the file does not say")
     ofa.add_argument("--drop-unmapped", action="store_true",
                      help="drop keys with no lutnas counterpart instead of keeping them as 'foreign'")
     ofa.set_defaults(handler=import_ofa_command)
+    nnm = sub.add_parser("import-nnmeter", help="import an nn-Meter block LUT (ElasticViT's phone "
+                                                "tables: JSON key -> ms)")
+    nnm.add_argument("json", type=Path, metavar="FILE.json")
+    nnm.add_argument("--space", required=True, help="space of the table: elasticvit or a space YAML")
+    nnm.add_argument("--device-name", required=True, help="device to record, e.g. pixel1")
+    nnm.add_argument("--runtime", help="runtime the phone measured with, when known (tflite for "
+                                       "ElasticViT's tables); default unknown")
+    nnm.add_argument("--out", required=True, type=Path, help="table file to write (.parquet)")
+    nnm.set_defaults(handler=import_nnmeter_command)
+
+
+def _fittable_and_all() -> tuple[str, ...]:
+    from lutnas.predictors.registry import fittable_names  # the one list of predictor names
+
+    return (*fittable_names(), "all")
 
 
 def _register_build(subparsers: argparse._SubParsersAction) -> None:
-    from lutnas.predictors.registry import fittable_names  # the one list of predictor names
-
     b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
     b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
     b.add_argument("--device", help="device id in the store (needed when it holds several)")
@@ -95,9 +113,9 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="calibration subnets at these resolutions (default: those the table covers)")
     b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
-    b.add_argument("--predictor", choices=(*fittable_names(), "all"),
-                   help="also fit these predictors on the table's measured blocks and save each "
-                        "beside it (TABLE.<name>.predictor.npz)")
+    b.add_argument("--predictor", choices=LazyChoices(_fittable_and_all), metavar="NAME",
+                   help="also fit this predictor (learned, analytic, ...; all: every one) on the "
+                        "table's measured blocks and save it beside it (TABLE.<name>.predictor.npz)")
     b.add_argument("--fresh", action="store_true",
                    help="with an existing --out: keep nothing of it (drop its correction, remove "
                         "predictor files beside it that this run does not refit)")
@@ -152,7 +170,8 @@ def _previous_table(out: Path) -> Any:
     try:
         return LatencyTable.load(out)
     except TableError as exc:
-        err_console.print(f"[yellow]warning:[/] {out} is not a readable table ({exc}); overwriting it")
+        err_console.print(f"[yellow]warning:[/] {out} is not a readable table ({exc}); overwriting it",
+                          soft_wrap=True)  # one line, whatever the terminal width
         return None
 
 
@@ -202,48 +221,77 @@ def show_command(args: argparse.Namespace) -> int:
     device = table.device
     console.print(f"[bold]{args.table}[/]: {len(table)} keys")
     details = ", ".join(x for x in (device.kind, f"{device.manufacturer} {device.model}".strip(),
-                                    device.soc, device.cpu_model) if x)
-    console.print(f"device: {device.device_id} ({details})")
-    console.print(f"settings: {table.describe_settings()}  warmup={table.settings.get('warmup')} "
-                  f"runs={table.settings.get('runs')}")
-    console.print(f"space: {table.space or '?'}   lutnas {table.metadata.get('lutnas_version')}   "
-                  f"runners: {', '.join(table.metadata.get('runners', [])) or '?'}")
+                                    device.soc, device.cpu_model) if x and x != device.device_id)
+    console.print(f"device: {device.device_id}" + (f" ({details})" if details else ""))
+    counts = "".join(f"  {n}={table.settings[n]}" for n in ("warmup", "runs")
+                     if table.settings.get(n) is not None)
+    console.print(f"settings: {table.describe_settings()}{counts}")
+    runners = ", ".join(table.metadata.get("runners") or [])
+    console.print(f"space: {table.space or '?'}   lutnas {table.metadata.get('lutnas_version', '?')}"
+                  + (f"   runners: {runners}" if runners else ""))
+    _print_import(table.metadata)
     correction = table.correction
     if correction:
         console.print(f"correction: {describe_correction(correction)} "
                       f"from {correction.get('n', '?')} subnets")
     else:
         console.print("correction: none (build-table --calibrate K adds one)")
-    _print_coverage(args, table)
-    _print_quality(args, table.frame)
+    used = _print_coverage(args, table)
+    _print_quality(args, table.frame, used)
     return 0
 
 
-def _print_coverage(args: argparse.Namespace, table: Any) -> None:
+def _print_import(meta: dict) -> None:
+    """Where an imported table came from and what its import could not map."""
+    if not meta.get("imported_from"):
+        return
+    files = ", ".join(Path(p).name for p in meta["imported_from"])
+    unmapped = meta.get("unmapped_reasons")
+    if unmapped is None:  # OFA-style imports count them only
+        console.print(f"imported from {files}; {meta.get('unmapped_keys', 0)} keys had no lutnas "
+                      f"counterpart")
+        return
+    console.print(f"imported from {files}: {meta.get('entries', '?')} keys, "
+                  f"{sum(unmapped.values())} unmapped, {len(meta.get('collisions') or {})} collisions")
+    for reason, count in unmapped.items():
+        console.print(f"  {count:6d}  unmapped: {reason}")
+
+
+def _print_coverage(args: argparse.Namespace, table: Any) -> Any:
+    """Print the table's coverage of its space; returns (space name, the table's keys the space
+    uses), or None when the space is not known."""
     from lutnas.space import SearchSpace
 
     if not (args.space or table.space):
-        return
+        return None
     try:
         space = SearchSpace.load(args.space) if args.space else table.load_space()
     except BadInputError as exc:
         err_console.print(f"[yellow]coverage not computed:[/] {exc}")
-        return
+        return None
     cov = table.coverage(space)
     console.print(f"coverage of {space.name}: {cov['present']}/{cov['total']} unique blocks "
                   f"({cov['share']:.1%}); " + ", ".join(
                       f"{k} {v['present']}/{v['total']}" for k, v in cov["by_kind"].items()))
+    outside = len(table) - cov["present"]
+    if outside:
+        console.print(f"{outside} keys are not blocks of {space.name}")
+    return (space.name, {b.key for b in space.unique_blocks()} & set(table.keys))
 
 
-def _print_quality(args: argparse.Namespace, frame: Any) -> None:
-    import numpy as np
-
+def _print_quality(args: argparse.Namespace, frame: Any, used: Any) -> None:
     flags = frame["flag"].value_counts()
-    cv_median = float(np.nanmedian(frame["cv"])) if frame["cv"].notna().any() else float("nan")
-    console.print("quality: " + ", ".join(f"{k} {v}" for k, v in flags.items()) +
-                  f"; CV median {cv_median:.3f}")
+    line = "quality: " + ", ".join(f"{k} {v}" for k, v in flags.items())
+    if frame["cv"].notna().any():
+        line += f"; CV median {float(frame['cv'].median()):.3f}"
+    console.print(line)
+    title = "slowest blocks"
+    if used is not None:
+        name, keys = used
+        frame = frame[frame.index.isin(list(keys))]
+        title = f"slowest blocks {name} uses"
     slowest = frame.sort_values("median_ms", ascending=False).head(args.top)
-    console.print(_rows_table("slowest blocks", slowest))
+    console.print(_rows_table(title, slowest))
     flagged = frame[frame["flag"].isin(["never-settled", "re-measured"])]
     if len(flagged):
         console.print(_rows_table(f"flagged blocks ({len(flagged)})",
@@ -251,12 +299,15 @@ def _print_quality(args: argparse.Namespace, frame: Any) -> None:
 
 
 def _rows_table(title: str, rows: Any) -> Table:
+    """Rows with their figures; a statistic the table does not know (an imported table's CV and
+    trials) is '-', never nan or None."""
     out = Table(title=title)
     for column in ("key", "median_ms", "cv", "trials", "flag"):
         out.add_column(column, justify="left" if column in ("key", "flag") else "right")
     for key, row in rows.iterrows():
-        out.add_row(str(key), f"{row['median_ms']:.4f}", f"{row['cv']:.3f}", str(row["trials"]),
-                    str(row["flag"]))
+        cv = f"{row['cv']:.3f}" if row["cv"] == row["cv"] else "-"
+        trials = str(row["trials"]) if row["trials"] else "-"
+        out.add_row(str(key), f"{row['median_ms']:.4f}", cv, trials, str(row["flag"]))
     return out
 
 
@@ -316,11 +367,44 @@ def import_ofa_command(args: argparse.Namespace) -> int:
     from lutnas.tables.ofa import import_ofa_yaml
 
     device = DeviceInfo(device_id=args.device_id, kind="android", model="unknown")
-    table = import_ofa_yaml(args.yaml, device=device, keep_unmapped=not args.drop_unmapped)
+    table = import_ofa_yaml(args.yaml, device=device, keep_unmapped=not args.drop_unmapped,
+                            activation=args.activation)
     table.save(args.out)
     kinds = table.frame["kind"].value_counts()
     console.print(f"imported {len(table)} keys ({', '.join(f'{k} {v}' for k, v in kinds.items())}); "
                   f"{table.metadata['unmapped_keys']} had no lutnas counterpart, "
                   f"{table.metadata['duplicate_keys']} repeated a key; wrote {args.out}")
+    if table.metadata["mbconv_without_shortcut"]:
+        console.print(f"note: {table.metadata['mbconv_without_shortcut']} MBConv entries have no "
+                      f"residual (idskip:0); lutnas's mbconv adds one, so those figures miss it")
+    return 0
+
+
+def import_nnmeter_command(args: argparse.Namespace) -> int:
+    from lutnas.space import BUILTIN_SPACES, SearchSpace
+    from lutnas.tables.nnmeter import import_nnmeter_json
+
+    space = SearchSpace.load(args.space)
+    space_yaml = None if args.space in BUILTIN_SPACES else Path(args.space).read_text()
+    table = import_nnmeter_json(args.json, space, args.device_name, args.runtime, space_yaml)
+    table.save(args.out)
+    meta = table.metadata
+    kinds = table.frame["kind"].value_counts()
+    used = {spec.key for spec in space.unique_blocks()}
+    inside = sum(key in used for key in table.keys)
+    console.print(f"{args.json}: {meta['entries']} keys; {len(table)} mapped to lutnas blocks "
+                  f"({', '.join(f'{k} {v}' for k, v in kinds.items())}), {inside} of them blocks "
+                  f"{space.name} uses ({len(used)} in all), {len(table) - inside} outside it")
+    reasons = meta["unmapped_reasons"]
+    console.print(f"unmapped: {sum(reasons.values())}" + (":" if reasons else ""))
+    for reason, count in reasons.items():
+        console.print(f"  {count:6d}  {reason}")
+    collisions = meta["collisions"]
+    if collisions:
+        console.print(f"{len(collisions)} lutnas keys named by several nn-Meter keys (first kept, "
+                      f"all recorded in the table's metadata), e.g. {next(iter(collisions))}: "
+                      f"{collisions[next(iter(collisions))]['values']}")
+    console.print(f"wrote {args.out} ({table.describe_settings()}); every unmapped key and its "
+                  f"reason is in its metadata (table export --json)")
     return 0
 

@@ -131,7 +131,9 @@ def measured_latencies(source: Any, measured_only: bool = True) -> pd.Series:
             raise PredictorError("the latency data has no median_ms column; pass a LatencyTable, "
                                  "a frame indexed by key with median_ms, or a dict key -> ms")
         if measured_only and "source" in data.columns:
-            data = data[data["source"].astype(str) == "measured"]
+            # "imported:FILE" rows were measured too, on someone else's device (OFA, nn-Meter)
+            source = data["source"].astype(str)
+            data = data[(source == "measured") | source.str.startswith("imported:")]
         series = data["median_ms"].astype(float)
     elif isinstance(frame, pd.Series):
         series = frame.astype(float)

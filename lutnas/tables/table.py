@@ -128,9 +128,13 @@ class LatencyTable:
         return RunSettings(**kwargs)
 
     def describe_settings(self) -> str:
+        """`device runtime=.. threads=.. cores=.. accelerator=..`; a value the table does not know
+        (an imported table's threads) is left out rather than printed as None."""
         s = self.settings
-        return (f"{self.device.device_id} runtime={s.get('runtime')} threads={s.get('threads')} "
-                f"cores={s.get('core_mask')} accelerator={s.get('accelerator', 'cpu')}")
+        values = {"runtime": s.get("runtime"), "threads": s.get("threads"),
+                  "cores": s.get("core_mask"), "accelerator": s.get("accelerator", "cpu")}
+        return " ".join([self.device.device_id] + [f"{k}={v}" for k, v in values.items()
+                                                   if v is not None])
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

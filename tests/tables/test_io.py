@@ -24,6 +24,7 @@ from lutnas.tables.table import LatencyTable, make_frame
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "ofa_note10_160_sample.yaml"
+WITH_VAR = DATA / "ofa_style_with_var.yaml"
 SHARED_OFA = Path(__file__).resolve().parents[3] / "shared" / "tables" / "ofa-note10"
 
 
@@ -154,6 +155,31 @@ def test_ofa_import_of_the_real_sample(tmp_path: Path) -> None:
     assert loaded.frame.equals(table.frame)
     dropped = import_ofa_yaml([SAMPLE], keep_unmapped=False)
     assert len(dropped) == len(raw) - 4
+
+
+def test_ofa_import_keeps_the_spread_of_a_variance_and_states_no_activation_it_lacks() -> None:
+    """ProxylessNAS-style keys: `var` is a variance and no activation is stated, so none is assumed."""
+    with pytest.raises(TableError, match=r"states no activation.*--activation"):
+        import_ofa_yaml([WITH_VAR])
+    table = import_ofa_yaml([WITH_VAR], activation="relu6")
+    stem = "conv:hw=224,cin=3,cout=32,k=3,s=2,act=relu6"
+    assert table.frame.loc[stem, "std_ms"] == pytest.approx(0.2)  # sqrt(0.040)
+    assert table.frame.loc[stem, "cv"] == pytest.approx(0.2 / 1.2)
+    # ProxylessNAS's expand is the ratio, and its blocks have no SE
+    block = "mbconv:hw=7,cin=192,cout=320,k=5,s=1,e=6,se=0,act=relu6"
+    assert table.latency_ms(block) == 5.26
+    assert table.frame.loc[block, "std_ms"] == pytest.approx(math.sqrt(0.195))
+    assert not any("hswish" in key for key in table.keys)
+    assert table.metadata["activation_unstated_keys"] == "relu6"
+    assert table.metadata["mbconv_without_shortcut"] == 2  # idskip:0: no residual, unlike lutnas's
+
+
+def test_ofa_activation_from_the_file_and_unknown_ones(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("activation: relu6\n" + WITH_VAR.read_text())
+    assert "conv:hw=224,cin=3,cout=32,k=3,s=2,act=relu6" in import_ofa_yaml([path]).keys
+    with pytest.raises(TableError, match="is not one of"):
+        import_ofa_yaml([WITH_VAR], activation="swish7")
 
 
 def test_ofa_import_with_a_custom_key_map() -> None:
