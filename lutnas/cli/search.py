@@ -62,11 +62,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "a busy small host)")
     p.add_argument("--proxy", default="mmacs", choices=("mmacs", "params"),
                    help="proxy objective without --supernet (default mmacs; labelled as a proxy)")
-    p.add_argument("--population", type=positive_int, default=512)
-    p.add_argument("--generations", type=positive_int, default=40)
-    p.add_argument("--parents", type=positive_int, default=256)
-    p.add_argument("--mutations", type=int, default=128)
-    p.add_argument("--crossovers", type=int, default=128)
+    p.add_argument("--population", type=positive_int, default=512, help="default 512")
+    p.add_argument("--generations", type=positive_int, default=40, help="default 40")
+    p.add_argument("--parents", type=positive_int,
+                   help="parents kept per generation (default: half the population)")
+    p.add_argument("--mutations", type=int,
+                   help="mutated children per generation (default: half of the rest)")
+    p.add_argument("--crossovers", type=int,
+                   help="crossover children per generation (default: the rest)")
     p.add_argument("--mutate-prob", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="output directory")
@@ -129,7 +132,7 @@ def run_search(args: argparse.Namespace) -> int:
             outcome = run_target(job, target, out, progress,
                                  export=None if args.no_export else _exporter(job, args.cache))
         outcomes.append(outcome)
-        _print_outcome(outcome)
+        _print_outcome(outcome, job)
         if args.verify_on:
             _verify(args, job, table, outcome)
     if len(outcomes) > 1:
@@ -144,7 +147,9 @@ def run_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_outcome(outcome: Outcome) -> None:
+def _print_outcome(outcome: Outcome, job: SearchJob) -> None:
+    from lutnas.search.report import nearest_released
+
     result = outcome.result
     best, c = result.best, result.constraints
     table = Table(title=f"winner under {c.target_ms:g} ms  (window {c.low_ms:.3f}..{c.high_ms:.3f} ms)")
@@ -156,6 +161,11 @@ def _print_outcome(outcome: Outcome) -> None:
     table.add_row(f"{best.latency_ms:.3f}", f"{best.score:.4g}", f"{best.mmacs:.1f}",
                   f"{best.params / 1e6:.3f}M", str(result.evaluations))
     console.print(table)
+    released = nearest_released(job.space, job.cost_model, best.latency_ms)
+    if released is not None:
+        console.print(f"winner {best.mmacs:.1f} MMACs at {best.latency_ms:.3f} ms; nearest released "
+                      f"model by latency: {released.name} {released.mmacs:.1f} MMACs at "
+                      f"{released.latency_ms:.3f} ms (same table)")
     if result.is_proxy:
         console.print(f"objective: {result.objective_label}")
     console.print(f"config: {best.config.to_json()}")

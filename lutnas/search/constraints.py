@@ -6,9 +6,12 @@ towards the window) or replaced by a config drawn from the per-window pools (fea
 bucketed by predicted latency across the window, so refills and the starting population cover the
 whole window instead of piling up where random sampling lands most often).
 
-Costs are priced in batches: configs are encoded once (the LUT predictor's integer encoding) and
-MACs and parameters come from per-stage grids of the same encoding, so a batch of thousands of
-candidates costs milliseconds rather than a `blocks_of` walk each.
+Costs are priced in batches: configs are encoded once (the LUT predictor's integer encoding, see
+`Codec`) and MACs, parameters and (for the LUT) latency come from per-stage grids of the same
+encoding, so a batch of thousands of candidates costs milliseconds rather than a `blocks_of` walk
+each. Repair works on encoded rows throughout: a step prices every sampled neighbour of every
+config being repaired in one vectorised batch, and only the repaired rows become configs again
+(profiled: building and pricing neighbour configs one by one was 80% of a default search).
 """
 
 from __future__ import annotations
@@ -22,8 +25,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lutnas.errors import SearchError
-from lutnas.space import SearchSpace, SubnetConfig, block_complexity
+import lutnas.space.widths as W
+from lutnas.errors import PredictorError, SearchError
+from lutnas.space import (
+    STEM_FIELDS,
+    SearchSpace,
+    StageChoice,
+    StemChoice,
+    SubnetConfig,
+    block_complexity,
+)
 
 _SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 _COUNT = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kKmMgG]?)\s*$")
@@ -92,11 +103,89 @@ class Costs:
         return len(self.latency_ms)
 
 
+class Codec:
+    """Configs <-> integer rows: column j holds the position of a choice among its allowed values.
+
+    Columns are the resolution, the stem's fields (`STEM_FIELDS`), then each stage's fields in its
+    type's order: the LUT index's encoding, so a row indexes the latency and cost grids directly
+    (`CostModel` checks the two agree). Rows let repair enumerate and price neighbours in numpy.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.values: list[tuple[int, ...]] = [space.resolutions]
+        self.values += [space.stem.choices()[f] for f in STEM_FIELDS]
+        self.stage_cols: list[dict[str, int]] = []
+        for stage in space.stages:
+            self.stage_cols.append({f: len(self.values) + i for i, f in enumerate(stage.fields)})
+            self.values += [stage.choices()[f] for f in stage.fields]
+        self._position = [{v: i for i, v in enumerate(values)} for values in self.values]
+        self.sizes = np.array([len(v) for v in self.values], dtype=np.intp)
+        width_cols = [1 + STEM_FIELDS.index("width")] + [cols["width"] for cols in self.stage_cols]
+        self.width_cols = np.array(width_cols, dtype=np.intp)
+        self._width_values = [np.asarray(self.values[c]) for c in width_cols]
+
+    @property
+    def columns(self) -> int:
+        return len(self.values)
+
+    def encode(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        """(n, columns) positions; ConfigError (naming the stage and field) for a config outside."""
+        pos = self._position
+        rows = []
+        for config in configs:
+            try:
+                row = [pos[0][config.resolution]] + [pos[1 + i][getattr(config.stem, f)]
+                                                     for i, f in enumerate(STEM_FIELDS)]
+                for cols, choice in zip(self.stage_cols, config.stages, strict=True):
+                    row += [pos[c][getattr(choice, f)] for f, c in cols.items()]
+            except (KeyError, ValueError):
+                self.space.validate(config)  # raises naming stage, field and allowed values
+                raise SearchError(f"config {config.to_json()} is outside space "
+                                  f"{self.space.name!r}") from None
+            rows.append(row)
+        return np.asarray(rows, dtype=np.intp).reshape(len(rows), self.columns)
+
+    def decode(self, rows: np.ndarray) -> list[SubnetConfig]:
+        """The configs of encoded rows (inverse of `encode`)."""
+        out = []
+        values = self.values
+        for row in np.asarray(rows).tolist():
+            stem = StemChoice(**{f: values[1 + i][row[1 + i]] for i, f in enumerate(STEM_FIELDS)})
+            stages = tuple(StageChoice(**{f: values[c][row[c]] for f, c in cols.items()})
+                           for cols in self.stage_cols)
+            out.append(SubnetConfig(values[0][row[0]], stem, stages))
+        return out
+
+    def shrinking(self, rows: np.ndarray) -> np.ndarray:
+        """Per row, whether its widths shrink somewhere (always False unless the space has
+        `monotone_widths`): `SearchSpace.shrinking_widths` on encoded rows."""
+        rows = np.asarray(rows)
+        if not self.space.monotone_widths:
+            return np.zeros(rows.shape[:-1], dtype=bool)
+        widths = np.stack([v[rows[..., c]] for v, c in zip(self._width_values, self.width_cols)],
+                          axis=-1)
+        return (np.diff(widths, axis=-1) < 0).any(axis=-1)
+
+    def neighbours(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every single-choice change of each row: (n, k, columns) rows and an (n, k) mask of the
+        real ones (a different value, widths still non-decreasing in a monotone space). k is the
+        same for every row: one candidate per (column, value), the row's own values masked."""
+        rows = np.asarray(rows, dtype=np.intp)
+        column = np.repeat(np.arange(self.columns), self.sizes)
+        value = np.concatenate([np.arange(n) for n in self.sizes])
+        out = np.repeat(rows[:, None, :], len(column), axis=1)
+        out[:, np.arange(len(column)), column] = value
+        real = rows[:, column] != value[None, :]
+        return out, real & ~self.shrinking(out)
+
+
 class CostModel:
     """Prices configs (latency from the predictor; params and MMACs from the space) in batches.
 
-    Results are memoised per config: evolution revisits the same configs often, and a repair walk
-    prices each step's neighbours in one batch.
+    Results are memoised per config: evolution revisits the same configs often. Encoded rows are
+    priced without building configs when the latency model takes the same encoding (the LUT
+    predictor's `predict_encoded`); any other model gets the decoded configs.
     """
 
     def __init__(self, space: SearchSpace, latency: LatencyModel) -> None:
@@ -104,10 +193,15 @@ class CostModel:
 
         self.space = space
         self.latency = latency
+        self.codec = Codec(space)
         blocks = space.unique_blocks()
         cost = {b.key: block_complexity(b) for b in blocks}
         self._macs = SpaceIndex(space, {k: float(c.macs) for k, c in cost.items()}, set())
         self._params = SpaceIndex(space, {k: float(c.params) for k, c in cost.items()}, set())
+        probe = [space.smallest(), space.largest()]
+        if not np.array_equal(self.codec.encode(probe), self._macs.encode(probe)):
+            raise AssertionError("search's Codec and the LUT index encode configs differently")
+        self._encoded_latency = _encoded_latency(space, latency, probe, self.codec)
         self._memo: dict[SubnetConfig, tuple[float, float, float]] = {}
         self.latency_calls = 0
         self.configs_priced = 0
@@ -115,19 +209,45 @@ class CostModel:
     def costs(self, configs: Sequence[SubnetConfig]) -> Costs:
         todo = [c for c in dict.fromkeys(configs) if c not in self._memo]
         if todo:
-            encoded = self._macs.encode(todo)
-            macs, _ = self._macs.sum_encoded(encoded)
-            params, _ = self._params.sum_encoded(encoded)
-            ms = np.asarray(self.latency.predict(todo), dtype=float)
-            if ms.shape != (len(todo),):
-                raise SearchError(f"the latency predictor returned shape {ms.shape} for "
-                                  f"{len(todo)} configs")
-            self.latency_calls += 1
-            self.configs_priced += len(todo)
-            for c, m, p, f in zip(todo, ms, params, macs):
-                self._memo[c] = (float(m), float(p), float(f) / 1e6)
+            priced = self.costs_of_rows(self.codec.encode(todo), todo)
+            for c, m, p, f in zip(todo, priced.latency_ms, priced.params, priced.mmacs):
+                self._memo[c] = (float(m), float(p), float(f))
         rows = np.array([self._memo[c] for c in configs], dtype=float).reshape(len(configs), 3)
         return Costs(rows[:, 0], rows[:, 1], rows[:, 2])
+
+    def costs_of_rows(self, rows: np.ndarray, configs: Sequence[SubnetConfig] | None = None) -> Costs:
+        """Costs of encoded rows (not memoised); `configs`: the same configs, when already built."""
+        macs, _ = self._macs.sum_encoded(rows)
+        params, _ = self._params.sum_encoded(rows)
+        ms = None
+        if self._encoded_latency is not None:
+            try:
+                ms = np.asarray(self._encoded_latency(rows), dtype=float)
+            except PredictorError:  # a block the table lacks: `predict` handles or names it
+                ms = None
+        if ms is None:
+            configs = list(configs) if configs is not None else self.codec.decode(rows)
+            ms = np.asarray(self.latency.predict(configs), dtype=float)
+        if ms.shape != (len(rows),):
+            raise SearchError(f"the latency predictor returned shape {ms.shape} for "
+                              f"{len(rows)} configs")
+        self.latency_calls += 1
+        self.configs_priced += len(rows)
+        return Costs(ms, params, macs / 1e6)
+
+
+def _encoded_latency(space: SearchSpace, latency: LatencyModel, probe: list[SubnetConfig],
+                     codec: Codec) -> Any:
+    """The model's `predict_encoded` when it takes `codec`'s rows and agrees with `predict` on a
+    probe; else None (the model is given configs)."""
+    method = getattr(latency, "predict_encoded", None)
+    if method is None or getattr(latency, "space_", None) != space:
+        return None
+    try:
+        agree = np.allclose(method(codec.encode(probe)), latency.predict(probe), equal_nan=True)
+    except PredictorError:
+        return method  # the probe needs a block the table lacks; rows that do fall back per batch
+    return method if agree else None
 
 
 def feasible_mask(costs: Costs, constraints: Constraints) -> np.ndarray:
@@ -190,58 +310,57 @@ def check_target(constraints: Constraints, latency_range: LatencyRange, where: s
 # ---------------------------------------------------------------------- repair and pools
 
 def neighbours(space: SearchSpace, config: SubnetConfig) -> list[SubnetConfig]:
-    """Every config that differs from `config` in exactly one choice (resolution, stem or stage)."""
-    out: list[SubnetConfig] = []
-    d = config.to_dict()
-    for value in space.resolutions:
-        if value != config.resolution:
-            out.append(_with(d, ("resolution",), value))
-    for name, allowed in space.stem.choices().items():
-        for value in allowed:
-            if value != getattr(config.stem, name):
-                out.append(_with(d, ("stem", name), value))
-    for index, (stage, choice) in enumerate(zip(space.stages, config.stages)):
-        for name, allowed in stage.choices().items():
-            for value in allowed:
-                if value != getattr(choice, name):
-                    out.append(_with(d, ("stages", index, name), value))
-    if space.monotone_widths:  # a width change may make the widths shrink: not a subnet then
-        out = [c for c in out if not space.shrinking_widths(c)]
-    return out
-
-
-def _with(data: dict[str, Any], path: tuple[Any, ...], value: int) -> SubnetConfig:
-    copy = {"resolution": data["resolution"], "stem": dict(data["stem"]),
-            "stages": [dict(s) for s in data["stages"]]}
-    target: Any = copy
-    for part in path[:-1]:
-        target = target[part]
-    target[path[-1]] = value
-    return SubnetConfig.from_dict(copy)
+    """Every config that differs from `config` in exactly one choice (resolution, stem or stage);
+    in a monotone space only those whose widths do not shrink."""
+    codec = Codec(space)
+    rows, real = codec.neighbours(codec.encode([config]))
+    return codec.decode(rows[0][real[0]])
 
 
 def repair(space: SearchSpace, config: SubnetConfig, cost_model: CostModel, constraints: Constraints,
            rng: random.Random, max_steps: int = 12, sample: int = 24) -> SubnetConfig | None:
     """Walk single-choice changes downhill on `violation` until feasible; None when stuck.
 
-    Each step prices a random subset of the neighbours in one batch and takes the best; ties are
-    broken by the seeded rng, so a repair is deterministic given the seed.
+    One config through `repair_rows` (which see)."""
+    del space  # the cost model's space; kept for the call's shape
+    rows, ok = repair_rows(cost_model, cost_model.codec.encode([config]), constraints, rng,
+                           max_steps, sample)
+    return cost_model.codec.decode(rows[ok])[0] if ok[0] else None
+
+
+def repair_rows(cost_model: CostModel, rows: np.ndarray, constraints: Constraints,
+                rng: random.Random, max_steps: int = 12,
+                sample: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Repair encoded configs together: (rows after the walk, which of them are feasible).
+
+    Each step prices a random subset of `sample` neighbours of every row still infeasible, all in
+    one batch, and moves each row to its best one (ties broken at random); a row whose best
+    neighbour is no better is stuck. The draws come from the seeded `rng`, so repairs are
+    deterministic given the seed.
     """
-    current = config
-    current_v = float(violation(cost_model.costs([current]), constraints)[0])
+    current = np.array(rows, dtype=np.intp, copy=True).reshape(-1, cost_model.codec.columns)
+    value = violation(cost_model.costs_of_rows(current), constraints)
+    active = np.flatnonzero(value > 0)
+    generator = np.random.default_rng(rng.getrandbits(63))
     for _ in range(max_steps):
-        if current_v == 0.0:
-            return current
-        options = neighbours(space, current)
-        if len(options) > sample:
-            options = rng.sample(options, sample)
-        values = violation(cost_model.costs(options), constraints)
-        best = float(values.min())
-        if best >= current_v:
-            return None
-        choices = [o for o, v in zip(options, values) if v == best]
-        current, current_v = rng.choice(choices), best
-    return current if current_v == 0.0 else None
+        if active.size == 0:
+            break
+        options, real = cost_model.codec.neighbours(current[active])
+        # Random priorities pick the sample (the `sample` largest among real options) and break ties.
+        priority = np.where(real, generator.random(real.shape), -1.0)
+        if real.shape[1] > sample:
+            cut = -np.partition(-priority, sample - 1, axis=1)[:, sample - 1:sample]
+            real &= priority >= cut
+        scores = np.full(real.shape, np.inf)
+        scores[real] = violation(cost_model.costs_of_rows(options[real]), constraints)
+        best = scores.min(axis=1)
+        pick = np.argmax(np.where(scores == best[:, None], priority, -np.inf), axis=1)
+        moves = best < value[active]
+        moved = active[moves]
+        current[moved] = options[np.flatnonzero(moves), pick[moves]]
+        value[moved] = best[moves]
+        active = moved[value[moved] > 0]
+    return current, value == 0
 
 
 class WindowPools:
@@ -270,29 +389,35 @@ class WindowPools:
         return sum(1 for p in self.pools if p)
 
     def draw(self, rng: random.Random, n: int) -> list[SubnetConfig]:
-        """`n` configs spread round-robin over the non-empty bins (distinct while the pools last)."""
-        bins = [list(p) for p in self.pools if p]
+        """`n` configs spread evenly over the non-empty bins, in random order (distinct while the
+        pools last; then the pools are drawn again)."""
+        bins = [p for p in self.pools if p]
         if not bins:
             raise SearchError(f"no subnet satisfies {self.constraints.describe()}; widen "
                               f"--window-ms or relax --max-params/--max-mmacs")
-        for pool in bins:
-            rng.shuffle(pool)
         out: list[SubnetConfig] = []
-        cursor = [0] * len(bins)
-        order = list(range(len(bins)))
         while len(out) < n:
-            rng.shuffle(order)
-            progressed = False
-            for b in order:
-                if len(out) >= n:
-                    break
-                if cursor[b] < len(bins[b]):
-                    out.append(bins[b][cursor[b]])
-                    cursor[b] += 1
-                    progressed = True
-            if not progressed:  # every pool exhausted: repeat, still spread over the bins
-                cursor = [0] * len(bins)
+            take = _spread(n - len(out), [len(b) for b in bins], rng)
+            for pool, k in zip(bins, take):
+                out += rng.sample(pool, k)
+        rng.shuffle(out)
         return out
+
+
+def _spread(n: int, capacity: list[int], rng: random.Random) -> list[int]:
+    """How many of `n` to take from each bin: as even as the bins' capacities allow (the bins that
+    get one more chosen at random), all of every bin when `n` exceeds them together."""
+    take = [0] * len(capacity)
+    open_bins = [i for i, c in enumerate(capacity) if c]
+    while n > 0 and open_bins:
+        share, extra = divmod(n, len(open_bins))
+        lucky = set(rng.sample(open_bins, extra))
+        for i in open_bins:
+            k = min(capacity[i] - take[i], share + (i in lucky))
+            take[i] += k
+            n -= k
+        open_bins = [i for i in open_bins if take[i] < capacity[i]]
+    return take
 
 
 def sample_scaled(space: SearchSpace, rng: random.Random, size: float, spread: float = 0.7) -> SubnetConfig:
@@ -314,45 +439,69 @@ def sample_scaled(space: SearchSpace, rng: random.Random, size: float, spread: f
     return space.repair_widths(SubnetConfig.from_dict(data))
 
 
+def scaled_rows(codec: Codec, generator: np.random.Generator, sizes: np.ndarray,
+                spread: float = 0.7) -> np.ndarray:
+    """`sample_scaled` for a batch, on encoded rows: each choice near the `size` quantile of its
+    values, then (monotone spaces) shrinking widths repaired as `SearchSpace.repair_widths` does."""
+    sizes = np.asarray(sizes, dtype=float)
+    top = codec.sizes - 1
+    position = sizes[:, None] * top[None, :] + generator.normal(0.0, spread, (len(sizes), len(top)))
+    rows = np.clip(np.rint(position), 0, top).astype(np.intp)
+    options = codec.space.width_options()
+    for i in np.flatnonzero(codec.shrinking(rows)):
+        chain = [options[j][p] for j, p in enumerate(rows[i, codec.width_cols])]
+        fixed = W.repair_chain(chain, options)
+        rows[i, codec.width_cols] = [options[j].index(w) for j, w in enumerate(fixed)]
+    return rows
+
+
 def build_pools(space: SearchSpace, cost_model: CostModel, constraints: Constraints,
                 rng: random.Random, want: int, bins: int = 8, batch: int = 2048,
-                max_batches: int = 8, repair_budget: int = 64) -> WindowPools:
+                max_batches: int = 4, repair_budget: int | None = None) -> WindowPools:
     """Fill per-window pools: uniform samples, then samples aimed at the window, then repairs.
 
-    The first batch mixes uniform samples with `sample_scaled` ones over the whole size range; the
-    sizes whose samples landed in (or nearest to) the window steer the next batches, so a window at
-    the edge of the latency range fills as fast as one in the middle. Repairing the nearest misses
-    is the last resort (it prices a batch of neighbours per step).
+    The first batch mixes uniform samples with size-scaled ones (`scaled_rows`) over the whole size
+    range; the sizes whose samples landed in (or nearest to) the window steer the next batches, so
+    a window at the edge of the latency range fills as fast as one in the middle. Then the nearest
+    misses (`repair_budget`, default `want`) are repaired together (`repair_rows`).
     """
+    codec = cost_model.codec
+    generator = np.random.default_rng(rng.getrandbits(63))
     pools = WindowPools(constraints, bins)
-    misses: list[tuple[float, SubnetConfig]] = []
-    sizes = [rng.random() for _ in range(batch // 2)]
+    miss_rows, miss_values = [], []
+    sizes = generator.random(batch // 2)
     for round_index in range(max_batches):
+        rows = scaled_rows(codec, generator, sizes)
         if round_index == 0:
-            configs = [space.sample(rng) for _ in range(batch - len(sizes))]
-        else:
-            configs = []
-        configs += [sample_scaled(space, rng, u) for u in sizes]
-        costs = cost_model.costs(configs)
+            uniform = codec.encode([space.sample(rng) for _ in range(batch - len(sizes))])
+            rows = np.concatenate([uniform, rows])
+        costs = cost_model.costs_of_rows(rows)
         ok = feasible_mask(costs, constraints)
-        for c, m, good in zip(configs, costs.latency_ms, ok):
-            if good:
-                pools.add(c, float(m))
+        for config, ms in zip(codec.decode(rows[ok]), costs.latency_ms[ok]):
+            pools.add(config, float(ms))
         values = violation(costs, constraints)
         if len(pools) >= want and pools.filled_bins() == bins or len(pools) >= 4 * want:
             return pools
-        misses += [(float(values[i]), configs[i]) for i in np.flatnonzero(~ok)]
+        miss_rows.append(rows[~ok])
+        miss_values.append(values[~ok])
         # Aim the next batch: sizes of this batch's scaled samples, weighted towards small violation.
-        scaled = values[len(configs) - len(sizes):]
-        order = np.argsort(scaled, kind="stable")[:max(8, len(sizes) // 8)]
-        centres = [sizes[i] for i in order]
-        sizes = [min(1.0, max(0.0, rng.choice(centres) + rng.gauss(0.0, 0.05)))
-                 for _ in range(batch)]
-    misses.sort(key=lambda item: item[0])
-    for _, config in misses[:repair_budget]:
-        fixed = repair(space, config, cost_model, constraints, rng)
-        if fixed is not None:
-            pools.add(fixed, float(cost_model.costs([fixed]).latency_ms[0]))
-        if len(pools) >= want and pools.filled_bins() == bins:
-            break
+        order = np.argsort(values[len(rows) - len(sizes):], kind="stable")[:max(8, len(sizes) // 8)]
+        sizes = np.clip(generator.choice(sizes[order], batch) + generator.normal(0.0, 0.05, batch),
+                        0.0, 1.0)
+    rows, values = np.concatenate(miss_rows), np.concatenate(miss_values)
+    nearest = rows[np.argsort(values, kind="stable")[:want if repair_budget is None else repair_budget]]
+    if len(nearest):
+        add_repaired(pools, cost_model, np.unique(nearest, axis=0), constraints, rng)
     return pools
+
+
+def add_repaired(pools: "WindowPools", cost_model: CostModel, rows: np.ndarray,
+                 constraints: Constraints, rng: random.Random) -> list[SubnetConfig | None]:
+    """Repair encoded configs (`repair_rows`), add the feasible results to `pools`; per row, its
+    repaired config or None."""
+    fixed, ok = repair_rows(cost_model, rows, constraints, rng)
+    configs = cost_model.codec.decode(fixed[ok])
+    for config, ms in zip(configs, cost_model.costs(configs).latency_ms):
+        pools.add(config, float(ms))
+    found = iter(configs)
+    return [next(found) if good else None for good in ok]

@@ -10,12 +10,50 @@ import csv
 import json
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lutnas.errors import ConfigError, LutnasError
 from lutnas.fileio import atomic_write_text
 from lutnas.plotting import pyplot, save_figure
+from lutnas.search.constraints import CostModel
 from lutnas.search.evolution import SearchResult, result_summary
+from lutnas.space import SearchSpace, released_config, released_models
+
+
+@dataclass(frozen=True)
+class ReleasedNeighbour:
+    """The released model whose predicted latency is nearest the winner's, priced the same way."""
+
+    name: str
+    latency_ms: float
+    mmacs: float
+    params: float
+
+
+def nearest_released(space: SearchSpace, cost_model: CostModel,
+                     latency_ms: float) -> ReleasedNeighbour | None:
+    """Among ElasticViT's released models that are subnets of `space`, the one whose predicted
+    latency (this search's cost model: same table, fill and correction) is nearest `latency_ms`;
+    None when none fits the space or the table cannot price them."""
+    configs = {}
+    for name in released_models():
+        try:
+            configs[name] = released_config(name, space)
+        except ConfigError:
+            continue  # a released model this space cannot express
+    if not configs:
+        return None
+    try:
+        costs = cost_model.costs(list(configs.values()))
+    except LutnasError:
+        return None
+    i = int(np.argmin(np.abs(costs.latency_ms - latency_ms)))
+    return ReleasedNeighbour(list(configs)[i], float(costs.latency_ms[i]), float(costs.mmacs[i]),
+                             float(costs.params[i]))
 
 
 def write_best(result: SearchResult, path: Path, extra: dict[str, Any] | None = None) -> Path:

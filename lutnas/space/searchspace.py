@@ -208,9 +208,14 @@ class SearchSpace:
 
     @staticmethod
     def with_widths(config: SubnetConfig, chain: list[int]) -> SubnetConfig:
-        """`config` with the stem's and stages' widths replaced by `chain`."""
-        return SubnetConfig(config.resolution, replace(config.stem, width=chain[0]),
-                            tuple(replace(s, width=w) for s, w in zip(config.stages, chain[1:])))
+        """`config` with the stem's and stages' widths replaced by `chain` (the same object when
+        nothing changes: search calls this ~40k times a run, mostly with the widths it has)."""
+        if list(chain) == SearchSpace.width_chain(config):
+            return config
+        stem = config.stem if config.stem.width == chain[0] else replace(config.stem, width=chain[0])
+        return SubnetConfig(config.resolution, stem,
+                            tuple(s if s.width == w else replace(s, width=w)
+                                  for s, w in zip(config.stages, chain[1:])))
 
     def shrinking_widths(self, config: SubnetConfig) -> list[str]:
         """Where `config`'s widths shrink, e.g. ['stage4 width=80 < stage3 width=96'], when the space
@@ -365,7 +370,16 @@ class SearchSpace:
         covers every subnet in a few thousand steps even for `elasticvit`. With `monotone_widths`
         only widths some non-decreasing chain uses are walked, and only pairs with input width <=
         output width, so the plan holds exactly the blocks the admitted subnets execute.
+        The walk is kept on this instance: a search asks for it three times (table coverage, the
+        LUT's fill, the cost grids), 0.3 s each on `elasticvit`.
         """
+        key = tuple(resolutions) if resolutions else None
+        memo = self.__dict__.setdefault("_unique_blocks", {})  # not a field: eq/hash ignore it
+        if key not in memo:
+            memo[key] = tuple(self._walk_unique_blocks(key))
+        return list(memo[key])
+
+    def _walk_unique_blocks(self, resolutions: tuple[int, ...] | None) -> list[BlockSpec]:
         seen: dict[str, BlockSpec] = {}
 
         def add(specs: Iterable[BlockSpec]) -> None:

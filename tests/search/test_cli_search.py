@@ -152,3 +152,26 @@ def test_verify_on_local_end_to_end(tmp_path: Path) -> None:
     assert check["same_device"] is True and check["runtime"] == "onnxruntime"
     assert check["measured_ms"] > 0 and check["predicted_ms"] == pytest.approx(best["predicted_ms"])
     assert (out / "best.onnx").is_file() and (out / "best.tflite").is_file()
+
+
+def test_population_alone_and_an_imported_phone_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Issue 13's done-when on a small budget: ElasticViT's Pixel 1 table (nn-Meter excerpt, the rest
+    priced by the analytic fill), `--population` without the other counts, a monotone-width winner,
+    and its MMACs printed next to the released model of nearest latency."""
+    excerpt = Path(__file__).resolve().parents[1] / "tables" / "data" / "nnmeter_pixel1_excerpt.json"
+    table = tmp_path / "pixel1.parquet"
+    assert main(["table", "import-nnmeter", str(excerpt), "--space", "elasticvit", "--device-name",
+                 "pixel1", "--runtime", "tflite", "--out", str(table)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "s40"
+    assert main(["search", "--space", "elasticvit", "--table", str(table), "--target-ms", "40",
+                 "--population", "32", "--generations", "3", "--no-export", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out.replace("\n", " ")
+    assert "nearest released model by latency: elastic_S1" in printed
+    best = json.loads((out / "best.json").read_text())
+    assert best["search"]["parents"] == 16 and best["search"]["crossovers"] == 8
+    space = SearchSpace.load("elasticvit")
+    config = space.validate(SubnetConfig.from_dict(best["config"]))
+    widths = space.width_chain(config)
+    assert widths == sorted(widths) and 39.5 <= best["predicted_ms"] <= 40.0
+    assert f"winner {best['mmacs']:.1f} MMACs" in printed

@@ -101,3 +101,45 @@ def test_target_outside_the_achievable_range(tiny_space: SearchSpace, cost_model
     with pytest.raises(SearchError, match=r"above the slowest subnet.*achievable range"):
         check_target(Constraints(span.slowest_ms * 2), span, "t")
     check_target(Constraints((span.fastest_ms + span.slowest_ms) / 2), span, "t")
+
+
+def test_codec_round_trip_matches_the_lut_encoding(elasticvit_space: SearchSpace) -> None:
+    from lutnas.predictors.lut import SpaceIndex
+    from lutnas.search.constraints import Codec
+
+    codec = Codec(elasticvit_space)
+    rng = random.Random(7)
+    configs = [elasticvit_space.sample(rng) for _ in range(50)]
+    rows = codec.encode(configs)
+    assert codec.decode(rows) == configs
+    index = SpaceIndex(elasticvit_space, {}, set())
+    assert np.array_equal(rows, index.encode(configs))
+    assert not codec.shrinking(rows).any()
+
+
+def test_scaled_rows_and_neighbours_stay_in_a_monotone_space(elasticvit_space: SearchSpace) -> None:
+    from lutnas.search.constraints import Codec, scaled_rows
+
+    codec = Codec(elasticvit_space)
+    generator = np.random.default_rng(3)
+    rows = scaled_rows(codec, generator, generator.random(300))
+    for config in codec.decode(rows):
+        elasticvit_space.validate(config)
+    options, real = codec.neighbours(rows[:20])
+    assert real.any(axis=1).all()
+    for config in codec.decode(options[real]):
+        elasticvit_space.validate(config)
+
+
+def test_repair_rows_fixes_a_batch_together(tiny_space: SearchSpace, cost_model: CostModel) -> None:
+    from lutnas.search.constraints import repair_rows
+
+    span = achievable_range(tiny_space, cost_model, random.Random(0))
+    target = span.fastest_ms + 0.4 * (span.slowest_ms - span.fastest_ms)
+    constraints = Constraints(target, 0.15 * (span.slowest_ms - span.fastest_ms))
+    rng = random.Random(5)
+    configs = [tiny_space.sample(rng) for _ in range(40)] + [tiny_space.largest()]
+    fixed, ok = repair_rows(cost_model, cost_model.codec.encode(configs), constraints, random.Random(2))
+    assert ok.mean() > 0.9
+    repaired = cost_model.codec.decode(fixed[ok])
+    assert feasible_mask(cost_model.costs(repaired), constraints).all()

@@ -79,3 +79,14 @@ def test_settings_are_checked() -> None:
         EvolutionSettings(population=8, parents=16)
     with pytest.raises(SearchError, match="mutate-prob"):
         EvolutionSettings(mutate_prob=1.5)
+
+
+def test_counts_follow_the_population_unless_given() -> None:
+    assert (EvolutionSettings().parents, EvolutionSettings().mutations,
+            EvolutionSettings().crossovers) == (256, 128, 128)
+    small = EvolutionSettings(population=32)
+    assert (small.parents, small.mutations, small.crossovers) == (16, 8, 8)
+    assert EvolutionSettings(population=3).crossovers == 0  # one parent cannot cross over
+    given = EvolutionSettings(population=100, parents=60)
+    assert (given.mutations, given.crossovers) == (20, 20)
+    assert EvolutionSettings(population=8, mutations=5).crossovers == 0
