@@ -67,7 +67,8 @@ def predict_command(args: argparse.Namespace) -> int:
         for column in ("#", "key", "ms", "cv", "flag"):
             out.add_column(column, justify="left" if column in ("key", "flag") else "right")
         for _, row in frame.iterrows():
-            out.add_row(str(row["position"]), row["key"], f"{row['ms']:.4f}", f"{row['cv']:.3f}",
+            out.add_row(str(row["position"]), row["key"], f"{row['ms']:.4f}",
+                        f"{row['cv']:.3f}" if row["cv"] == row["cv"] else "-",  # imported: no CV
                         str(row["flag"]))
         console.print(out)
     console.print(f"LUT sum: {raw:.4f} ms  ({table.describe_settings()})")

@@ -161,6 +161,11 @@ def _print_outcome(outcome: Outcome, job: SearchJob) -> None:
     table.add_row(f"{best.latency_ms:.3f}", f"{best.score:.4g}", f"{best.mmacs:.1f}",
                   f"{best.params / 1e6:.3f}M", str(result.evaluations))
     console.print(table)
+    if job.estimated_keys:
+        blocks = [b.key for b in job.space.blocks_of(best.config)]
+        estimated = sum(key in job.estimated_keys for key in blocks)
+        console.print(f"{estimated} of the winner's {len(blocks)} blocks are estimated (not in the "
+                      f"table); best.json lists them")
     released = nearest_released(job.space, job.cost_model, best.latency_ms)
     if released is not None:
         console.print(f"winner {best.mmacs:.1f} MMACs at {best.latency_ms:.3f} ms; nearest released "

@@ -136,3 +136,12 @@ def test_import_show_predict_export_diff_from_the_command_line(tmp_path: Path,
     shutil.copy(out, copy)
     assert main(["table", "diff", str(out), str(copy)]) == 0
     assert "common keys: 338" in capsys.readouterr().out
+
+
+def test_token_maps_after_a_strided_transformer_stage_round_up(elasticvit: SearchSpace) -> None:
+    """ElasticViT's network takes ceil(hw / 2) after a stride-2 stage (nn-Meter's own calculator
+    floors, under-pricing 160/176/224 px); the keys lutnas asks the table for follow the network."""
+    config = read_config(elasticvit, "elasticvit:T2")  # 160 px: 80, 40, 20, 10, 10, 5, then 3
+    attn = [b.hw for b in elasticvit.blocks_of(config) if b.kind == "attn"]
+    assert config.resolution == 160 and attn[-1] == 3 and 5 in attn
+    assert nnmeter_key_to_spec("transattn_3_256_hard_swish_2_ln").hw == 3
