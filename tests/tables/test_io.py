@@ -218,3 +218,16 @@ def test_csv_export_is_read_by_pandas_with_the_tables_columns(tmp_path: Path) ->
     assert read["trials"].tolist() == [5, 1] and read["kind"].tolist() == ["conv", "head"]
     assert math.isnan(read.loc[1, "cv"]) and math.isnan(read.loc[1, "operator_ms"])
     assert json.loads(read.loc[0, "operator_ms"]) == {"CONV_2D": 0.15}
+
+
+def test_import_ofa_command_asks_for_an_unstated_activation(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from lutnas.cli import main
+
+    out = tmp_path / "proxyless.parquet"
+    assert main(["table", "import-ofa", str(WITH_VAR), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--activation" in err and len(err.splitlines()) == 1 and not out.exists()
+    assert main(["table", "import-ofa", str(WITH_VAR), "--activation", "relu6", "--out", str(out)]) == 0
+    assert "2 MBConv entries have no residual" in capsys.readouterr().out
+    assert LatencyTable.load(out).frame["std_ms"].iloc[0] == pytest.approx(0.2)
