@@ -13,11 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int
+from lutnas.cli._common import err_console, positive_int
 from lutnas.errors import BadInputError
 
+# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 
@@ -57,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="score predictors against whole subnets measured end to end")
     p.add_argument("--device", default="local", help="device address: local, adb:HOST[:PORT], usb[:SERIAL]")
     p.add_argument("--table", required=True, type=Path)
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="refuse a table of another precision (default: the table's)")
     p.add_argument("--samples", type=positive_int, default=50, help="held-out subnets (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", default=DEFAULT_STORE,
@@ -96,6 +101,9 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.samples < 2:
         raise BadInputError("--samples must be at least 2 to rank subnets")
     table = LatencyTable.load(args.table)
+    if args.precision not in (None, table.precision):
+        raise BadInputError(f"--precision {args.precision}: {args.table} holds {table.precision} "
+                            f"latencies; build a table with build-table --precision {args.precision}")
     space = table.load_space()
     if table.correction:
         err_console.print(f"correction: {Correction.from_dict(table.correction).describe()}; every "

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, require
+from lutnas.cli._common import err_console, require
 from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
 from lutnas.profiler.plan import GRANULARITIES
 
@@ -21,16 +22,20 @@ if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to r
 __all__ = ["parse_cores", "profile_device", "register"]  # parse_cores: cli/table.py reads --cores too
 
 DEFAULT_STORE = "measurements.sqlite"
+# Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 220)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("profile-device", help="measure every block of a space on a device")
     p.add_argument("--device", action="append", metavar="ADDRESS",
-                   help="local, adb:HOST[:PORT], usb[:SERIAL] or ssh:USER@HOST[:PORT]; repeat for several "
+                   help="local, adb:HOST[:PORT] or usb[:SERIAL]; repeat for several devices "
                         "(default: local)")
     p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
     p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="fp32",
+                   help="fp32, fp16 (weights) or int8 (full-integer TFLite) (default fp32)")
     p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10)
@@ -56,7 +61,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
     p.add_argument("--max-temp", type=float, default=45.0, help="wait while the phone is hotter (C)")
     p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
-    _add_ssh_flags(p)
     adaptive = p.add_argument_group("adaptive profiling (measure a covering sample, then where the "
                                     "learned predictor is least sure)")
     adaptive.add_argument("--adaptive", action="store_true",
@@ -84,7 +88,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
                                    f"or choose another path")
     cores = parse_cores(args.cores) if args.cores else None
     return RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
-                       runs=args.runs, op_profiling=args.op_profiling)
+                       runs=args.runs, op_profiling=args.op_profiling, precision=args.precision)
 
 
 def _agent_options(args: argparse.Namespace) -> AgentOptions:
@@ -94,26 +98,7 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
 
     return AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
                                              onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                                             keep_files=args.keep_files), ssh=ssh_options(args))
-
-
-def _add_ssh_flags(parser: argparse.ArgumentParser) -> None:
-    """The SSH flags (`--device ssh:USER@HOST[:PORT]`); `devices` takes them too."""
-    parser.add_argument("--ssh-key", type=Path, metavar="PATH",
-                        help="SSH private key (default: your ssh-agent and ~/.ssh/id_*; never a password)")
-    parser.add_argument("--ssh-known-hosts", type=Path, metavar="PATH",
-                        help="known_hosts file that must hold the board's host key (default "
-                             "~/.ssh/known_hosts)")
-    parser.add_argument("--remote-python", metavar="PATH",
-                        help="the board's Python with ai-edge-litert/onnxruntime: run lutnas's worker "
-                             "there, a fresh process per trial (instead of --runner)")
-
-
-def ssh_options(args: argparse.Namespace) -> Any:
-    """SshOptions from the SSH flags (a flag left out keeps its environment/default value)."""
-    from lutnas.device_agents.ssh import SshOptions
-
-    return SshOptions(key=args.ssh_key, known_hosts=args.ssh_known_hosts, remote_python=args.remote_python)
+                                             keep_files=args.keep_files))
 
 
 class _RichProgress:
@@ -262,7 +247,8 @@ def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) ->
                 continue
             measured = build_table(store, device_id=device_id, runtime=settings.runtime,
                                    threads=settings.threads, core_mask=settings.core_mask,
-                                   accelerator=settings.accelerator, space=args.space)
+                                   accelerator=settings.accelerator, space=args.space,
+                                   precision=settings.precision)
             table = completed_table(measured, result, plan)
             out = table.save(_table_path(args.table_out, device_id, len(devices) > 1))
             sources = table.frame["source"].value_counts()

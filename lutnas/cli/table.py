@@ -10,12 +10,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import LazyChoices, console, err_console, positive_int
+from lutnas.cli._common import LazyChoices, err_console, positive_int
 from lutnas.errors import BadInputError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
 
+# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
+console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 
@@ -97,6 +100,7 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--threads", type=int)
     b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
     b.add_argument("--accelerator", help="cpu, gpu or nnapi")
+    b.add_argument("--precision", help="fp32, fp16 or int8 (needed when the store holds several)")
     b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
     b.add_argument("--out", required=True, type=Path,
                    help="table file to write (.parquet); rebuilding an existing one keeps its "
@@ -134,7 +138,7 @@ def build_table_command(args: argparse.Namespace) -> int:
     with MeasurementStore(args.store) as store:
         table = build_table(store, device_id=args.device, runtime=args.runtime, threads=args.threads,
                             core_mask=core_mask_of(args.cores), accelerator=args.accelerator,
-                            space=args.space)
+                            space=args.space, precision=args.precision)
         console.print(f"{len(table)} keys  {table.describe_settings()}  space={table.space or '?'}")
         if len(table.metadata.get("runners", [])) > 1:
             err_console.print(f"[yellow]warning:[/] measurements come from several runner builds: "
@@ -404,3 +408,4 @@ def import_nnmeter_command(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.out} ({table.describe_settings()}); every unmapped key and its "
                   f"reason is in its metadata (table export --json)")
     return 0
+

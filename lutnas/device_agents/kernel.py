@@ -36,15 +36,7 @@ ARM_PARTS = {
     "0xd47": "Cortex-A710", "0xd48": "Cortex-X2", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
     "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
 }
-# Zones read for the cool-down: CPU, cluster and SoC temperature sensors, by type name.
-_CPU_ZONE = re.compile(r"cpu|tsens|big|mid|little|cluster|apc|mtktscpu|soc[-_ ]?(?:therm|temp|max)|"
-                       r"soc_thermal|pkg_temp|core", re.IGNORECASE)
-# Zones that are not temperatures of the CPU at all: Qualcomm BCL (battery current limit) zones
-# report battery percent (`soc`, `socd`), voltage (`vbat`) or current (`ibat`); battery and PMIC
-# zones follow the charger. Read as °C they stall a run (87 % battery "is" 87 °C).
-_NOT_TEMPERATURE = re.compile(r"^socd?$|bcl|vbat|ibat|batt|pmic|^pm[a-z]*\d+|-lvl\d|charger|^usb",
-                              re.IGNORECASE)
-PLAUSIBLE_C = (0.0, 125.0)  # a CPU zone outside this range is a wrong or non-temperature reading
+_CPU_ZONE = re.compile(r"cpu|tsens|soc|big|mid|little|cluster|apc|mtktscpu", re.IGNORECASE)
 
 
 def split_sections(text: str) -> dict[str, list[str]]:
@@ -124,37 +116,12 @@ def parse_state(lines: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     return temps, freqs
 
 
-def classify_zones(temps: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
-    """Split zones ({type: °C}) into those the cool-down watches and {type: why skipped}.
-
-    Watched: CPU, cluster and SoC temperature sensors (by type name) reading 0-125 °C. When no
-    zone is named like a CPU, every plausible zone but battery/BCL/PMIC ones (a board with only
-    `acpitz`, say). Skipped: the battery, BCL and PMIC zones, values outside 0-125 °C, and other
-    sensors (GPU, skin, crystal) when CPU zones exist.
-    """
-    watched: dict[str, float] = {}
-    others: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    for name, value in temps.items():
-        zone_type = name.split("/")[0]
-        if name == "battery" or _NOT_TEMPERATURE.search(zone_type):
-            skipped[name] = "battery/BCL/PMIC zone, not a CPU temperature"
-        elif not PLAUSIBLE_C[0] <= value <= PLAUSIBLE_C[1]:
-            skipped[name] = f"{value:g} is outside {PLAUSIBLE_C[0]:g}-{PLAUSIBLE_C[1]:g} °C"
-        elif _CPU_ZONE.search(zone_type):
-            watched[name] = value
-        else:
-            others[name] = value
-    if not watched:
-        return others, skipped
-    skipped.update({name: "not a CPU/SoC sensor" for name in others})
-    return watched, skipped
-
-
 def hottest_cpu_c(temps: dict[str, float]) -> float | None:
-    """The hottest watched zone (`classify_zones`), None when no zone is watched."""
-    watched, _ = classify_zones(temps)
-    return max(watched.values()) if watched else None
+    """The hottest CPU-like zone (all zones but the battery when none is named like a CPU)."""
+    cpu = [t for name, t in temps.items() if _CPU_ZONE.search(name)]
+    others = [t for name, t in temps.items() if name != "battery"]
+    chosen = cpu or others
+    return max(chosen) if chosen else None
 
 
 def _part_names(parts: dict[int, str], cores: tuple[int, ...]) -> str:

@@ -31,8 +31,10 @@ from lutnas.device_agents.base import DeviceInfo, Measurement, RunSettings
 from lutnas.errors import StoreError
 
 APP_ID = "lutnas-measurement-store"
-SCHEMA_VERSION = 1
-FLAGS = ("settled", "re-measured", "never-settled")
+# 2: precision (fp32 | fp16 | int8) joins the settings identity; a version-1 store is migrated
+# in place on open, its rows becoming fp32 (all lutnas measured before precision existed).
+SCHEMA_VERSION = 2
+FLAGS = ("settled", "re-measured", "never-settled", "below-resolution")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
 # Retries on top of the busy timeout: WAL can still answer SQLITE_BUSY at once (a writer upgrading a
@@ -47,7 +49,8 @@ CREATE TABLE IF NOT EXISTS devices (
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT,
     device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
-    accelerator TEXT NOT NULL, settings_json TEXT NOT NULL, space TEXT NOT NULL, granularity TEXT NOT NULL,
+    accelerator TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', settings_json TEXT NOT NULL,
+    space TEXT NOT NULL, granularity TEXT NOT NULL,
     argv_json TEXT NOT NULL, hostname TEXT NOT NULL, pid INTEGER NOT NULL, lutnas_version TEXT NOT NULL,
     started REAL NOT NULL, finished REAL, summary_json TEXT
 );
@@ -55,7 +58,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     measurement_id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_id INTEGER NOT NULL REFERENCES runs(run_id),
     device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
-    accelerator TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL, model_sha256 TEXT NOT NULL,
+    accelerator TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', key TEXT NOT NULL,
+    kind TEXT NOT NULL, model_sha256 TEXT NOT NULL,
     runner_name TEXT NOT NULL, runner_version TEXT NOT NULL, runner_sha256 TEXT NOT NULL,
     warmup INTEGER NOT NULL, runs INTEGER NOT NULL, trial_index INTEGER NOT NULL,
     median_ms REAL, mean_ms REAL, std_ms REAL, min_ms REAL, p90_ms REAL,
@@ -65,36 +69,40 @@ CREATE TABLE IF NOT EXISTS measurements (
     timestamp REAL NOT NULL, status TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS measurements_by_settings
-    ON measurements (device_id, runtime, threads, core_mask, accelerator, key);
+    ON measurements (device_id, runtime, threads, core_mask, accelerator, precision, key);
 CREATE TABLE IF NOT EXISTS quality (
     device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
-    accelerator TEXT NOT NULL, key TEXT NOT NULL, flag TEXT NOT NULL, cv REAL, trials INTEGER NOT NULL,
-    median_ms REAL, run_id INTEGER, updated REAL NOT NULL,
-    PRIMARY KEY (device_id, runtime, threads, core_mask, accelerator, key)
+    accelerator TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', key TEXT NOT NULL,
+    flag TEXT NOT NULL, cv REAL, trials INTEGER NOT NULL, median_ms REAL, run_id INTEGER,
+    updated REAL NOT NULL,
+    PRIMARY KEY (device_id, runtime, threads, core_mask, accelerator, precision, key)
 );
 CREATE TABLE IF NOT EXISTS reference_checks (
     check_id INTEGER PRIMARY KEY AUTOINCREMENT, run_id INTEGER NOT NULL,
     device_id TEXT NOT NULL, runtime TEXT NOT NULL, threads INTEGER NOT NULL, core_mask TEXT NOT NULL,
-    accelerator TEXT NOT NULL, key TEXT NOT NULL, trial_index INTEGER NOT NULL, median_ms REAL NOT NULL,
+    accelerator TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', key TEXT NOT NULL,
+    trial_index INTEGER NOT NULL, median_ms REAL NOT NULL,
     baseline_ms REAL NOT NULL, drift REAL NOT NULL, timestamp REAL NOT NULL
 );
 """
 
 MEASUREMENT_COLUMNS = [
     "measurement_id", "run_id", "device_id", "runtime", "threads", "core_mask", "accelerator",
-    "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
+    "precision", "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
     "warmup", "runs", "trial_index", "median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms",
     "samples_ms", "operator_ms", "timestamp", "status",
 ]
-QUALITY_COLUMNS = ["device_id", "runtime", "threads", "core_mask", "accelerator", "key", "flag", "cv",
-                   "trials", "median_ms"]
+QUALITY_COLUMNS = ["device_id", "runtime", "threads", "core_mask", "accelerator", "precision", "key",
+                   "flag", "cv", "trials", "median_ms"]
 
 T = TypeVar("T")
 
 
-def settings_identity(device_id: str, settings: RunSettings) -> tuple[str, str, int, str, str]:
-    """What makes two measurements comparable (DESIGN.md): device, runtime, threads, cores, accelerator."""
-    return (device_id, settings.runtime, int(settings.threads), settings.core_mask, settings.accelerator)
+def settings_identity(device_id: str, settings: RunSettings) -> tuple[str, str, int, str, str, str]:
+    """What makes two measurements comparable (DESIGN.md): device, runtime, threads, cores,
+    accelerator, precision."""
+    return (device_id, settings.runtime, int(settings.threads), settings.core_mask, settings.accelerator,
+            settings.precision)
 
 
 def _samples_blob(samples: Sequence[float]) -> bytes:
@@ -208,6 +216,7 @@ class MeasurementStore:
         return self._retry(attempt)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
+        _migrate_to_precision(conn)
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -254,9 +263,9 @@ class MeasurementStore:
 
         def insert(c: sqlite3.Connection) -> int:
             cursor = c.execute(
-                "INSERT INTO runs (device_id, runtime, threads, core_mask, accelerator, settings_json, "
-                "space, granularity, argv_json, hostname, pid, lutnas_version, started) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (device_id, runtime, threads, core_mask, accelerator, precision, "
+                "settings_json, space, granularity, argv_json, hostname, pid, lutnas_version, started) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (*identity, json.dumps(settings.to_dict(), sort_keys=True), space, granularity,
                  json.dumps(list(argv)), socket.gethostname(), os.getpid(), lutnas.__version__,
                  time.time()))
@@ -271,11 +280,13 @@ class MeasurementStore:
 
     def runs_frame(self) -> pd.DataFrame:
         rows = self._query(
-            "SELECT r.run_id, r.device_id, r.runtime, r.threads, r.core_mask, r.accelerator, r.space, "
+            "SELECT r.run_id, r.device_id, r.runtime, r.threads, r.core_mask, r.accelerator, r.precision, "
+            "r.space, "
             "r.granularity, r.started, r.finished, r.summary_json, r.argv_json, r.settings_json, "
             "(SELECT COUNT(*) FROM measurements m WHERE m.run_id = r.run_id) "
             "FROM runs r ORDER BY r.run_id")
-        columns = ["run_id", "device_id", "runtime", "threads", "core_mask", "accelerator", "space",
+        columns = ["run_id", "device_id", "runtime", "threads", "core_mask", "accelerator", "precision",
+                   "space",
                    "granularity", "started", "finished", "summary", "argv", "settings", "measurements"]
         frame = pd.DataFrame(rows, columns=columns)
         frame["summary"] = [json.loads(s) if s else None for s in frame["summary"]]
@@ -301,7 +312,8 @@ class MeasurementStore:
         def insert(c: sqlite3.Connection) -> int:
             cursor = c.execute(
                 "INSERT INTO measurements (run_id, device_id, runtime, threads, core_mask, accelerator, "
-                "key, kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, runs, "
+                "precision, key, kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, "
+                "runs, "
                 "trial_index, median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, "
                 "raw_output_zlib, temps_before_json, temps_after_json, freqs_before_json, "
                 "freqs_after_json, timestamp, status) VALUES (" + ", ".join("?" * len(row)) + ")", row)
@@ -329,7 +341,8 @@ class MeasurementStore:
         identity = settings_identity(device_id, settings)
         rows = self._query(
             "SELECT key, median_ms FROM measurements WHERE device_id = ? AND runtime = ? AND threads = ? "
-            "AND core_mask = ? AND accelerator = ? AND status = 'ok' AND median_ms IS NOT NULL "
+            "AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
+            "AND median_ms IS NOT NULL "
             "ORDER BY measurement_id", identity)
         wanted = set(keys) if keys is not None else None
         result: dict[str, list[float]] = {}
@@ -342,14 +355,15 @@ class MeasurementStore:
         """Key -> every measurement taken under these settings, failed or discarded ones included."""
         rows = self._query(
             "SELECT key, COUNT(*) FROM measurements WHERE device_id = ? AND runtime = ? AND threads = ? "
-            "AND core_mask = ? AND accelerator = ? GROUP BY key", settings_identity(device_id, settings))
+            "AND core_mask = ? AND accelerator = ? AND precision = ? GROUP BY key",
+            settings_identity(device_id, settings))
         return {k: int(n) for k, n in rows}
 
     def measurements_frame(self, device_id: str | None = None, runtime: str | None = None,
                            threads: int | None = None, core_mask: str | None = None,
                            kinds: Iterable[str] | None = None, keys: Iterable[str] | None = None,
-                           ok_only: bool = True) -> pd.DataFrame:
-        where, params = self._filters(device_id, runtime, threads, core_mask)
+                           ok_only: bool = True, precision: str | None = None) -> pd.DataFrame:
+        where, params = self._filters(device_id, runtime, threads, core_mask, precision)
         if ok_only:
             where.append("status = 'ok'")
         for column, values in (("kind", kinds), ("key", keys)):
@@ -357,7 +371,8 @@ class MeasurementStore:
                 values = list(values)
                 where.append(f"{column} IN (SELECT value FROM json_each(?))")
                 params.append(json.dumps(values))
-        sql = ("SELECT measurement_id, run_id, device_id, runtime, threads, core_mask, accelerator, key, "
+        sql = ("SELECT measurement_id, run_id, device_id, runtime, threads, core_mask, accelerator, "
+               "precision, key, "
                "kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, runs, trial_index, "
                "median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, timestamp, status "
                "FROM measurements")
@@ -378,8 +393,10 @@ class MeasurementStore:
             raise StoreError(f"quality flag {flag!r} is not one of {', '.join(FLAGS)}")
         identity = settings_identity(device_id, settings)
         self._write(lambda c: c.execute(
-            "INSERT INTO quality VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
-            "(device_id, runtime, threads, core_mask, accelerator, key) DO UPDATE SET flag = excluded.flag, "
+            "INSERT INTO quality (" + ", ".join(QUALITY_COLUMNS) + ", run_id, updated) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+            "(device_id, runtime, threads, core_mask, accelerator, precision, key) DO UPDATE SET "
+            "flag = excluded.flag, "
             "cv = excluded.cv, trials = excluded.trials, median_ms = excluded.median_ms, "
             "run_id = excluded.run_id, updated = excluded.updated",
             (*identity, key, flag, cv, int(trials), median_ms, run_id, time.time())))
@@ -388,12 +405,13 @@ class MeasurementStore:
         """Key -> quality flag for every key whose profiling is complete under these settings."""
         rows = self._query(
             "SELECT key, flag FROM quality WHERE device_id = ? AND runtime = ? AND threads = ? AND "
-            "core_mask = ? AND accelerator = ?", settings_identity(device_id, settings))
+            "core_mask = ? AND accelerator = ? AND precision = ?", settings_identity(device_id, settings))
         return dict(rows)
 
     def quality_frame(self, device_id: str | None = None, runtime: str | None = None,
-                      threads: int | None = None, core_mask: str | None = None) -> pd.DataFrame:
-        where, params = self._filters(device_id, runtime, threads, core_mask)
+                      threads: int | None = None, core_mask: str | None = None,
+                      precision: str | None = None) -> pd.DataFrame:
+        where, params = self._filters(device_id, runtime, threads, core_mask, precision)
         sql = "SELECT " + ", ".join(QUALITY_COLUMNS) + " FROM quality"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -406,29 +424,49 @@ class MeasurementStore:
         identity = settings_identity(device_id, settings)
         self._write(lambda c: c.execute(
             "INSERT INTO reference_checks (run_id, device_id, runtime, threads, core_mask, accelerator, "
-            "key, trial_index, median_ms, baseline_ms, drift, timestamp) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "precision, key, trial_index, median_ms, baseline_ms, drift, timestamp) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (run_id, *identity, key, trial_index, median_ms, baseline_ms, drift, time.time())))
 
     def reference_medians(self, device_id: str, settings: RunSettings, key: str) -> list[float]:
         rows = self._query(
             "SELECT median_ms FROM reference_checks WHERE device_id = ? AND runtime = ? AND threads = ? "
-            "AND core_mask = ? AND accelerator = ? AND key = ? ORDER BY check_id",
+            "AND core_mask = ? AND accelerator = ? AND precision = ? AND key = ? ORDER BY check_id",
             (*settings_identity(device_id, settings), key))
         return [float(r[0]) for r in rows]
 
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
     def _filters(device_id: str | None, runtime: str | None, threads: int | None,
-                 core_mask: str | None) -> tuple[list[str], list[Any]]:
+                 core_mask: str | None, precision: str | None = None) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         for column, value in (("device_id", device_id), ("runtime", runtime), ("threads", threads),
-                              ("core_mask", core_mask)):
+                              ("core_mask", core_mask), ("precision", precision)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
         return where, params
+
+
+def _migrate_to_precision(conn: sqlite3.Connection) -> None:
+    """Bring a version-1 store to version 2 inside the caller's transaction: a `precision` column
+    (fp32 for every existing row) in runs, measurements and reference_checks, and in quality's
+    primary key (SQLite cannot alter a key, so quality is copied into a new table)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
+    if not columns or "precision" in columns:
+        return  # a new store, or one already at version 2
+    for table in ("runs", "measurements", "reference_checks"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'")
+    conn.execute("DROP INDEX IF EXISTS measurements_by_settings")
+    conn.execute("ALTER TABLE quality RENAME TO quality_v1")
+    quality = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS quality"):]
+    conn.execute(quality[:quality.index(";")])
+    old = ("device_id, runtime, threads, core_mask, accelerator, key, flag, cv, trials, median_ms, "
+           "run_id, updated")
+    conn.execute(f"INSERT INTO quality ({old}) SELECT {old} FROM quality_v1")
+    conn.execute("DROP TABLE quality_v1")
+    conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
 
 
 def figure_of(trial_medians: Sequence[float]) -> float:
@@ -442,3 +480,32 @@ def cv_of(trial_medians: Sequence[float]) -> float | None:
         return None
     mean = statistics.fmean(trial_medians)
     return float(statistics.stdev(trial_medians) / mean) if mean > 0 else None
+
+
+MIN_CI_TRIALS = 6  # below six trials no pair of order statistics covers the median with 95%
+
+
+def median_ci(trial_medians: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval (ms) of the median of `trial_medians`: the order
+    statistics x_(l), x_(n+1-l) with the largest l whose binomial coverage is still >= `level`.
+    Below `MIN_CI_TRIALS` trials no pair reaches 95%: the range (min, max) is returned, whose
+    coverage is 1 - 2^(1-n) (94% at 5 trials, 75% at 3); None for a single trial."""
+    from scipy.stats import binom
+
+    values = sorted(trial_medians)
+    n = len(values)
+    if n < 2:
+        return None
+    # P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 P(B <= l - 1), B ~ Binomial(n, 1/2)
+    tail = binom.cdf(range(n), n, 0.5)
+    l_max = max(1, sum(1 for t in tail if t <= (1 - level) / 2))
+    return float(values[l_max - 1]), float(values[n - l_max])
+
+
+def ci_half_width(trial_medians: Sequence[float], level: float = 0.95) -> float | None:
+    """Relative half-width of `median_ci` ((hi - lo) / 2 / median); None without an interval."""
+    ci = median_ci(trial_medians, level)
+    if ci is None:
+        return None
+    middle = figure_of(trial_medians)
+    return (ci[1] - ci[0]) / 2 / middle if middle > 0 else None

@@ -41,9 +41,12 @@ from lutnas.tables.frame import (
 from lutnas.tables.parquet import read_parquet, write_parquet
 
 # Settings identity of a measurement (DESIGN.md); a table holds exactly one value of each.
-IDENTITY = ("device_id", "runtime", "threads", "core_mask", "accelerator")
+IDENTITY = ("device_id", "runtime", "threads", "core_mask", "accelerator", "precision")
 FILTER_FLAGS = {"device_id": "--device", "runtime": "--runtime", "threads": "--threads",
-                "core_mask": "--cores", "accelerator": "--accelerator"}
+                "core_mask": "--cores", "accelerator": "--accelerator", "precision": "--precision"}
+# A table's settings name its precision only when it is not fp32: every table written before
+# precision existed was fp32, so those files keep their meaning (and their exact settings).
+DEFAULT_PRECISION = "fp32"
 # The runtime an imported table records: its numbers were measured by someone else, somehow.
 UNKNOWN_RUNTIME = "unknown"
 
@@ -105,9 +108,12 @@ class LatencyTable:
         """The table settings of latencies measured on `device_id` under `run` (inverse of
         `run_settings`): the identity (device, runtime, threads, core mask, accelerator) and the
         warm-up and timed run counts."""
-        return {"device_id": device_id, "runtime": run.runtime, "threads": int(run.threads),
-                "core_mask": run.core_mask, "accelerator": run.accelerator,
-                "warmup": int(run.warmup), "runs": int(run.runs)}
+        settings = {"device_id": device_id, "runtime": run.runtime, "threads": int(run.threads),
+                    "core_mask": run.core_mask, "accelerator": run.accelerator,
+                    "warmup": int(run.warmup), "runs": int(run.runs)}
+        if run.precision != DEFAULT_PRECISION:
+            settings["precision"] = run.precision
+        return settings
 
     def run_settings(self) -> RunSettings:
         """The RunSettings the table was measured under, so whole models are measured the same way.
@@ -121,18 +127,25 @@ class LatencyTable:
                              "checked against subnets measured here")
         kwargs: dict[str, Any] = {"runtime": str(s["runtime"]), "threads": int(s.get("threads") or 1),
                                   "cores": _cores_of_mask(str(s.get("core_mask") or "all")),
-                                  "accelerator": str(s.get("accelerator") or "cpu")}
+                                  "accelerator": str(s.get("accelerator") or "cpu"),
+                                  "precision": self.precision}
         for name in ("warmup", "runs"):
             if isinstance(s.get(name), int):  # a list means the table mixed counts: keep the defaults
                 kwargs[name] = int(s[name])
         return RunSettings(**kwargs)
+
+    @property
+    def precision(self) -> str:
+        """fp32, fp16 or int8: the precision of the models this table's latencies were measured on."""
+        return str(self.settings.get("precision") or DEFAULT_PRECISION)
 
     def describe_settings(self) -> str:
         """`device runtime=.. threads=.. cores=.. accelerator=..`; a value the table does not know
         (an imported table's threads) is left out rather than printed as None."""
         s = self.settings
         values = {"runtime": s.get("runtime"), "threads": s.get("threads"),
-                  "cores": s.get("core_mask"), "accelerator": s.get("accelerator", "cpu")}
+                  "cores": s.get("core_mask"), "accelerator": s.get("accelerator", "cpu"),
+                  "precision": self.precision}
         return " ".join([self.device.device_id] + [f"{k}={v}" for k, v in values.items()
                                                    if v is not None])
 
@@ -240,12 +253,17 @@ def select_one_setting(measurements: pd.DataFrame, what: str = "the store") -> d
     if measurements.empty:
         raise TableError(f"{what} holds no successful measurements for this selection; "
                          f"run profile-device first or relax --runtime/--threads/--cores")
+    if "precision" not in measurements:  # a frame from before precision existed: fp32
+        measurements = measurements.assign(precision=DEFAULT_PRECISION)
     combos = measurements.loc[:, list(IDENTITY)].astype(str).drop_duplicates()
     if len(combos) == 1:
         row = measurements.iloc[0]
-        return {"device_id": str(row["device_id"]), "runtime": str(row["runtime"]),
-                "threads": int(row["threads"]), "core_mask": str(row["core_mask"]),
-                "accelerator": str(row["accelerator"])}
+        identity = {"device_id": str(row["device_id"]), "runtime": str(row["runtime"]),
+                    "threads": int(row["threads"]), "core_mask": str(row["core_mask"]),
+                    "accelerator": str(row["accelerator"])}
+        if str(row["precision"]) != DEFAULT_PRECISION:
+            identity["precision"] = str(row["precision"])
+        return identity
     hints = []
     for column in IDENTITY:
         values = sorted(combos[column].unique())
@@ -322,16 +340,19 @@ def _common_value(frame: pd.DataFrame, column: str) -> Any:
 def build_table(store: Any, device_id: str | None = None, runtime: str | None = None,
                 threads: int | None = None, core_mask: str | None = None,
                 accelerator: str | None = None, space: str | None = None,
-                kinds: Iterable[str] | None = None) -> LatencyTable:
-    """A table from a MeasurementStore, refusing a selection that mixes settings."""
+                kinds: Iterable[str] | None = None, precision: str | None = None) -> LatencyTable:
+    """A table from a MeasurementStore, refusing a selection that mixes settings (precision
+    included: fp32 and int8 measurements of one device make two tables)."""
     frame = store.measurements_frame(device_id=device_id, runtime=runtime, threads=threads,
-                                     core_mask=core_mask, kinds=list(kinds) if kinds else None)
+                                     core_mask=core_mask, kinds=list(kinds) if kinds else None,
+                                     precision=precision)
     if accelerator is not None and not frame.empty:
         frame = frame[frame["accelerator"] == accelerator]
     frame = frame[frame["kind"] != SUBNET_KIND]
     identity = select_one_setting(frame, what=f"store {getattr(store, 'path', '')}".strip())
     quality = store.quality_frame(device_id=identity["device_id"], runtime=identity["runtime"],
-                                  threads=identity["threads"], core_mask=identity["core_mask"])
+                                  threads=identity["threads"], core_mask=identity["core_mask"],
+                                  precision=identity.get("precision", DEFAULT_PRECISION))
     settings = dict(identity)
     settings["warmup"] = _common_value(frame, "warmup")
     settings["runs"] = _common_value(frame, "runs")
