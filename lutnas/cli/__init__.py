@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "transfer": ("transfer", "predict a new device's table from a full table of another device"),
     "train-supernet": ("train", "train the weight-sharing supernet of a space"),
     "search": ("search", "evolutionary search for the best subnet under a latency target"),
+    "cache": ("cache", "show or trim the exported-model cache (~/.cache/lutnas/models, $LUTNAS_CACHE)"),
 }
 
 
@@ -42,10 +43,11 @@ def _requested(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] = (), script: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the full arguments of the command named in `argv` and stubs for the rest.
 
-    The stubs carry each command's help line, so `lutnas --help` lists every command."""
+    The stubs carry each command's help line, so `lutnas --help` lists every command. `script`: the
+    command runs as its own console script (`profile-device`), whose name its usage line shows."""
     parser = argparse.ArgumentParser(
         prog="lutnas",
         description="On-device latency profiling, lookup tables and latency-constrained NAS.",
@@ -56,31 +58,34 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     module_name = COMMANDS[wanted][0] if wanted in COMMANDS else None
     if module_name is not None:
         importlib.import_module(f"{__name__}.{module_name}").register(subparsers)
+        if script is not None:
+            subparsers.choices[wanted].prog = script
     for command, (owner, help_text) in COMMANDS.items():
         if owner != module_name:
             subparsers.add_parser(command, help=help_text)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    parser = build_parser(argv, script)
     args = parser.parse_args(argv)
+    name = script or f"{parser.prog} {args.command}"  # as the user typed it
     try:
         result = args.handler(args)
     except LutnasError as exc:
         message = str(exc).replace("\n", " ")
-        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
+        print(f"{name}: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{parser.prog} {args.command}: interrupted", file=sys.stderr)
+        print(f"{name}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
 
 
 def profile_device_main(argv: Sequence[str] | None = None) -> int:
     """`profile-device ...` is `lutnas profile-device ...` under its own name."""
-    return main(["profile-device", *(sys.argv[1:] if argv is None else argv)])
+    return main(["profile-device", *(sys.argv[1:] if argv is None else argv)], script="profile-device")
 
 
 def run() -> None:

@@ -27,39 +27,47 @@ console = Console(highlight=False, width=None if Console().is_terminal else 220)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("profile-device", help="measure every block of a space on a device")
+    p = subparsers.add_parser(
+        "profile-device", help="measure every block of a space on a device",
+        epilog="Environment: LUTNAS_CACHE moves the exported-model cache (default "
+               "~/.cache/lutnas/models; see `lutnas cache info`); LUTNAS_ADB_KEY names the ADB key "
+               "(default ~/.android/adbkey, created when missing).")
     p.add_argument("--device", action="append", metavar="ADDRESS",
                    help="local, adb:HOST[:PORT] or usb[:SERIAL]; repeat for several devices "
                         "(default: local)")
     p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
     p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--precision", default="fp32",
                    help="fp32, fp16 (weights) or int8 (full-integer TFLite) (default fp32)")
     p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
-    p.add_argument("--granularity", default="block", help=f"one of {', '.join(GRANULARITIES)}")
+    p.add_argument("--granularity", default="block",
+                   help=f"one of {', '.join(GRANULARITIES)} (default block)")
     p.add_argument("--resolution", type=int, action="append", metavar="R", help="only these resolutions")
     p.add_argument("--limit", type=int, help="profile N blocks (a seeded, stage-spanning subset)")
     p.add_argument("--sample", type=float, metavar="FRACTION", help="profile this share of the blocks")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of --limit/--sample and the order (default 0)")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
     p.add_argument("--op-profiling", action="store_true",
                    help="also record per-operator times where the runtime gives them (onnxruntime)")
     p.add_argument("--cv-bound", type=float, default=0.05, help="re-measure above this CV (default 0.05)")
     p.add_argument("--max-remeasure", type=int, default=2)
-    p.add_argument("--reference-every", type=int, default=8, metavar="N")
+    p.add_argument("--reference-every", type=int, default=8, metavar="N",
+                   help="re-measure a reference block every N blocks to detect drift (default 8)")
     p.add_argument("--drift-bound", type=float, default=0.25,
                    help="re-measure blocks next to a reference that moved more than this (default 0.25)")
-    p.add_argument("--batch-size", type=int, default=64, help="blocks per worker process")
-    p.add_argument("--export-workers", type=int, default=2)
-    p.add_argument("--cache", type=Path, metavar="DIR", help="model cache (default $LUTNAS_CACHE)")
+    p.add_argument("--batch-size", type=int, default=64, help="blocks per worker process (default 64)")
+    p.add_argument("--export-workers", type=int, default=2, help="export processes (default 2)")
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="model cache (default $LUTNAS_CACHE, else ~/.cache/lutnas/models)")
     p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
     p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
     p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
-    p.add_argument("--max-temp", type=float, default=45.0, help="wait while the phone is hotter (C)")
+    p.add_argument("--max-temp", type=float, default=45.0,
+                   help="wait while the phone is hotter, in C (default 45)")
     p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
     adaptive = p.add_argument_group("adaptive profiling (measure a covering sample, then where the "
                                     "learned predictor is least sure)")
