@@ -3,17 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 from lutnas.errors import BadInputError
 from lutnas.space import SearchSpace, SubnetConfig
 from lutnas.space import read_config as read_space_config
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Width rich lays out tables at when its stream is not a terminal: wide enough that no block key,
+# config JSON or summary line is ever wrapped or cut with "…" in a pipe or a file.
+PIPE_WIDTH = 100_000
+
+
+class _StreamConsole(Console):
+    """A rich Console whose width follows *its own* stream: a terminal's width when that stream is a
+    terminal, unlimited (PIPE_WIDTH, soft wrap) when it is a pipe or file.
+
+    Rich alone asks stdin/stdout/stderr for a terminal size, so `lutnas ... | cat` run from a
+    terminal still wrapped stdout at the terminal's width (80 columns without one). Decided at each
+    print, so a console made at import time is right under pytest's capture too."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        dimensions = super().size
+        if self.is_terminal:
+            return dimensions
+        return ConsoleDimensions(PIPE_WIDTH, dimensions.height)
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._width, self._height = new_size
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:  # noqa: A003 - rich's name
+        """`Console.print`, with soft wrap (no wrapping, no cropping) when the stream is a pipe or file."""
+        if not self.is_terminal:
+            kwargs.setdefault("soft_wrap", True)
+        super().print(*objects, **kwargs)
+
+
+def make_console(stderr: bool = False) -> Console:
+    """The one way a CLI module gets a console (stdout, or stderr for progress and warnings).
+
+    No syntax highlighting (numbers in block keys must not change colour); on a terminal, rich's
+    usual wrapping; in a pipe or file, nothing is wrapped or cut (see `_StreamConsole`)."""
+    return _StreamConsole(stderr=stderr, highlight=False)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout, for `--json`: plain `print`, so rich never styles or wraps it."""
+    print(json.dumps(data, indent=None, sort_keys=False, default=str))
 
 
 def load_space(name_or_path: str) -> SearchSpace:
@@ -73,3 +118,29 @@ class LazyChoices(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values())
+
+
+def add_json_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    """`--json`: the command's results as one JSON document on stdout, nothing else there."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print {what} as one JSON document on stdout (no table)")
+
+
+def json_aware(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Wrap a handler so that under `--json` the human-readable console output is silenced.
+
+    The handler prints its JSON with `print_json`, which bypasses the console; warnings and progress
+    still go to stderr. The console is restored afterwards (tests call `main` many times)."""
+
+    def run(args: argparse.Namespace) -> int:
+        if not getattr(args, "json", False):
+            return handler(args)
+        before = console.quiet
+        console.quiet = True
+        try:
+            return handler(args)
+        finally:
+            console.quiet = before
+
+    run.__doc__ = handler.__doc__
+    return run

@@ -13,14 +13,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import require
+from lutnas.cli._common import add_json_flag, console, json_aware, print_json, require
 from lutnas.cli.table import DEFAULT_STORE
-
-# Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
-console = Console(highlight=False, width=None if Console().is_terminal else 220)
 
 
 def _open(path: str) -> Any:
@@ -34,7 +30,8 @@ def _open(path: str) -> Any:
 def register(subparsers: argparse._SubParsersAction) -> None:
     runs = subparsers.add_parser("runs", help="list the profiling sessions in a store")
     runs.add_argument("--store", default=DEFAULT_STORE)
-    runs.set_defaults(handler=list_runs)
+    add_json_flag(runs, "one object per run")
+    runs.set_defaults(handler=json_aware(list_runs))
     meas = subparsers.add_parser("measurements", help="print or export (CSV) what a device measured")
     meas.add_argument("--device", help="device id (see `lutnas runs`); optional when the store "
                                        "holds one device")
@@ -43,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     meas.add_argument("--kind", action="append", help="only these kinds (e.g. mbconv, subnet)")
     meas.add_argument("--csv", type=Path, metavar="PATH", help="write every trial row to this CSV")
     meas.add_argument("--all", action="store_true", help="include failed and discarded measurements")
-    meas.set_defaults(handler=show_measurements)
+    add_json_flag(meas, "one object per block (median of trial medians, trials, CV, flag)")
+    meas.set_defaults(handler=json_aware(show_measurements))
 
 
 def _time(stamp: float | None) -> str:
@@ -55,9 +53,12 @@ def _time(stamp: float | None) -> str:
 def list_runs(args: argparse.Namespace) -> int:
     with _open(args.store) as store:
         frame = store.runs_frame()
+    if args.json:
+        print_json([_run_record(row) for row in frame.to_dict(orient="records")])
+        return 0
     table = Table(title=f"runs in {args.store}")
     for column in ("run", "device", "runtime", "threads", "cores", "space", "started", "finished",
-                   "measurements", "summary"):
+                   "trial rows", "summary"):
         table.add_column(column)
     for row in frame.itertuples():
         summary = row.summary or {}
@@ -72,14 +73,24 @@ def list_runs(args: argparse.Namespace) -> int:
                       _time(row.finished) if row.finished is not None else "unfinished",
                       str(row.measurements), brief)
     console.print(table)
+    # The units differ on purpose: say so, or the two commands seem to disagree.
+    console.print("trial rows: one per block per trial, failed ones included (a run's summary and "
+                  "`lutnas measurements` count blocks)")
     return 0
 
 
-def show_measurements(args: argparse.Namespace) -> int:
-    from lutnas.tables.store import cv_of, figure_of
+def _run_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A runs_frame row as JSON-ready data: NaN times become null, `measurements` is trial rows."""
+    record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    record["trial_rows"] = record.pop("measurements")
+    return record
 
+
+def show_measurements(args: argparse.Namespace) -> int:
     with _open(args.store) as store:
         known = [d.device_id for d in store.devices()]
+        require(bool(known), f"{args.store} is empty: nothing has been measured yet; run "
+                             f"`profile-device --store {args.store}` first")
         if args.device is None:
             require(len(known) == 1, f"{args.store} holds {len(known)} devices; choose one with "
                                      f"--device ({', '.join(known) or 'none'})")
@@ -95,23 +106,50 @@ def show_measurements(args: argparse.Namespace) -> int:
         out["samples_ms"] = [json.dumps(s) for s in out["samples_ms"]]
         out["operator_ms"] = [json.dumps(o) if o is not None else "" for o in out["operator_ms"]]
         out.to_csv(args.csv, index=False)
-        console.print(f"wrote {len(out)} measurements of {out['key'].nunique()} keys to {args.csv}")
+        console.print(f"wrote {len(out)} trial rows of {out['key'].nunique()} blocks to {args.csv}")
         return 0
-    # The QC verdict and its CV (of the latest set of trials, the one QC judged) where there is one.
-    flags = {(r.runtime, r.threads, r.core_mask, r.key): (r.flag, r.cv) for r in quality.itertuples()}
-    table = Table(title=f"{args.device}: median of trial medians (ms)")
-    for column in ("runtime", "threads", "cores", "key", "kind", "trials", "median ms", "cv", "flag"):
-        table.add_column(column, justify="right" if column in ("trials", "median ms", "cv") else "left")
-    ok = frame[frame["status"] == "ok"]
-    for (runtime, threads, mask, key, kind), group in ok.groupby(
-            ["runtime", "threads", "core_mask", "key", "kind"], sort=True):
-        medians = group["median_ms"].tolist()
-        flag, cv = flags.get((runtime, threads, mask, key), ("-", cv_of(medians)))
-        table.add_row(runtime, str(threads), mask, key, kind, str(len(medians)), f"{figure_of(medians):.4f}",
-                      f"{cv:.1%}" if cv is not None and cv == cv else "-", flag)
-    console.print(table)
+    rows = _block_rows(frame, quality)
     failed = frame[frame["status"] != "ok"]
+    if args.json:
+        print_json(rows)
+        return 0
+    table = Table(title=f"{args.device}: median of trial medians (ms)")
+    numbers = ("trials", "median ms", "95% CI ms", "+-", "cv")
+    for column in ("runtime", "threads", "cores", "key", "kind", *numbers, "flag"):
+        table.add_column(column, justify="right" if column in numbers else "left")
+    for r in rows:
+        ci = f"{r['ci_low_ms']:.4f}-{r['ci_high_ms']:.4f}" if r["ci_low_ms"] is not None else "-"
+        half = f"{(r['ci_high_ms'] - r['ci_low_ms']) / 2 / r['median_ms']:.1%}" \
+            if r["ci_low_ms"] is not None and r["median_ms"] > 0 else "-"
+        table.add_row(r["runtime"], str(r["threads"]), r["cores"], r["key"], r["kind"], str(r["trials"]),
+                      f"{r['median_ms']:.4f}", ci, half,
+                      f"{r['cv']:.1%}" if r["cv"] is not None else "-", r["flag"])
+    console.print(table)
+    # Same units as `lutnas runs` (trial rows) and a run's summary (blocks): say both.
+    console.print(f"{len(rows)} blocks from {len(frame) - len(failed)} ok trial rows")
     if len(failed):
         console.print(f"{len(failed)} failed or discarded measurements, e.g. {failed['key'].iloc[0]}: "
                       f"{failed['status'].iloc[0][:120]}")
     return 0
+
+
+def _block_rows(frame: Any, quality: Any) -> list[dict[str, Any]]:
+    """One row per block and setting: median of trial medians (ms), its 95% confidence interval,
+    trials, CV and QC flag.
+
+    The QC verdict and its CV (of the latest set of trials, the one QC judged) where there is one."""
+    from lutnas.tables.store import cv_of, figure_of, median_ci
+
+    flags = {(r.runtime, r.threads, r.core_mask, r.key): (r.flag, r.cv) for r in quality.itertuples()}
+    ok = frame[frame["status"] == "ok"]
+    rows = []
+    for (runtime, threads, mask, key, kind), group in ok.groupby(
+            ["runtime", "threads", "core_mask", "key", "kind"], sort=True):
+        medians = group["median_ms"].tolist()
+        flag, cv = flags.get((runtime, threads, mask, key), ("-", cv_of(medians)))
+        ci = median_ci(medians)  # 95% interval of the figure (order statistics)
+        rows.append({"runtime": runtime, "threads": int(threads), "cores": mask, "key": key,
+                     "kind": kind, "trials": len(medians), "median_ms": float(figure_of(medians)),
+                     "ci_low_ms": ci[0] if ci else None, "ci_high_ms": ci[1] if ci else None,
+                     "cv": float(cv) if cv is not None and cv == cv else None, "flag": flag})
+    return rows

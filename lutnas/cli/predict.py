@@ -9,14 +9,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import LazyChoices
+from lutnas.cli._common import LazyChoices, add_json_flag, console, json_aware, print_json
 from lutnas.errors import PredictorError
-
-# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
-console = Console(highlight=False, width=None if Console().is_terminal else 200)
 
 
 def _predictor_names() -> tuple[str, ...]:
@@ -37,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="lut (default), or a predictor saved beside the table by build-table "
                         "--predictor or lutnas transfer")
     p.add_argument("--explain", action="store_true", help="list every block with its latency")
-    p.set_defaults(handler=predict_command)
+    add_json_flag(p, "the prediction (ms, predictor, settings; blocks with --explain)")
+    p.set_defaults(handler=json_aware(predict_command))
 
 
 def read_config(text: str, space: object) -> object:
@@ -72,11 +69,23 @@ def predict_command(args: argparse.Namespace) -> int:
                         str(row["flag"]))
         console.print(out)
     console.print(f"LUT sum: {raw:.4f} ms  ({table.describe_settings()})")
+    result: dict[str, Any] = {"predictor": "lut", "ms": raw, "settings": table.describe_settings()}
     if table.correction:
         corrected = predictor.as_corrected()
-        console.print(f"LUT + correction: {float(corrected.predict([config])[0]):.4f} ms  "
-                      f"(= {corrected.correction_.describe()})")
+        result["corrected_ms"] = float(corrected.predict([config])[0])
+        result["correction"] = corrected.correction_.describe()
+        console.print(f"LUT + correction: {result['corrected_ms']:.4f} ms  (= {result['correction']})")
+    if args.json:
+        blocks = predictor.explain(config) if args.explain else None
+        print_json({**result, "config": config.to_dict(),
+                    **({"blocks": _records(blocks)} if blocks is not None else {})})
     return 0
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    """An explain frame as JSON-ready rows (NaN, e.g. an imported row's unknown CV, becomes null)."""
+    return [{k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            for row in frame.to_dict(orient="records")]
 
 
 def _predict_saved(args: argparse.Namespace, table: Any, space: Any, config: Any) -> int:
@@ -105,4 +114,8 @@ def _predict_saved(args: argparse.Namespace, table: Any, space: Any, config: Any
     correction = predictor.correction
     note = f"= {correction.describe()}" if correction.fitted else "block sum, no whole-model correction"
     console.print(f"{args.predictor}: {ms:.4f} ms  ({note}; {table.describe_settings()})")
+    if args.json:
+        print_json({"predictor": args.predictor, "ms": ms, "correction": note,
+                    "settings": table.describe_settings(), "config": config.to_dict(),
+                    **({"blocks": _records(predictor.explain(config))} if args.explain else {})})
     return 0

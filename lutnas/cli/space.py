@@ -9,7 +9,7 @@ from collections import Counter
 
 from rich.table import Table
 
-from lutnas.cli._common import console, load_space, read_config
+from lutnas.cli._common import add_json_flag, console, json_aware, load_space, print_json, read_config
 from lutnas.profiler.plan import make_plan
 from lutnas.space import BlockSpec, block_complexity
 
@@ -58,7 +58,8 @@ def register_more(sub: argparse._SubParsersAction) -> None:
                         help="subnet config: a JSON file or text (see `lutnas space sample`), "
                              "search's best.json, ElasticViT's 10-tuple, smallest, largest, or a "
                              "released ElasticViT model (elasticvit:S1)")
-    blocks.set_defaults(handler=show_blocks)
+    add_json_flag(blocks, "the blocks (key, MMACs, params, bytes moved) and the total")
+    blocks.set_defaults(handler=json_aware(show_blocks))
     sample = sub.add_parser("sample", help="print random subnet configs of a space as JSON lines")
     sample.add_argument("space", help="built-in space name or a space YAML file")
     sample.add_argument("-n", type=int, default=1, help="how many configs (default 1)")
@@ -79,12 +80,20 @@ def show_blocks(args: argparse.Namespace) -> int:
     table = Table(title=f"{space.name} subnet at {config.resolution}px")
     for column in ("#", "block key", "MMACs", "params", "KB moved"):
         table.add_column(column, justify="left" if column == "block key" else "right")
+    rows = []
     for index, spec in enumerate(space.blocks_of(config)):
         cost = block_complexity(spec)
+        rows.append({"key": spec.key, "kind": spec.kind, "macs": cost.macs, "params": cost.params,
+                     "bytes_moved": cost.bytes_moved})
         table.add_row(str(index), spec.key, f"{cost.macs / 1e6:.2f}", f"{cost.params:,}",
                       f"{cost.bytes_moved / 1024:.0f}")
-    console.print(table)
     total = space.complexity(config)
+    if args.json:
+        print_json({"space": space.name, "resolution": config.resolution, "blocks": rows,
+                    "total": {"macs": total.macs, "params": total.params,
+                              "bytes_moved": total.bytes_moved}})
+        return 0
+    console.print(table)
     console.print(f"total: {total.macs / 1e6:.2f} MMACs, {total.params / 1e6:.3f}M params, "
                   f"{total.bytes_moved / 2**20:.1f} MiB moved")
     return 0

@@ -7,13 +7,12 @@ Parsing and printing only: the transfer is `lutnas.predictors.transfer` (from a 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int
+from lutnas.cli._common import console, err_console, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,4 +76,5 @@ def _print(report: dict[str, Any], out: Path, saved: Path, samples: int) -> None
     table.add_row("[bold]all[/]", str(report["heldout"]), f"[bold]{report['mape']:.1%}[/]")
     console.print(table)
     console.print(f"within ±10%: {report['within_10pct']:.0%}   within ±5%: {report['within_5pct']:.0%}")
-    console.print(json.dumps({k: v for k, v in report.items() if k != "by_kind"}))
+    # plain print: a JSON line is never wrapped at a pipe's 80 columns nor read as rich markup
+    print_json({k: v for k, v in report.items() if k != "by_kind"})
