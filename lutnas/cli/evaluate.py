@@ -13,14 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import err_console, positive_int
+from lutnas.cli._common import console, err_console, positive_int
 from lutnas.errors import BadInputError
 
-# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
-console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 

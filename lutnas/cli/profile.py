@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import err_console, require
+from lutnas.cli._common import console, err_console, require
 from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
 from lutnas.profiler.plan import GRANULARITIES
 
@@ -22,8 +21,6 @@ if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to r
 __all__ = ["parse_cores", "profile_device", "register"]  # parse_cores: cli/table.py reads --cores too
 
 DEFAULT_STORE = "measurements.sqlite"
-# Keys are ~60 characters: when piped, print wide rather than truncating them at rich's 80 columns.
-console = Console(highlight=False, width=None if Console().is_terminal else 220)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -17,7 +17,16 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, load_space, positive_int, require
+from lutnas.cli._common import (
+    add_json_flag,
+    console,
+    err_console,
+    json_aware,
+    load_space,
+    positive_int,
+    print_json,
+    require,
+)
 from lutnas.errors import SearchError
 from lutnas.search.evolution import Candidate
 from lutnas.search.pipeline import FILLS, PREDICTORS, Exporter, Outcome, SearchJob
@@ -83,8 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
     p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
     p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
-    p.add_argument("--cache", type=Path, metavar="DIR", help="model cache (default $LUTNAS_CACHE)")
-    p.set_defaults(handler=run_search)
+    p.add_argument("--cache", type=Path, metavar="DIR",
+                   help="model cache (default $LUTNAS_CACHE, else ~/.cache/lutnas/models)")
+    add_json_flag(p, "each target's winner (target, predicted ms, score, MMACs, params, config)")
+    p.set_defaults(handler=json_aware(run_search))
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -149,7 +160,18 @@ def run_search(args: argparse.Namespace) -> int:
                    for o in outcomes]
         (args.out / "winners.json").write_text(json.dumps(summary, indent=2) + "\n")
         console.print(f"winners plot: {plot}")
+    if args.json:
+        print_json([_summary(o) for o in outcomes])
     return 0
+
+
+def _summary(outcome: Outcome) -> dict[str, object]:
+    """One target's winner for `--json` (best.json holds the same and more)."""
+    result, best = outcome.result, outcome.result.best
+    return {"target_ms": result.constraints.target_ms, "out": str(outcome.out),
+            "predicted_ms": best.latency_ms, "objective": result.objective_name,
+            "is_proxy": result.is_proxy, "score": best.score, "mmacs": best.mmacs,
+            "params": int(best.params), "config": best.config.to_dict()}
 
 
 def _print_outcome(outcome: Outcome, job: SearchJob) -> None:
@@ -178,7 +200,7 @@ def _print_outcome(outcome: Outcome, job: SearchJob) -> None:
                       f"{released.latency_ms:.3f} ms (same table)")
     if result.is_proxy:
         console.print(f"objective: {result.objective_label}")
-    console.print(f"config: {best.config.to_json()}")
+    console.print(f"config: {best.config.to_json()}", markup=False)  # JSON: never wrapped (pipe) or styled
     console.print(f"outputs: {', '.join(str(p) for p in outcome.files.values())}")
 
 
@@ -206,8 +228,8 @@ def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Ou
                               agent_options=options, cache_root=args.cache,
                               module=winner_module(job, result.best.config))
     console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
-                  f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms "
-                  f"({check.error_pct:+.1f}%)")
+                  f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms, "
+                  f"prediction error {check.error_pct:+.1f}%")
     if not check.same_device:
         err_console.print(f"[yellow]warning: the table was measured on {check.table_device}, not on "
                           f"{check.device}; the comparison crosses devices[/]")

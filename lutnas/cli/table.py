@@ -10,15 +10,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-from lutnas.cli._common import LazyChoices, err_console, positive_int
+from lutnas.cli._common import LazyChoices, console, err_console, positive_int
 from lutnas.errors import BadInputError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
 
-# Keys are ~60 characters: when piped, print wide rather than cut them at rich's 80 columns.
-console = Console(highlight=False, width=None if Console().is_terminal else 200)
 DEFAULT_STORE = "measurements.sqlite"
 
 
@@ -408,4 +405,3 @@ def import_nnmeter_command(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.out} ({table.describe_settings()}); every unmapped key and its "
                   f"reason is in its metadata (table export --json)")
     return 0
-
