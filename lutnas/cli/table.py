@@ -292,7 +292,10 @@ def _print_quality(args: argparse.Namespace, frame: Any, used: Any) -> None:
     console.print(_rows_table(title, slowest))
     flagged = frame[frame["flag"].isin(["never-settled", "re-measured"])]
     if len(flagged):
-        console.print(_rows_table(f"flagged blocks ({len(flagged)})",
+        # the same flag words and counts as the quality line, so the two never seem to disagree
+        parts = ", ".join(f"{k} {v}" for k, v in flagged["flag"].value_counts().items())
+        among = f" among those {used[0]} uses" if used is not None else ""
+        console.print(_rows_table(f"flagged blocks{among}: {len(flagged)} ({parts})",
                                   flagged.sort_values("cv", ascending=False).head(args.top)))
 
 
