@@ -119,3 +119,16 @@ def test_profile_device_help_states_every_default_and_the_typed_name() -> None:
     typed = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert typed.stdout.startswith("usage: profile-device ") and "LUTNAS_ADB_KEY" in typed.stdout
     assert lutnas("profile-device", "--help").stdout.startswith("usage: lutnas profile-device ")
+
+
+def test_table_show_flagged_counts_agree_with_the_quality_line(tmp_path) -> None:
+    keys = [spec.key for spec in SearchSpace.load("tiny").unique_blocks()]
+    flags = ["never-settled"] * 3 + ["re-measured"] * 2 + ["ok"] * (len(keys) - 5)
+    rows = {k: {"median_ms": 0.01, "cv": 0.01, "trials": 5, "flag": f} for k, f in zip(keys, flags)}
+    table = LatencyTable.from_latencies(rows, device(), RunSettings(runtime="tflite", threads=1),
+                                        space="tiny")
+    path = table.save(tmp_path / "flags.parquet")
+    shown = lutnas("table", "show", str(path))
+    assert shown.returncode == 0, shown.stderr
+    assert "never-settled 3" in shown.stdout and "re-measured 2" in shown.stdout
+    assert "flagged blocks among those tiny uses: 5 (never-settled 3, re-measured 2)" in shown.stdout
