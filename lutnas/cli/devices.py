@@ -16,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    help="fingerprint devices (local, adb:HOST[:PORT], usb[:SERIAL])")
     parser.add_argument("--device", action="append", required=True,
                         help="device address; repeat for several")
-    parser.add_argument("--adb-key", type=Path, help="ADB private key (default ~/.android/adbkey)")
+    parser.add_argument("--adb-key", type=Path,
+                        help="ADB private key (default $LUTNAS_ADB_KEY, else ~/.android/adbkey; "
+                             "created when missing)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per device command")
     parser.add_argument("--json", action="store_true", help="print DeviceInfo as JSON")
     parser.set_defaults(handler=show_devices)
