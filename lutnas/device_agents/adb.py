@@ -56,8 +56,8 @@ class AdbTransport(ShellTransport):
         except TransientError as exc:
             raise DeviceLostError(
                 f"cannot connect to {self.address} after {self.retry.connect_attempts} attempts ({exc}): "
-                "check the phone is on, USB debugging (or `adb tcpip 5555` / wireless debugging) is "
-                "enabled and the address is right") from exc
+                "check the phone is on, USB debugging is enabled (for TCP: `adb tcpip 5555` once over "
+                "USB) and the address is right") from exc
         if attempt:
             self.on_message(f"{self.address}: reconnected after {attempt} attempt(s)")
 
@@ -83,6 +83,9 @@ class AdbTransport(ShellTransport):
                               "debugging, or use adb:HOST[:PORT]") from exc
         except Exception as exc:  # noqa: BLE001 - adb-shell raises many types; sorted below
             text = f"{type(exc).__name__}: {exc}"
+            if "'STLS'" in text:  # Android 11+ wireless debugging: TLS, which adb-shell does not speak
+                raise DeviceError(f"{self.address} answered with STLS: TLS pairing is not supported; "
+                                  "use adb tcpip 5555 once over USB") from exc
             if prompted:
                 raise DeviceError(
                     f"{self.address} did not accept this computer's ADB key {self._key}.pub ({text}): "

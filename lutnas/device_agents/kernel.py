@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from lutnas.device_agents.base import CpuCluster
+from lutnas.device_agents.base import CpuCluster, parse_cores
+from lutnas.errors import BadInputError
 
 # Prints, for each thermal zone, "@Z zoneN TYPE TEMP", the battery "@B TEMP" and "@F cpuN CUR_KHZ".
 STATE_FUNCTION = (
@@ -36,7 +37,15 @@ ARM_PARTS = {
     "0xd47": "Cortex-A710", "0xd48": "Cortex-X2", "0xd4d": "Cortex-A715", "0xd4e": "Cortex-X3",
     "0xd80": "Cortex-A520", "0xd81": "Cortex-A720", "0xd82": "Cortex-X4",
 }
-_CPU_ZONE = re.compile(r"cpu|tsens|soc|big|mid|little|cluster|apc|mtktscpu", re.IGNORECASE)
+# Zones read for the cool-down: CPU, cluster and SoC temperature sensors, by type name.
+_CPU_ZONE = re.compile(r"cpu|tsens|big|mid|little|cluster|apc|mtktscpu|soc[-_ ]?(?:therm|temp|max)|"
+                       r"soc_thermal|pkg_temp|core", re.IGNORECASE)
+# Zones that are not temperatures of the CPU at all: Qualcomm BCL (battery current limit) zones
+# report battery percent (`soc`, `socd`), voltage (`vbat`) or current (`ibat`); battery and PMIC
+# zones follow the charger. Read as °C they stall a run (87 % battery "is" 87 °C).
+_NOT_TEMPERATURE = re.compile(r"^socd?$|bcl|vbat|ibat|batt|pmic|^pm[a-z]*\d+|-lvl\d|charger|^usb",
+                              re.IGNORECASE)
+PLAUSIBLE_C = (0.0, 125.0)  # a CPU zone outside this range is a wrong or non-temperature reading
 
 
 def split_sections(text: str) -> dict[str, list[str]]:
@@ -91,6 +100,44 @@ def parse_cpufreq(lines: list[str]) -> tuple[CpuCluster, ...]:
     return tuple(clusters)
 
 
+CORE_NAMES = ("big", "little", "prime", "all")  # --cores by cluster, resolved per device
+
+
+def resolve_cores(spec: str, clusters: tuple[CpuCluster, ...],
+                  device: str = "the device") -> tuple[tuple[int, ...] | None, str | None]:
+    """--cores `spec` on a device with `clusters` (slowest first) -> (cores or None, warning or None).
+
+    `all`: not pinned. `little`: the slowest cluster. `big`: every cluster but the slowest (a 6+2
+    phone's 2, a 4+3+1 phone's 4). `prime`: the fastest cluster of a phone with three or more.
+    A LIST (`0,1`, `4-7`) is taken as written, with a warning when it spans clusters (its timings
+    mix core types). Raises BadInputError for a name the device's clusters cannot honour.
+    """
+    if spec == "all":
+        return None, None
+    known = [c for c in clusters if c.cores]
+    described = ", ".join(f"{_span(c.cores)} ({(c.max_khz or 0) / 1000:.0f} MHz)" for c in known) or "none"
+    if spec in CORE_NAMES:
+        if len(known) < 2 or (spec == "prime" and len(known) < 3):
+            raise BadInputError(f"--cores {spec}: {device} has clusters {described}; use --cores all "
+                                f"or a core list")
+        chosen = {"little": known[:1], "big": known[1:], "prime": known[-1:]}[spec]
+        return tuple(sorted(c for cluster in chosen for c in cluster.cores)), None
+    cores = parse_cores(spec)
+    spanned = [c for c in known if set(c.cores) & set(cores)]
+    if len(spanned) > 1:
+        names = " and ".join(f"{_span(c.cores)} ({(c.max_khz or 0) / 1000:.0f} MHz)" for c in spanned)
+        return cores, (f"--cores {spec} spans the clusters {names} of {device}: its timings mix core "
+                       f"types; use --cores big, little or one cluster's cores")
+    return cores, None
+
+
+def _span(cores: tuple[int, ...]) -> str:
+    """(4, 5, 6, 7) -> '4-7'; (0, 2) -> '0,2'."""
+    if cores == tuple(range(cores[0], cores[-1] + 1)) and len(cores) > 1:
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
 def cpu_model_of(parts: dict[int, str], clusters: tuple[CpuCluster, ...]) -> str:
     """'4x Cortex-A55 + 2x Cortex-A78 + 2x Cortex-X1' from the CPU parts of each cluster."""
     return " + ".join(f"{len(cl.cores)}x {_part_names(parts, cl.cores)}".strip() for cl in clusters)
@@ -116,12 +163,37 @@ def parse_state(lines: list[str]) -> tuple[dict[str, float], dict[str, int]]:
     return temps, freqs
 
 
+def classify_zones(temps: dict[str, float]) -> tuple[dict[str, float], dict[str, str]]:
+    """Split zones ({type: °C}) into those the cool-down watches and {type: why skipped}.
+
+    Watched: CPU, cluster and SoC temperature sensors (by type name) reading 0-125 °C. When no
+    zone is named like a CPU, every plausible zone but battery/BCL/PMIC ones (a board with only
+    `acpitz`, say). Skipped: the battery, BCL and PMIC zones, values outside 0-125 °C, and other
+    sensors (GPU, skin, crystal) when CPU zones exist.
+    """
+    watched: dict[str, float] = {}
+    others: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for name, value in temps.items():
+        zone_type = name.split("/")[0]
+        if name == "battery" or _NOT_TEMPERATURE.search(zone_type):
+            skipped[name] = "battery/BCL/PMIC zone, not a CPU temperature"
+        elif not PLAUSIBLE_C[0] <= value <= PLAUSIBLE_C[1]:
+            skipped[name] = f"{value:g} is outside {PLAUSIBLE_C[0]:g}-{PLAUSIBLE_C[1]:g} °C"
+        elif _CPU_ZONE.search(zone_type):
+            watched[name] = value
+        else:
+            others[name] = value
+    if not watched:
+        return others, skipped
+    skipped.update({name: "not a CPU/SoC sensor" for name in others})
+    return watched, skipped
+
+
 def hottest_cpu_c(temps: dict[str, float]) -> float | None:
-    """The hottest CPU-like zone (all zones but the battery when none is named like a CPU)."""
-    cpu = [t for name, t in temps.items() if _CPU_ZONE.search(name)]
-    others = [t for name, t in temps.items() if name != "battery"]
-    chosen = cpu or others
-    return max(chosen) if chosen else None
+    """The hottest watched zone (`classify_zones`), None when no zone is watched."""
+    watched, _ = classify_zones(temps)
+    return max(watched.values()) if watched else None
 
 
 def _part_names(parts: dict[int, str], cores: tuple[int, ...]) -> str:

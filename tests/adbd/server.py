@@ -49,6 +49,7 @@ class Faults:
     hot_reads: int = 0  # shell commands reading thermal files see hot_c this many times
     hot_c: float = 80.0
     reject_key: bool = False  # the user denies the "Allow USB debugging?" prompt
+    tls_only: bool = False  # Android 11+ wireless debugging: answer CNXN with STLS (TLS required)
 
 
 @dataclass
@@ -322,6 +323,9 @@ class _Connection:
 
     def _cnxn(self, msg: p.Message) -> None:
         self.max_data = min(msg.arg1 or 4096, p.MAX_PAYLOAD)
+        if self.server.faults.tls_only:
+            self.send(p.Message(p.A_STLS, 0x01000000, 0))
+            return
         if self.server.require_auth:
             self._send_token()
         else:
