@@ -12,6 +12,8 @@ Knows no search spaces: it measures files. Imports nothing of lutnas but `lutnas
 - `remote.py`: `RemoteAgent`, any device behind a shell transport, with a `Platform` record.
 - `adb.py` (+ `adb_keys.py`): the ADB transport and `AdbAgent`; `android.py` the Android
   platform (probe, fingerprint); `kernel.py` what /proc and /sys say on any Linux kernel.
+- `ssh.py`: the SSH transport (asyncssh) and `SshAgent` for Linux boards; `linux.py` the Linux
+  platform (probe, fingerprint).
 - `local.py`: `LocalAgent`, the host: a local process transport running `local_worker.py`;
   `runtimes.py` finds the host's TFLite interpreter.
 - `factory.py`: `open_agent(address, AgentOptions)`, one entry per kind of address.

@@ -1,4 +1,4 @@
-"""The transport contract: how lutnas reaches a device through a shell (ADB today; SSH next).
+"""The transport contract: how lutnas reaches a device through a shell (ADB, SSH).
 
 A transport runs shell commands and copies files; it knows nothing about runners or models. It
 owns its connection and reconnects by the `policy.RetryPolicy` it is given. What it raises says
