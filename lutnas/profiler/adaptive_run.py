@@ -24,7 +24,7 @@ import pandas as pd
 from lutnas.errors import BadInputError, DeviceError
 from lutnas.predictors.adaptive import AdaptiveSelector, StopDecision, StoppingRule
 from lutnas.predictors.learned import LearnedPredictor
-from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
+from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many, format_for
 from lutnas.space import BlockSpec
 from lutnas.supernet.blocks import example_input
 
@@ -107,7 +107,7 @@ def store_measurer(agent: Any, settings: Any, trials: int, store: Any,
     from lutnas.profiler.run import measure_files
 
     cache = cache or ModelCache()
-    fmt = RUNTIME_FORMATS[settings.runtime]
+    fmt = format_for(settings.runtime, settings.precision)
 
     def measure(specs: Sequence[BlockSpec]) -> dict[str, float]:
         exported = export_many(list(specs), fmt, cache)

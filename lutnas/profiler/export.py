@@ -29,10 +29,12 @@ from torch import nn
 import lutnas
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
+from lutnas.profiler import quantize
 from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
-FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt"}
+FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt",
+           "tflite-int8": ".tflite", "tflite-fp16": ".tflite"}  # the last two: profiler/quantize.py
 RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscript"}
 # Relative tolerance of the numerical check: fp32 conversions here agree to ~1e-6 of the output scale
 # (toolchain.md: 3e-6); a wrong graph is off by the scale itself.
@@ -84,7 +86,8 @@ class ModelCache:
         if fmt not in FORMATS:
             raise BadInputError(f"unknown model format {fmt!r}; use one of {', '.join(FORMATS)}")
         digest = hashlib.sha256(
-            json.dumps({"key": key, "format": fmt, "versions": self.versions}, sort_keys=True).encode()
+            json.dumps({"key": key, "format": fmt, "versions": self.versions} | _quantizer_of(fmt),
+                       sort_keys=True).encode()
         ).hexdigest()[:24]
         return self.root / fmt / f"{digest}{FORMATS[fmt]}"
 
@@ -203,13 +206,18 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
         native = _NativeOutput()
         try:
             with native:
-                if fmt == "tflite":
+                if fmt in quantize.FORMATS:  # int8 / fp16: checked by quantize's own criterion
+                    check = quantize.convert(module, example, spatial, tmp, quantize.FORMATS[fmt], key=key)
+                    errors = np.array([check.max_abs_error])
+                elif fmt == "tflite":
                     errors = _write_tflite(module, example, spatial, tmp)
                 elif fmt == "onnx":
                     errors = _write_onnx(module, example, tmp)
                 else:
                     errors = _write_torchscript(module, example, tmp)
         except ExportError as exc:
+            if isinstance(exc, quantize.QuantizationError):
+                raise  # already names the block and the converter's reason
             raise ExportError(f"{key}: {fmt} export disagrees with PyTorch: {exc}") from None
         except Exception as exc:  # the converters raise anything; name the block that failed
             raise ExportError(
@@ -218,7 +226,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
         with torch.no_grad():
             scale = max(1.0, float(module(example).abs().max()))
         max_error = float(errors.max()) if errors.size else 0.0
-        if max_error > TOLERANCE * scale:
+        if max_error > TOLERANCE * scale and fmt not in quantize.FORMATS:
             raise ExportError(
                 f"{key}: {fmt} file disagrees with PyTorch (max abs error {max_error:.3g} at output "
                 f"scale {scale:.3g}); the converter mistranslated this block"
@@ -304,6 +312,21 @@ def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers
                 if on_done:
                     on_done(entry)
     return results
+
+
+def _quantizer_of(fmt: str) -> dict[str, str]:
+    """A quantized file also depends on the quantizer's version (part of its cache key)."""
+    return {"quantizer": quantize.quantizer_version()} if fmt in quantize.FORMATS else {}
+
+
+def format_for(runtime: str, precision: str = "fp32") -> str:
+    """The model format `runtime` runs at `precision` (int8 and fp16 only as TFLite)."""
+    if precision == "fp32":
+        return RUNTIME_FORMATS[runtime]
+    if runtime != "tflite":
+        raise BadInputError(f"--precision {precision} is exported for --runtime tflite only, "
+                            f"not {runtime}; use --precision fp32 or --runtime tflite")
+    return quantize.format_of(precision)
 
 
 def formats_for(runtimes: Iterable[str]) -> list[str]:

@@ -30,7 +30,7 @@ from typing import Any
 from lutnas.device_agents.base import DeviceAgent, Measurement, ModelFile, RunSettings
 from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.errors import BadInputError, LutnasError
-from lutnas.profiler.export import RUNTIME_FORMATS, ModelCache, export_many
+from lutnas.profiler.export import ModelCache, export_many, format_for
 from lutnas.profiler.plan import make_plan
 from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore, check_store_file, cv_of, figure_of
@@ -377,7 +377,7 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
         done_everywhere &= set(store.finished_keys(info.device_id, settings))
     to_export = [spec for spec in plan.specs if spec.key not in done_everywhere]
     cache = cache or ModelCache()
-    fmt = RUNTIME_FORMATS[settings.runtime]
+    fmt = format_for(settings.runtime, settings.precision)
     export_start = time.perf_counter()
     exported = 0
 

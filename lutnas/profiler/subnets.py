@@ -28,7 +28,7 @@ from lutnas.predictors.evaluate import Evaluation, evaluate_predictors
 from lutnas.predictors.lut import LutPredictor
 from lutnas.predictors.transfer import TransferResult, choose_samples, transfer_table
 from lutnas.profiler.adaptive_run import store_measurer
-from lutnas.profiler.export import FORMATS, RUNTIME_FORMATS, ModelCache, export_subnet
+from lutnas.profiler.export import FORMATS, ModelCache, export_subnet, format_for
 from lutnas.profiler.run import measure_files
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.tables.store import MeasurementStore, figure_of
@@ -101,7 +101,7 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     todo = [(k, c) for k, c in zip(keys, configs) if k not in finished]
     if todo:
         cache = cache or ModelCache()
-        fmt = RUNTIME_FORMATS[settings.runtime]
+        fmt = format_for(settings.runtime, settings.precision)
         files = []
         for i, (key, config) in enumerate(todo):
             exported = export_subnet(space, config, fmt, cache)
@@ -212,7 +212,7 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
     """Export the winner (`module`: with trained weights) and measure it end to end with the
     table's settings (the profiling loop's trials) on the device at `address`."""
     settings = table.run_settings()
-    fmt = RUNTIME_FORMATS[settings.runtime]  # RunSettings accepts only runtimes lutnas exports for
+    fmt = format_for(settings.runtime, settings.precision)  # BadInputError: int8 of a non-TFLite runtime
     files = export_winner(space, config, out, module, cache_root, formats=[fmt])
     key = subnet_key(space, config) + (":trained" if module is not None else "")
     store_path = store_path or out / "verify.sqlite"
