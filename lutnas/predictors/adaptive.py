@@ -7,7 +7,8 @@ same logic runs against a phone, the host, or a recorded table in a test.
   (at least two, so a per-kind fit has a slope), chosen within a kind by farthest-point sampling on
   log-scaled features, starting from its smallest and largest block: the trees then interpolate
   instead of extrapolating.
-- Next, the blocks where the predictor is least sure in *milliseconds* (relative spread x predicted
+- Next, the blocks where the predictor is least sure in *milliseconds*: the width of its calibrated
+  90% interval (split-conformal on each kind's cross-validated errors, relative width x predicted
   latency): a whole subnet's error is a sum of block errors in ms, so a 30% doubt on a 2 ms block
   matters more than on a 0.02 ms one. A batch is spread out in feature space so it does not spend
   itself on near-twins of one uncertain block.
@@ -17,6 +18,7 @@ same logic runs against a phone, the host, or a recorded table in a test.
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 from collections import defaultdict
@@ -130,8 +132,9 @@ class AdaptiveSelector:
     """Proposals for adaptive profiling over a fixed plan of blocks."""
 
     def __init__(self, specs: Sequence[BlockSpec | str], initial: int | None = None,
-                 batch: int | None = None, seed: int = 0) -> None:
+                 batch: int | None = None, seed: int = 0, level: float = 0.9) -> None:
         self.specs = as_specs(specs)
+        self.level = level  # coverage of the intervals whose width ranks the candidates
         if not self.specs:
             raise BadInputError("adaptive profiling needs a non-empty plan of blocks")
         n = len(self.specs)
@@ -147,13 +150,23 @@ class AdaptiveSelector:
 
     def next_batch(self, predictor: Any, remaining: Sequence[BlockSpec],
                    limit: int | None = None) -> list[BlockSpec]:
-        """The `batch` (or `limit`) remaining blocks with the largest spread in ms, spread out."""
+        """The `batch` (or `limit`) remaining blocks whose calibrated interval is widest in ms (the
+        predictor's spread where it has no intervals), spread out in feature space."""
         remaining = list(remaining)
         size = min(self.batch, limit if limit is not None else self.batch, len(remaining))
         if size <= 0:
             return []
-        _, spread = predictor.predict_blocks(remaining, return_spread=True, use_measured=False)
-        return pick_uncertain(remaining, np.asarray(spread, dtype=float), size)
+        return pick_uncertain(remaining, uncertainty_ms(predictor, remaining, self.level), size)
+
+
+def uncertainty_ms(predictor: Any, specs: Sequence[BlockSpec], level: float = 0.9) -> np.ndarray:
+    """Per block, the width in ms of the predictor's calibrated `level` interval (learned:
+    split-conformal per kind), or twice its spread for a predictor without intervals."""
+    if "interval" in inspect.signature(predictor.predict_blocks).parameters:
+        _, lower, upper = predictor.predict_blocks(specs, use_measured=False, interval=level)
+        return np.asarray(upper, dtype=float) - np.asarray(lower, dtype=float)
+    _, spread = predictor.predict_blocks(specs, return_spread=True, use_measured=False)
+    return 2.0 * np.asarray(spread, dtype=float)
 
 
 def pick_uncertain(candidates: Sequence[BlockSpec], spread_ms: np.ndarray, size: int) -> list[BlockSpec]:

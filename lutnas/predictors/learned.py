@@ -4,11 +4,13 @@ Why this shape:
 - The target is log latency and the trees fit the *residual* of the analytic predictor. Trees cannot
   extrapolate, and a plan's largest blocks are often the ones left unmeasured; the analytic model
   carries the trend (MACs, bytes, launches) and the trees learn the device's quirks around it.
-- Per kind, random forest and gradient boosting (and "no trees": analytic only) compete on K-fold
-  held-out error and the most accurate wins (`trees.fit_residual_model`); with few blocks of a kind
-  the forest or the analytic model usually wins, with many the boosting does.
-- Spread per prediction: across a forest's trees, or across the K boosting models of the folds,
-  in log space, so adaptive profiling knows where the predictor is unsure.
+- Per kind, "none" (analytic only, offset), ridge (linear, and with pairwise products) and the tree
+  ensembles compete on K-fold held-out error and the simplest candidate within 2% of the best wins
+  (`trees.fit_residual_model`): with few blocks of a kind the simple models win by themselves.
+- Intervals: `predict_blocks(specs, interval=0.9)` -> (ms, lower, upper), split-conformal on the
+  kind's cross-validated log errors (the analytic model's log-normal spread for a kind with fewer
+  than 5 blocks), never of zero width; `spread` is the 90% half-width in sigmas. Adaptive profiling
+  ranks the blocks to measure next by the interval's width in ms.
 - Fitted trees are kept as plain arrays (`trees.TreeEnsemble`), predicted with numpy, and saved as
   JSON + arrays: no pickle, nothing executed on load, no scikit-learn version lock.
 """
@@ -16,10 +18,10 @@ Why this shape:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from lutnas.errors import PredictorError
 from lutnas.predictors.analytic import AnalyticPredictor, threads_of
@@ -27,8 +29,11 @@ from lutnas.predictors.base import check_fitted
 from lutnas.predictors.blocksum import BlockSumPredictor, keyed_values
 from lutnas.predictors.correction import Correction
 from lutnas.predictors.features import block_feature_frame, log_features, measured_latencies
-from lutnas.predictors.trees import METHODS, FittedModel, fit_residual_model
-from lutnas.space import BlockSpec, SearchSpace, as_specs, kind_fields
+from lutnas.predictors.trees import METHODS, MIN_HALFWIDTH, FittedModel, check_level, fit_residual_model
+from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, as_specs, kind_fields
+
+SPREAD_LEVEL = 0.9  # the spread is the 90% interval's half-width in sigmas ...
+SPREAD_Z = NormalDist().inv_cdf(0.95)  # ... divided by the normal quantile of that level
 
 
 class LearnedPredictor(BlockSumPredictor):
@@ -72,29 +77,73 @@ class LearnedPredictor(BlockSumPredictor):
         return np.column_stack([x, analytic_log])
 
     def _predict_blocks(self, specs: list[BlockSpec], use_measured: bool) -> tuple[np.ndarray, np.ndarray]:
-        base = np.log(self.analytic_.predict_blocks(specs))
-        log_ms = base.copy()
-        log_spread = np.full(len(specs), self.analytic_.sigma_["*"])
-        kinds = np.array([s.kind for s in specs])
-        for kind in sorted(set(kinds)):
-            mask = kinds == kind
-            model = self.models_.get(kind)
-            if model is None:
-                continue  # a kind never measured: the analytic model alone, with its spread
-            mine = [s for s, m in zip(specs, mask) if m]
-            residual, spread = model.predict(self._design(mine, kind, base[mask]))
-            log_ms[mask] = base[mask] + residual
-            if model.ensemble is not None:
-                log_spread[mask] = spread
-            else:
-                log_spread[mask] = self.analytic_.sigma_.get(kind, self.analytic_.sigma_["*"])
-        ms = np.exp(log_ms)
-        spread_ms = ms * log_spread
+        ms = self._model_ms(specs)
+        # The spread is a one-sigma equivalent of the kind's calibrated 90% interval, never 0 for
+        # a block the predictor has not measured.
+        spread_ms = ms * self._log_halfwidths(specs, SPREAD_LEVEL) / SPREAD_Z
         if use_measured:
             for i, spec in enumerate(specs):
                 if spec.key in self.measured_:
                     ms[i], spread_ms[i] = self.measured_[spec.key], 0.0
         return ms, spread_ms
+
+    def _model_ms(self, specs: list[BlockSpec]) -> np.ndarray:
+        base = np.log(self.analytic_.predict_blocks(specs))
+        log_ms = base.copy()
+        kinds = np.array([s.kind for s in specs])
+        for kind in sorted(set(kinds)):
+            mask = kinds == kind
+            model = self.models_.get(kind)
+            if model is None:
+                continue  # a kind never measured: the analytic model alone
+            mine = [s for s, m in zip(specs, mask) if m]
+            log_ms[mask] = base[mask] + model.predict(self._design(mine, kind, base[mask]))[0]
+        return np.exp(log_ms)
+
+    def _log_halfwidths(self, specs: Sequence[BlockSpec], level: float) -> np.ndarray:
+        """Per block, the log-space half-width of a `level` interval: the conformal quantile of its
+        kind's held-out errors, or (a kind with too few blocks to hold out) the analytic model's
+        log-normal spread for that kind."""
+        check_level(level)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
+        cache: dict[str, float] = {}
+        for kind in {s.kind for s in specs}:
+            model = self.models_.get(kind)
+            half = model.halfwidth(level) if model is not None and len(model.scores) >= 5 else None
+            if half is None:
+                half = z * self.analytic_.sigma_.get(kind, self.analytic_.sigma_["*"])
+            cache[kind] = max(float(half), MIN_HALFWIDTH)
+        return np.array([cache[s.kind] for s in specs])
+
+    def predict_blocks(self, specs: Sequence[BlockSpec | str], return_spread: bool = False,
+                       use_measured: bool = True, interval: float | None = None) -> Any:
+        """ms per block; with `return_spread` also the spread in ms; with `interval` (a coverage
+        level such as 0.9) instead (ms, lower, upper), a calibrated interval (split-conformal on the
+        kind's cross-validated errors) of nonzero width around every prediction."""
+        if interval is None:
+            return super().predict_blocks(specs, return_spread, use_measured)
+        specs = as_specs(specs)
+        ms = super().predict_blocks(specs, use_measured=use_measured)
+        half = self._log_halfwidths(specs, interval) if specs else np.zeros(0)
+        return ms, ms * np.exp(-half), ms * np.exp(half)
+
+    def predict(self, configs: Sequence[SubnetConfig], interval: float | None = None) -> Any:
+        """ms per config; with `interval`, (ms, lower, upper) where the bounds are the corrected
+        sums of the blocks' bounds (block errors of a kind move together, so they add up)."""
+        if interval is None:
+            return super().predict(configs)
+        space = self._require_space()
+        per_config = [[s.key for s in space.blocks_of(c)] for c in configs]
+        unique = sorted({k for keys in per_config for k in keys})
+        _, lower, upper = self.predict_blocks(unique, interval=interval)
+        lo, hi = dict(zip(unique, lower)), dict(zip(unique, upper))
+        blocks = np.array([len(keys) for keys in per_config], dtype=float)
+        sum_lo = np.array([sum(lo[k] for k in keys) for keys in per_config], dtype=float)
+        sum_hi = np.array([sum(hi[k] for k in keys) for keys in per_config], dtype=float)
+        ms = super().predict(configs)
+        if not self.corrected:
+            return ms, sum_lo, sum_hi
+        return ms, self.correction.apply(sum_lo, blocks), self.correction.apply(sum_hi, blocks)
 
     def methods(self) -> dict[str, dict[str, Any]]:
         """Per kind: the method chosen and the held-out MAPE of each candidate."""
@@ -131,62 +180,8 @@ class LearnedPredictor(BlockSumPredictor):
             if model.ensemble is not None and model.ensemble.n_features != expected:
                 raise PredictorError(f"predictor file's {kind} trees take {model.ensemble.n_features} "
                                      f"features, this lutnas makes {expected}; refit it")
+            if model.linear is not None and len(model.linear.mean) != expected:
+                raise PredictorError(f"predictor file's {kind} ridge takes {len(model.linear.mean)} "
+                                     f"features, this lutnas makes {expected}; refit it")
             predictor.models_[kind] = model
         return predictor
-
-
-# ------------------------------------------------------------------------------------------------
-# The generic entry: latency data of another architecture encoding.
-
-class FeatureLatencyModel:
-    """Trees on any table of numeric and categorical columns (e.g. a published lookup table of
-    another search space). Categorical columns are one-hot encoded with the categories seen in fit;
-    an unseen category predicts as all-zeros, and a missing column is an error naming it."""
-
-    label = "feature model"
-    fit_hint = "fit_features(frame, latency_ms)"
-    fitted_attributes = ("model_",)
-
-    def __init__(self, method: str = "auto", random_state: int = 0) -> None:
-        self.method = method
-        self.random_state = random_state
-
-    def fit_features(self, frame: pd.DataFrame, latency_ms: Sequence[float]) -> FeatureLatencyModel:
-        from sklearn.linear_model import Ridge  # fitting only (see trees.py)
-
-        y = np.asarray(latency_ms, dtype=float)
-        if len(frame) != len(y):
-            raise PredictorError(f"fit_features got {len(frame)} rows and {len(y)} latencies")
-        if len(y) < 3 or not np.all(np.isfinite(y) & (y > 0)):
-            raise PredictorError("fit_features needs at least 3 positive, finite latencies")
-        self.numeric_ = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-                         and not pd.api.types.is_bool_dtype(frame[c])]
-        self.categories_ = {str(c): sorted(frame[c].astype(str).unique())
-                            for c in frame.columns if c not in self.numeric_}
-        x = self._encode(frame)
-        log_y = np.log(y)
-        # A ridge line in log space carries the power-law trend that trees cannot extrapolate;
-        # the trees fit what it leaves (as the analytic model does for lutnas blocks).
-        self.linear_ = Ridge(alpha=1.0).fit(x, log_y)
-        self.model_ = fit_residual_model(x, log_y - self.linear_.predict(x), self.random_state,
-                                         self.method)
-        return self
-
-    def _encode(self, frame: pd.DataFrame) -> np.ndarray:
-        missing = [c for c in [*self.numeric_, *self.categories_] if c not in frame.columns]
-        if missing:
-            raise PredictorError(f"feature frame lacks columns {missing} that the model was fitted on")
-        parts = [np.sign(frame[self.numeric_].to_numpy(dtype=float))
-                 * np.log1p(np.abs(frame[self.numeric_].to_numpy(dtype=float)))]
-        for column, values in self.categories_.items():
-            text = frame[column].astype(str).to_numpy()
-            parts.append(np.column_stack([(text == v).astype(float) for v in values]))
-        return np.column_stack(parts) if parts else np.zeros((len(frame), 0))
-
-    def predict_features(self, frame: pd.DataFrame, return_spread: bool = False) -> Any:
-        """ms per row (and the spread in ms with `return_spread`)."""
-        check_fitted(self)
-        x = self._encode(frame)
-        log_ms, log_spread = self.model_.predict(x)
-        ms = np.exp(log_ms + self.linear_.predict(x))
-        return (ms, ms * log_spread) if return_spread else ms

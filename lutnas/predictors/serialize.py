@@ -55,6 +55,13 @@ def save_predictor(predictor: Predictor, path: str | Path, extra: dict[str, Any]
     if name not in savable or not isinstance(predictor, registry.entry(name).cls):
         raise PredictorError(f"cannot save a {type(predictor).__name__}; savable: {sorted(savable)}")
     header, arrays = predictor.state()  # type: ignore[attr-defined]
+    return write_state(name, header, arrays, path, extra)
+
+
+def write_state(name: str, header: dict[str, Any], arrays: dict[str, np.ndarray], path: str | Path,
+                extra: dict[str, Any] | None = None) -> Path:
+    """Write (JSON header, numeric arrays) under the predictor name `name` atomically; returns `path`
+    (`save_predictor` for registered predictors, `FeatureLatencyModel.save` for the feature model)."""
     document = {"format": FORMAT, "version": FORMAT_VERSION, "predictor": name, "state": header,
                 "extra": extra or {}}
     header_bytes = json.dumps(document, sort_keys=True, allow_nan=False).encode()

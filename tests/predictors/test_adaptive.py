@@ -8,6 +8,7 @@ from lutnas.predictors.adaptive import (
     allocate,
     covering_sample,
     pick_uncertain,
+    uncertainty_ms,
 )
 from lutnas.predictors.features import block_feature_frame
 from lutnas.profiler.adaptive_run import run_adaptive
@@ -104,6 +105,10 @@ def test_selector_defaults_and_next_batch(tiny_space: SearchSpace) -> None:
     assert len(batch) == 3 and not set(batch) & set(first)
     _, spread = predictor.predict_blocks(remaining, return_spread=True, use_measured=False)
     assert max(spread[remaining.index(b)] for b in batch) == spread.max()
+    ms, lower, upper = predictor.predict_blocks(remaining, use_measured=False, interval=0.9)
+    assert np.all(lower < ms) and np.all(ms < upper)
+    width = uncertainty_ms(predictor, remaining)
+    assert np.allclose(width, upper - lower) and max(width[remaining.index(b)] for b in batch) == width.max()
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ import yaml
 
 from lutnas.errors import PredictorError
 from lutnas.predictors.correction import Correction
-from lutnas.predictors.learned import FeatureLatencyModel, LearnedPredictor
+from lutnas.predictors.feature_model import FeatureLatencyModel
+from lutnas.predictors.learned import LearnedPredictor
 from lutnas.predictors.serialize import (
     load_predictor_file,
     predictor_path,
@@ -47,8 +48,8 @@ def test_predicts_unmeasured_blocks_of_a_real_host_table(fitted) -> None:
     assert mape < 0.3 and mape < naive
     assert np.all(spread > 0)
     chosen = predictor.methods()
-    assert chosen["mbconv"]["method"] in ("forest", "boosting", "none")
-    assert set(chosen["mbconv"]["cv_mape"]) == {"forest", "boosting", "none"}
+    assert chosen["mbconv"]["method"] in ("forest", "boosting", "none", "ridge", "ridge-pairwise")
+    assert set(chosen["mbconv"]["cv_mape"]) >= {"forest", "boosting", "none", "ridge"}
 
 
 def test_measured_keys_return_their_measurement(fitted) -> None:
