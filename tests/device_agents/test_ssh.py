@@ -20,7 +20,8 @@ from lutnas.cli import main, profile_device_main
 from lutnas.device_agents.base import ModelFile
 from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.device_agents.policy import RetryPolicy
-from lutnas.device_agents.ssh import SshAgent, SshOptions, elf_machine, parse_address
+from lutnas.device_agents.remote import elf_abi
+from lutnas.device_agents.ssh import SshAgent, SshOptions, parse_address
 from lutnas.errors import BadInputError
 from lutnas.tables.store import MeasurementStore
 from tests.sshd import Sshd, keygen, sshd_missing
@@ -149,7 +150,7 @@ def test_a_runner_for_another_architecture_is_refused_before_upload(sshd: Sshd, 
     runner = tmp_path / "benchmark_model"
     header = b"\x7fELF\x02\x01\x01" + b"\0" * 11 + other.to_bytes(2, "little") + b"\0" * 44
     runner.write_bytes(header)
-    assert elf_machine(runner) == other
+    assert elf_abi(header) == ("x86_64" if other == 0x3E else "arm64-v8a")
     code = profile_device_main(["--device", sshd.address, *ssh_flags(sshd), "--runner", str(runner),
                                 "--space", "tiny", "--limit", "1", "--trials", "1",
                                 "--store", str(tmp_path / "m.sqlite")])
