@@ -136,7 +136,7 @@ class FeatureLatencyModel:
                             for c in frame.columns if str(c) not in self.numeric_}
         x = self._encode(frame)
         self.floor_ms_ = float(latency.min()) * 0.1
-        names = self._candidates(x.shape[1]) if self.method == "auto" else [self.method]
+        names = self._candidates(*x.shape) if self.method == "auto" else [self.method]
         folds = kfold(len(latency), FOLDS, self.random_state)
         held_out = {name: self._out_of_fold(name, x, latency, folds) for name in names}
         self.cv_ = {name: _scores(pred, latency) for name, pred in held_out.items()}
@@ -150,9 +150,11 @@ class FeatureLatencyModel:
         self.scores_ = np.sort(np.abs(np.log(latency / scoring)))
         return self
 
-    def _candidates(self, n_features: int) -> list[str]:
+    def _candidates(self, n_rows: int, n_features: int) -> list[str]:
         names = list(SIMPLE)
-        if n_features <= MAX_PAIRWISE_FEATURES:
+        terms = n_features + n_features * (n_features - 1) // 2
+        # Pairwise terms need rows to carry them (100 cells, 465 terms: 40% within +-10%).
+        if n_features <= MAX_PAIRWISE_FEATURES and n_rows >= terms / 2:
             names += ["pairwise", "pairwise-log"]
         return names + ["forest", "boosting"]
 

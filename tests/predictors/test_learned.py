@@ -174,3 +174,30 @@ def test_generic_feature_entry_on_a_table_that_is_not_a_lutnas_space() -> None:
     assert np.all(spread >= 0)
     with pytest.raises(PredictorError, match="lacks columns"):
         model.predict_features(frame[~train].drop(columns=["kernel"]))
+
+
+def test_block_intervals_on_real_phone_blocks_are_calibrated() -> None:
+    """OFA's Note10 blocks (measured on a phone), imported as lutnas blocks: fitted on half, the 90%
+    conformal intervals cover about 90% of the other half; the chosen per-kind model is never worse
+    in cross-validation than the simple candidates by more than the choice tolerance."""
+    from lutnas.predictors.features import measured_latencies
+    from lutnas.predictors.trees import CHOICE_TOLERANCE
+    from lutnas.tables.ofa import import_ofa_yaml
+
+    latencies = measured_latencies(import_ofa_yaml(sorted(OFA_TABLES.glob("*_lookup_table.yaml")),
+                                                   keep_unmapped=False))
+    keys = np.array(sorted(latencies.index))
+    covered = []
+    for seed in range(3):
+        train = np.random.default_rng(seed).random(len(keys)) < 0.5
+        predictor = LearnedPredictor(random_state=seed).fit({k: latencies[k] for k in keys[train]})
+        ms, lower, upper = predictor.predict_blocks(list(keys[~train]), interval=0.9, use_measured=False)
+        truth = latencies[keys[~train]].to_numpy()
+        assert np.all(lower < ms) and np.all(ms < upper)
+        covered += list((lower <= truth) & (truth <= upper))
+        for kind, chosen in predictor.methods().items():
+            cv = chosen["cv_mape"]
+            if "ridge" in cv:
+                simple = min(cv["none"], cv["ridge"])
+                assert cv[chosen["method"]] <= simple * (1 + CHOICE_TOLERANCE) + 1e-12, (kind, cv)
+    assert 0.85 <= np.mean(covered) <= 0.95, np.mean(covered)
