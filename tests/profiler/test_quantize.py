@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from lutnas.device_agents.base import ModelFile, RunSettings
+from lutnas.device_agents.local import LocalAgent
 from lutnas.device_agents.runtimes import load_tflite_interpreter
 from lutnas.errors import BadInputError
 from lutnas.profiler import quantize
@@ -32,6 +34,10 @@ def test_int8_blocks_are_full_integer_and_close_to_fp32(tmp_path, key: str) -> N
     assert load_tflite_interpreter(str(entry.path)).get_input_details()[0]["dtype"] == np.int8
     assert cache.get(key, "tflite-int8") == entry  # recorded: a rerun reuses it
     assert cache.path_for(key, "tflite-int8") != cache.path_for(key, "tflite")  # precision is in the key
+    # the host agent runs int8 files as they are (its worker feeds int8 inputs by the file's dtype)
+    settings = RunSettings(warmup=1, runs=3, precision="int8")
+    [measured] = LocalAgent().measure_batch([ModelFile.from_path(entry.path, key)], settings, 0)
+    assert measured.ok and measured.median_ms > 0
 
 
 def test_convert_reports_the_check_and_float_io_keeps_float_ends(tmp_path) -> None:
