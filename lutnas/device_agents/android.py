@@ -32,6 +32,7 @@ def device_info(text: str, address: str) -> DeviceInfo:
     parts, hardware = kernel.parse_cpuinfo(sections["cpuinfo"])
     clusters = kernel.parse_cpufreq(sections["cpufreq"])
     temps, _ = kernel.parse_state(sections["state"])
+    watched, skipped = kernel.classify_zones(temps)
     manufacturer = props.get("ro.product.manufacturer", "")
     model = props.get("ro.product.model", "") or "unknown Android device"
     serial = props.get("ro.serialno") or props.get("ro.boot.serialno") or address
@@ -55,6 +56,9 @@ def device_info(text: str, address: str) -> DeviceInfo:
         extra={"serial": serial, "address": address,
                "build_fingerprint": props.get("ro.build.fingerprint", ""),
                "thermal_zones": sorted(t for t in temps if t != "battery"),
+               "thermal_zones_watched": sorted(watched),
+               "thermal_zones_skipped": dict(sorted(skipped.items())),
+               "abilist": props.get("ro.product.cpu.abilist", ""),
                "soc_manufacturer": props.get("ro.soc.manufacturer", "")},
     )
 

@@ -23,7 +23,7 @@ from typing import Any
 from lutnas.errors import BadInputError
 
 RUNTIMES = ("tflite", "onnxruntime", "torch")
-ACCELERATORS = ("cpu", "gpu", "nnapi")
+ACCELERATORS = ("cpu", "gpu", "nnapi", "npu")
 PRECISIONS = ("fp32", "fp16", "int8")
 OK = "ok"
 
@@ -193,10 +193,30 @@ class Measurement:
     freqs_after: dict[str, int] = field(default_factory=dict)
     timestamp: float = field(default_factory=time.time)
     status: str = OK
+    # Which statistic median_ms holds: "median" (the runner's), "median-of-samples" (lutnas's, from
+    # samples_ms) or "average" (the runner printed only an average: a last resort, flagged).
+    statistic: str = ""
+    delegated_nodes: int | None = None  # nodes the requested delegate ran, of total_nodes
+    total_nodes: int | None = None
+    partitions: int | None = None  # delegate partitions (each a CPU <-> accelerator hand-over)
+    peak_mem_mb: float | None = None  # the runner's peak memory footprint, when it printed one
+    flags: list[str] = field(default_factory=list)  # "partial-delegation", "average-as-median", ...
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    def notes(self) -> str:
+        """One `# lutnas:` line with the statistic, delegation, memory and flags (for raw_output)."""
+        parts = [f"statistic={self.statistic}"] if self.statistic else []
+        if self.delegated_nodes is not None or self.total_nodes is not None:
+            parts.append(f"delegated_nodes={self.delegated_nodes} total_nodes={self.total_nodes} "
+                         f"partitions={self.partitions}")
+        if self.peak_mem_mb is not None:
+            parts.append(f"peak_mem_mb={self.peak_mem_mb:g}")
+        if self.flags:
+            parts.append("flags=" + ",".join(self.flags))
+        return f"# lutnas: {' '.join(parts)}\n" if parts else ""
 
     def fill_stats_from_samples(self) -> "Measurement":
         """Derive the summary statistics from `samples_ms` (runners that give only stats skip this)."""
@@ -207,6 +227,7 @@ class Measurement:
             self.std_ms = statistics.pstdev(samples) if len(samples) > 1 else 0.0
             self.min_ms = samples[0]
             self.p90_ms = samples[min(len(samples) - 1, int(round(0.9 * (len(samples) - 1))))]
+            self.statistic = "median-of-samples"
         return self
 
     @classmethod

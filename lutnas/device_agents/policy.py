@@ -28,6 +28,22 @@ class DeviceLostError(DeviceError):
     """Retries of a transient failure ran out: the device stopped answering."""
 
 
+# Appended to a failed measurement's status when the failure will repeat (exit 126/127, a missing
+# op, a delegate that is not applied, a model the runtime rejects): the profiling loop does not
+# retry such a key, it ends failed with this status.
+DETERMINISTIC_MARK = " [deterministic: not retried]"
+
+
+def mark_deterministic(error: str) -> str:
+    """`error` marked as a failure that will repeat (once)."""
+    return error if error.endswith(DETERMINISTIC_MARK) else error + DETERMINISTIC_MARK
+
+
+def is_deterministic(status: str) -> bool:
+    """True when a failed measurement's status says its failure will repeat."""
+    return status.endswith(DETERMINISTIC_MARK)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How patiently a transport retries transient failures.

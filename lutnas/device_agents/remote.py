@@ -27,9 +27,9 @@ from lutnas.device_agents.base import (
     RunSettings,
     sha256_of,
 )
-from lutnas.device_agents.policy import CoolDown
-from lutnas.device_agents.runner_output import first_lines
-from lutnas.device_agents.runners import SHELL_RUNNERS, RunnerProgram
+from lutnas.device_agents.policy import CoolDown, mark_deterministic
+from lutnas.device_agents.runner_output import failure_line, first_lines, is_deterministic_failure
+from lutnas.device_agents.runners import RUNNER_KINDS, SHELL_RUNNERS, RunnerProgram, shell_runner
 from lutnas.device_agents.transport import FileRefusedError, ShellTransport, print_notice
 from lutnas.errors import BadInputError, DeviceError, RunnerOutputError
 
@@ -56,6 +56,13 @@ class RemoteOptions:
     onnx_runner: Path | None = None  # host path of onnxruntime_perf_test for the device
     max_temp_c: float = 45.0  # wait while the hottest CPU zone is hotter
     keep_files: bool = False  # leave pushed files on the device
+    runner_kind: str = "benchmark_model"  # the TFLite runner: benchmark_model | litert (CompiledModel)
+    runner_args: tuple[str, ...] = ()  # passed through to the runner after lutnas's own arguments
+
+    def __post_init__(self) -> None:
+        if self.runner_kind not in RUNNER_KINDS:
+            raise BadInputError(f"unknown --runner-kind {self.runner_kind!r}; use "
+                                f"{' or '.join(RUNNER_KINDS)}")
 
 
 class RemoteAgent(DeviceAgent):
@@ -86,7 +93,10 @@ class RemoteAgent(DeviceAgent):
     def info(self) -> DeviceInfo:
         if self._info is None:
             info = self.platform.device_info(self.shell(self.platform.probe_script), self.address)
-            for program in SHELL_RUNNERS.values():
+            self._info = info  # the runner checks below read it (the ABI)
+            programs = [RUNNER_KINDS[self.options.runner_kind]] + [
+                p for p in SHELL_RUNNERS.values() if p.runtime != "tflite"]
+            for program in programs:
                 if any(self._binary(program)):
                     info.libraries[program.name] = self._runner(program)[1].version
             self._info = info
@@ -98,7 +108,7 @@ class RemoteAgent(DeviceAgent):
 
     # -- runner ------------------------------------------------------------------------------------
     def check_settings(self, settings: RunSettings) -> None:
-        program = SHELL_RUNNERS.get(settings.runtime)
+        program = self._program(settings)
         if program is None:
             raise BadInputError(f"runtime {settings.runtime!r} cannot run on {self.platform.name}: "
                                 f"use {' or '.join(SHELL_RUNNERS)}")
@@ -112,6 +122,10 @@ class RemoteAgent(DeviceAgent):
         if settings.cores and max(settings.cores) >= cores:
             raise BadInputError(f"core {max(settings.cores)} does not exist on {self.info().model}: "
                                 f"it has cores 0..{cores - 1}")
+
+    def _program(self, settings: RunSettings) -> RunnerProgram | None:
+        """The runner program for the settings' runtime (--runner-kind for tflite)."""
+        return shell_runner(settings.runtime, self.options.runner_kind)
 
     def _binary(self, program: RunnerProgram) -> tuple[Path | None, str | None]:
         """(host file to push, path already on the device) of `program`, from the options."""
@@ -141,6 +155,7 @@ class RemoteAgent(DeviceAgent):
         if not local.is_file():
             raise BadInputError(f"runner {local} does not exist: download or build {program.name} for "
                                 f"the {self.platform.noun}'s ABI (see the README)")
+        self._check_abi(program, local)
         sha = sha256_of(local)
         device_path = f"{self.platform.work_dir}/{program.name}"
         if self._device_sha256([device_path]).get(device_path) != sha:
@@ -149,6 +164,25 @@ class RemoteAgent(DeviceAgent):
             self._on_device[device_path] = sha
         self.shell(f"chmod 755 {shlex.quote(device_path)}")
         return device_path, sha
+
+    def _check_abi(self, program: RunnerProgram, local: Path) -> None:
+        """BadInputError (one line, exit 2) when `local` is an ELF built for an ABI the device lacks.
+
+        Read on the host before pushing: the phone would only answer with exit 126. Files that are
+        not ELF (a script) are left to the device."""
+        with open(local, "rb") as handle:
+            found = elf_abi(handle.read(20))
+        if found is None:
+            return
+        info = self.info()
+        device_abis = [a for a in str(info.extra.get("abilist", "")).split(",") if a] or [info.abi]
+        device_abis = [a for a in device_abis if a]
+        if not device_abis or any(_abi_matches(found, abi) for abi in device_abis):
+            return
+        raise BadInputError(
+            f"runner {local} is built for {found} but {info.model} runs {info.abi or device_abis[0]} "
+            f"(ro.product.cpu.abi; abilist {','.join(device_abis)}): use a {info.abi or device_abis[0]} "
+            f"build of {program.name}")
 
     def _check_runner(self, program: RunnerProgram, device_path: str) -> None:
         quoted = shlex.quote(device_path)
@@ -182,7 +216,8 @@ class RemoteAgent(DeviceAgent):
     def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
                       trial_index: int) -> list[Measurement]:
         self.check_settings(settings)
-        program = SHELL_RUNNERS[settings.runtime]
+        program = self._program(settings)
+        assert program is not None  # check_settings raised otherwise
         runner_path, runner = self._runner(program)
         models_dir = f"{self.platform.work_dir}/models"
         remote = {i: f"{models_dir}/{f.sha256[:12]}-{Path(f.path).name}" for i, f in enumerate(files)}
@@ -223,7 +258,7 @@ class RemoteAgent(DeviceAgent):
         prefix = [] if settings.core_mask == "all" else ["taskset", settings.core_mask]
         lines = [kernel.STATE_FUNCTION]
         for index, path in models:
-            command = prefix + [runner_path] + program.args(path, settings)
+            command = prefix + [runner_path] + program.args(path, settings) + list(self.options.runner_args)
             lines.append(f"echo '{mark} begin {index}'; lutnas_state; echo '{mark} run {index}'; "
                          f"{' '.join(shlex.quote(part) for part in command)} 2>&1; "
                          f"echo \"{mark} rc {index} $?\"; lutnas_state; echo '{mark} end {index}'")
@@ -244,7 +279,7 @@ class RemoteAgent(DeviceAgent):
                        freqs_after=freqs_after)
         error = None
         if section["rc"] != 0:
-            error = f"{runner.name} exited with status {section['rc']}: {first_lines(output, 4)}"
+            error = self._exit_error(runner, section["rc"], output)
         else:
             try:
                 stats = program.parse(output, settings)
@@ -255,8 +290,24 @@ class RemoteAgent(DeviceAgent):
             for key, value in context.items():
                 setattr(measurement, key, value)
             return measurement
-        return Measurement(key=file.key, model_sha256=file.sha256, trial_index=trial_index, runner=runner,
-                           raw_output=note + output, **stats, **context)
+        measurement = Measurement(key=file.key, model_sha256=file.sha256, trial_index=trial_index,
+                                  runner=runner, **stats, **context)
+        measurement.raw_output = note + measurement.notes() + output
+        return measurement
+
+    def _exit_error(self, runner: RunnerInfo, rc: int, output: str) -> str:
+        """The status of a runner that exited with `rc`: its own error line quoted; a failure that
+        will repeat (126/127, missing op, rejected model) marked deterministic; 126/127 name the ABI."""
+        line = failure_line(output)
+        if rc in (126, 127):
+            info = self.info()
+            abilist = info.extra.get("abilist") or info.abi
+            error = (f"{runner.name} cannot run on {info.model} (exit {rc}): {line!r}; the "
+                     f"{self.platform.noun}'s ro.product.cpu.abi is {info.abi or '?'} (abilist "
+                     f"{abilist}): use a runner built for it")
+        else:
+            error = f"{runner.name} exited with status {rc}: {line!r}"
+        return mark_deterministic(error) if is_deterministic_failure(output, rc) else error
 
     def _wait_until_cool(self) -> str:
         """The policy's cool-down wait; a note for the raw output if it waited."""
@@ -310,3 +361,26 @@ def _split_sessions(output: str, nonce: str) -> dict[int, dict]:
     for section in sections.values():
         section["output"] = "\n".join(section.pop("out")) + "\n"
     return sections
+
+
+# ELF e_machine -> the Android ABI name of binaries built for it.
+_ELF_MACHINES = {3: "x86", 40: "armeabi-v7a", 62: "x86_64", 183: "arm64-v8a", 243: "riscv64"}
+_ABI_ALIASES = {"arm64-v8a": ("arm64-v8a", "aarch64", "arm64"),
+                "armeabi-v7a": ("armeabi-v7a", "armeabi", "armv7l", "armv8l", "arm"),
+                "x86": ("x86", "i686", "i386"), "x86_64": ("x86_64", "amd64"),
+                "riscv64": ("riscv64",)}
+
+
+def elf_abi(header: bytes) -> str | None:
+    """The ABI of an ELF file from its first 20 bytes ("arm64-v8a", ...); None when not ELF.
+
+    An ELF of a machine lutnas does not name comes back as "ELF machine N"."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return None
+    byteorder = "little" if header[5] == 1 else "big"
+    machine = int.from_bytes(header[18:20], byteorder)
+    return _ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
+def _abi_matches(runner_abi: str, device_abi: str) -> bool:
+    return device_abi.lower() in _ABI_ALIASES.get(runner_abi, (runner_abi,))

@@ -19,8 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lutnas.device_agents.base import Measurement, ModelFile, RunnerInfo, RunSettings
-from lutnas.device_agents.runner_output import parse_benchmark_model, parse_onnxruntime_perf_test
-from lutnas.errors import DeviceError
+from lutnas.device_agents.policy import mark_deterministic
+from lutnas.device_agents.runner_output import (
+    STAT_AVERAGE,
+    STAT_RUNNER_MEDIAN,
+    parse_benchmark_model,
+    parse_onnxruntime_perf_test,
+)
+from lutnas.errors import DeviceError, RunnerOutputError
 
 
 @dataclass(frozen=True)
@@ -65,15 +71,54 @@ def benchmark_model_args(model_path: str, settings: RunSettings) -> list[str]:
     return args
 
 
+def litert_args(model_path: str, settings: RunSettings) -> list[str]:
+    """LiteRT CompiledModel `benchmark_model` arguments (from its flag list in benchmark_litert_model.h;
+    `--dispatch_library_path` and the like come through --runner-arg)."""
+    args = [f"--graph={model_path}", f"--num_threads={settings.threads}",
+            f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}"]
+    if settings.accelerator == "gpu":
+        args.append("--use_gpu=true")
+    elif settings.accelerator == "npu":
+        args.append("--use_npu=true")
+    return args
+
+
+_DELEGATE_OPS = ("delegate",)  # node types of a delegate's kernel: an op table of only these is opaque
+
+
 def benchmark_model_stats(output: str, settings: RunSettings) -> dict[str, Any]:
-    """Statistics of one run, in ms. benchmark_model prints statistics, not samples: the median is
-    its median when it prints percentiles and its average otherwise; p90 it never prints."""
+    """Measurement fields of one run, in ms.
+
+    benchmark_model prints statistics, not samples: the median is its median when it prints one,
+    else its average (statistic "average", flagged). A requested accelerator whose delegate the
+    runner says was not applied raises RunnerOutputError quoting that line (marked deterministic);
+    partial delegation is kept with its share and flagged. An op profile whose only nodes are a
+    delegate's is opaque: no breakdown, flagged. p90 it never prints.
+    """
     parsed = parse_benchmark_model(output)
     values = parsed.stats.values_us if parsed.stats else {}
-    avg = values.get("avg", parsed.inference_avg_us)
-    return dict(median_ms=_ms(values.get("median", avg)), mean_ms=_ms(avg),
-                std_ms=_ms(values.get("std")), min_ms=_ms(values.get("min")),
-                operator_ms=parsed.node_type_ms() if settings.op_profiling else None)
+    median, statistic = parsed.median()
+    flags = ["average-as-median"] if statistic == STAT_AVERAGE else []
+    fields: dict[str, Any] = {}
+    if settings.accelerator != "cpu":
+        delegation = parsed.delegation_for(settings.accelerator)
+        if delegation is not None and delegation.applied is False:
+            raise RunnerOutputError(mark_deterministic(
+                f"the {settings.accelerator} delegate was not applied, so nothing ran on the "
+                f"{settings.accelerator}: the runner said {delegation.line!r}"))
+        if delegation is not None:
+            fields = dict(delegated_nodes=delegation.nodes, total_nodes=delegation.total,
+                          partitions=delegation.partitions)
+            if delegation.partial:
+                flags.append("partial-delegation")
+        else:
+            flags.append("delegation-unreported")
+    operator_ms = parsed.node_type_ms() if settings.op_profiling else None
+    if operator_ms and all(any(d in op.lower() for d in _DELEGATE_OPS) for op in operator_ms):
+        operator_ms, flags = None, flags + ["opaque-op-profile"]
+    return dict(median_ms=_ms(median), mean_ms=_ms(values.get("avg", parsed.inference_avg_us)),
+                std_ms=_ms(values.get("std")), min_ms=_ms(values.get("min")), operator_ms=operator_ms,
+                statistic=statistic, peak_mem_mb=parsed.peak_memory_mb, flags=flags, **fields)
 
 
 def perf_test_args(model_path: str, settings: RunSettings) -> list[str]:
@@ -83,11 +128,13 @@ def perf_test_args(model_path: str, settings: RunSettings) -> list[str]:
 
 
 def perf_test_stats(output: str, settings: RunSettings) -> dict[str, Any]:
-    """Statistics of one run, in ms: the P50 as median when printed, else the average."""
+    """Statistics of one run, in ms: the P50 as median when printed, else the average (flagged)."""
     perf = parse_onnxruntime_perf_test(output)
-    median = perf.percentiles_us.get("p50", perf.avg_us)
-    return dict(median_ms=_ms(median), mean_ms=_ms(perf.avg_us), min_ms=_ms(perf.min_us),
-                p90_ms=_ms(perf.percentiles_us.get("p90")))
+    p50 = perf.percentiles_us.get("p50")
+    return dict(median_ms=_ms(p50 if p50 is not None else perf.avg_us), mean_ms=_ms(perf.avg_us),
+                min_ms=_ms(perf.min_us), p90_ms=_ms(perf.percentiles_us.get("p90")),
+                statistic=STAT_RUNNER_MEDIAN if p50 is not None else STAT_AVERAGE,
+                flags=[] if p50 is not None else ["average-as-median"], peak_mem_mb=perf.peak_memory_mb)
 
 
 BENCHMARK_MODEL = RunnerProgram(
@@ -96,6 +143,13 @@ BENCHMARK_MODEL = RunnerProgram(
     needs="TFLite's benchmark_model built for it (e.g. the android_aarch64 nightly)",
     args=benchmark_model_args, parse=benchmark_model_stats)
 
+# LiteRT's CompiledModel benchmark (benchmark_litert_model): same parser, its own flags.
+LITERT_COMPILED_MODEL = RunnerProgram(
+    name="benchmark_litert_model", runtime="tflite", accelerators=("cpu", "gpu", "npu"),
+    host_option="runner", device_option="runner_on_device",
+    needs="LiteRT's CompiledModel benchmark_model built for it",
+    args=litert_args, parse=benchmark_model_stats)
+
 # Written from the format its source documents; no GPU provider in the Android build lutnas targets.
 ONNXRUNTIME_PERF_TEST = RunnerProgram(
     name="onnxruntime_perf_test", runtime="onnxruntime", accelerators=("cpu", "nnapi"),
@@ -103,8 +157,18 @@ ONNXRUNTIME_PERF_TEST = RunnerProgram(
     needs="onnxruntime_perf_test built for it",
     args=perf_test_args, parse=perf_test_stats)
 
-# The runner of each runtime on a device reached through a shell.
+# The runner of each runtime on a device reached through a shell (the default for --runner-kind).
 SHELL_RUNNERS: dict[str, RunnerProgram] = {p.runtime: p for p in (BENCHMARK_MODEL, ONNXRUNTIME_PERF_TEST)}
+# --runner-kind: the TFLite runner programs by the name the flag takes.
+RUNNER_KINDS: dict[str, RunnerProgram] = {"benchmark_model": BENCHMARK_MODEL,
+                                          "litert": LITERT_COMPILED_MODEL}
+
+
+def shell_runner(runtime: str, kind: str | None = None) -> RunnerProgram | None:
+    """The runner program for `runtime` (and --runner-kind `kind` for tflite); None when none."""
+    if runtime == "tflite" and kind:
+        return RUNNER_KINDS.get(kind)
+    return SHELL_RUNNERS.get(runtime)
 
 
 @dataclass(frozen=True)
