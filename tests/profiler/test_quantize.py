@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.adbd.fixtures are redefined as arguments
 """int8 / fp16 TFLite export (ai-edge-quantizer): blocks incl. attention, a whole subnet, the
 quantization-aware check, the converter's reason for a block it cannot quantize, the cache key."""
 
@@ -15,6 +16,8 @@ from lutnas.errors import BadInputError
 from lutnas.profiler import quantize
 from lutnas.profiler.export import ModelCache, export_spec, export_subnet, format_for
 from lutnas.space import BlockSpec, SearchSpace
+from tests.adbd import SimulatedAdbd
+from tests.adbd.fixtures import _session_adb_key, adb_key, phone  # noqa: F401
 
 ATTN = "attn:hw=8,c=48,hd=16,vs=2,act=hswish"
 MBCONV = "mbconv:hw=16,cin=16,cout=24,k=3,s=2,e=4,se=1,act=hswish"
@@ -96,3 +99,21 @@ def test_formats_and_calibration_inputs(tmp_path) -> None:
     assert len(images) == 2 and images[0].shape == (1, 3, 16, 16)
     with pytest.raises(BadInputError, match="3-channel"):
         quantize.calibration_inputs(torch.zeros(1, 8, 4, 4), data=tmp_path)
+
+
+@pytest.mark.slow
+def test_profile_device_int8_on_the_simulated_phone(phone: SimulatedAdbd, tmp_path) -> None:
+    """`profile-device --precision int8` over ADB: int8 files pushed, run by the runner double."""
+    from lutnas.cli import profile_device_main
+    from lutnas.tables.store import MeasurementStore
+
+    store = tmp_path / "m.sqlite"
+    assert profile_device_main(["--device", f"adb:{phone.address}", "--runner", "tests/adbd/benchmark_model",
+                                "--space", "tiny", "--limit", "2", "--trials", "1", "--warmup", "1",
+                                "--runs", "3", "--precision", "int8", "--store", str(store),
+                                "--cache", str(tmp_path / "cache"), "--cv-bound", "10",
+                                "--drift-bound", "10", "--max-remeasure", "0"]) == 0
+    with MeasurementStore(store) as db:
+        frame = db.measurements_frame()
+    assert set(frame["precision"]) == {"int8"} and (frame["runner_name"] == "benchmark_model").all()
+    assert frame["key"].nunique() >= 2 and (frame["median_ms"] > 0).all()
