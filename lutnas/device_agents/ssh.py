@@ -37,7 +37,7 @@ from lutnas.device_agents.linux import LINUX
 from lutnas.device_agents.policy import DeviceLostError, RetryPolicy, TransientError, retry_transient
 from lutnas.device_agents.remote import RemoteAgent, RemoteOptions, _abi_matches, elf_abi
 from lutnas.device_agents.runner_output import first_lines
-from lutnas.device_agents.runners import LOCAL_WORKER, SHELL_RUNNERS, RunnerProgram, WorkerProgram
+from lutnas.device_agents.runners import LOCAL_WORKER, RunnerProgram, WorkerProgram
 from lutnas.device_agents.transport import FileRefusedError, ShellTransport
 from lutnas.errors import BadInputError, DeviceError
 
@@ -389,12 +389,12 @@ class SshAgent(RemoteAgent):
     # -- runner ------------------------------------------------------------------------------------
     def _uses_worker(self, settings: RunSettings) -> bool:
         """lutnas's worker runs the trial: no runner binary for the runtime, and a remote Python."""
-        program = SHELL_RUNNERS.get(settings.runtime)
+        program = self._program(settings)
         return bool(self.ssh.python()) and (program is None or not any(self._binary(program)))
 
     def check_settings(self, settings: RunSettings) -> None:
         if not self._uses_worker(settings):
-            program = SHELL_RUNNERS.get(settings.runtime)
+            program = self._program(settings)
             if program is not None and not any(self._binary(program)):
                 raise BadInputError(f"a board needs {program.needs} or a Python with the runtime: "
                                     f"pass {program.flags()} or --remote-python PYTHON")
