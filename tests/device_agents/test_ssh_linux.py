@@ -92,3 +92,23 @@ def test_an_x86_machine_without_device_tree_uses_dmi():
     info = device_info(text, "me@nuc:22")
     assert (info.model, info.manufacturer, info.abi) == ("NUC11TNHi5", "Intel(R) Client Systems", "x86_64")
     assert info.cpu_model.startswith("11th Gen Intel") and info.device_id == "linux:nuc11tnhi5:abcdef012345"
+
+
+def test_the_uploaded_worker_needs_no_other_lutnas_module():
+    """`SshAgent` uploads only WORKER_MODULES for the board's Python: every lutnas module they
+    import (at any depth, inside functions too) must be among them."""
+    import ast
+    from pathlib import Path
+
+    from lutnas.device_agents.ssh import WORKER_MODULES
+
+    root = Path(__file__).resolve().parents[2] / "lutnas"
+    uploaded = {"lutnas." + name.removesuffix(".py").replace("/", ".") for name in WORKER_MODULES}
+    for name in WORKER_MODULES:
+        tree = ast.parse((root / name).read_text())
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        lutnas_modules = {m for m in imported if m.startswith("lutnas")}
+        assert lutnas_modules <= uploaded, f"{name} imports {lutnas_modules - uploaded}"
