@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests need: the stock adb client (proves the simulated adbd speaks the real
-# protocol) and libusb-1.0 (adb-shell's USB transport). Installed only when missing and when we can.
+# protocol), libusb-1.0 (adb-shell's USB transport) and OpenSSH (the SSH tests start a real sshd on
+# loopback and use ssh-keygen). Installed only when missing and when we can.
 set -euo pipefail
 missing=()
-for pkg in adb libusb-1.0-0; do
+for pkg in adb libusb-1.0-0 openssh-server openssh-client; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

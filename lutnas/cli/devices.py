@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from rich.table import Table
 
 from lutnas.cli._common import console
+from lutnas.cli.profile import _add_ssh_flags, ssh_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("devices",
-                                   help="fingerprint devices (local, adb:HOST[:PORT], usb[:SERIAL])")
+                                   help="fingerprint devices (local, adb:HOST[:PORT], usb[:SERIAL], "
+                                        "ssh:USER@HOST[:PORT])")
     parser.add_argument("--device", action="append", required=True,
                         help="device address; repeat for several")
     parser.add_argument("--adb-key", type=Path,
                         help="ADB private key (default $LUTNAS_ADB_KEY, else ~/.android/adbkey; "
                              "created when missing)")
+    _add_ssh_flags(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per device command")
     parser.add_argument("--json", action="store_true", help="print DeviceInfo as JSON")
     parser.set_defaults(handler=show_devices)
@@ -29,7 +33,8 @@ def show_devices(args: argparse.Namespace) -> int:
     from lutnas.device_agents.adb import AdbOptions
     from lutnas.device_agents.factory import AgentOptions, open_agent
 
-    options = AgentOptions(adb=AdbOptions(adb_key=args.adb_key, command_timeout_s=args.timeout))
+    options = AgentOptions(adb=AdbOptions(adb_key=args.adb_key, command_timeout_s=args.timeout),
+                           ssh=replace(ssh_options(args), command_timeout_s=args.timeout))
     found = []
     for address in args.device:
         with open_agent(address, options) as agent:

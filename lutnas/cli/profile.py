@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "~/.cache/lutnas/models; see `lutnas cache info`); LUTNAS_ADB_KEY names the ADB key "
                "(default ~/.android/adbkey, created when missing).")
     p.add_argument("--device", action="append", metavar="ADDRESS",
-                   help="local, adb:HOST[:PORT] or usb[:SERIAL]; repeat for several devices "
+                   help="local, adb:HOST[:PORT], usb[:SERIAL] or ssh:USER@HOST[:PORT]; repeat for several "
                         "(default: local)")
     p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
     p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
@@ -66,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-temp", type=float, default=45.0,
                    help="wait while the phone is hotter, in C (default 45)")
     p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
+    _add_ssh_flags(p)
     adaptive = p.add_argument_group("adaptive profiling (measure a covering sample, then where the "
                                     "learned predictor is least sure)")
     adaptive.add_argument("--adaptive", action="store_true",
@@ -103,7 +104,26 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
 
     return AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
                                              onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                                             keep_files=args.keep_files))
+                                             keep_files=args.keep_files), ssh=ssh_options(args))
+
+
+def _add_ssh_flags(parser: argparse.ArgumentParser) -> None:
+    """The SSH flags (`--device ssh:USER@HOST[:PORT]`); `devices` takes them too."""
+    parser.add_argument("--ssh-key", type=Path, metavar="PATH",
+                        help="SSH private key (default: your ssh-agent and ~/.ssh/id_*; never a password)")
+    parser.add_argument("--ssh-known-hosts", type=Path, metavar="PATH",
+                        help="known_hosts file that must hold the board's host key (default "
+                             "~/.ssh/known_hosts)")
+    parser.add_argument("--remote-python", metavar="PATH",
+                        help="the board's Python with ai-edge-litert/onnxruntime: run lutnas's worker "
+                             "there, a fresh process per trial (instead of --runner)")
+
+
+def ssh_options(args: argparse.Namespace) -> Any:
+    """SshOptions from the SSH flags (a flag left out keeps its environment/default value)."""
+    from lutnas.device_agents.ssh import SshOptions
+
+    return SshOptions(key=args.ssh_key, known_hosts=args.ssh_known_hosts, remote_python=args.remote_python)
 
 
 class _RichProgress:

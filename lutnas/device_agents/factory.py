@@ -1,8 +1,9 @@
-"""Turn a `--device` address into an agent: `local`, `adb:HOST[:PORT]`, `usb[:SERIAL]`.
+"""Turn a `--device` address into an agent: `local`, `adb:HOST[:PORT]`, `usb[:SERIAL]`,
+`ssh:USER@HOST[:PORT]`.
 
 `AgentOptions` bundles each agent kind's own options (they live with their agent); the address
-decides which kind opens and which part of the bundle it reads. A new kind of device (SSH, issue
-16) adds its options field here and one entry to `AGENT_KINDS`.
+decides which kind opens and which part of the bundle it reads. A new kind of device adds its
+options field here and one entry to `AGENT_KINDS`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from lutnas.device_agents.adb import ADDRESS_FORMS, AdbAgent, AdbOptions
 from lutnas.device_agents.base import DeviceAgent
 from lutnas.device_agents.local import LocalAgent, LocalOptions
 from lutnas.device_agents.remote import RemoteOptions
+from lutnas.device_agents.ssh import ADDRESS_FORMS as SSH_FORMS
+from lutnas.device_agents.ssh import SshAgent, SshOptions
 from lutnas.errors import BadInputError
 
 
@@ -21,13 +24,15 @@ from lutnas.errors import BadInputError
 class AgentOptions:
     """Options for whichever agent an address opens; each kind reads only its own parts.
 
-    `remote`: runner programs, cool-down and cleanup of any shell-reached device (ADB, later SSH);
-    `adb`: the ADB connection; `local`: the host's worker process.
+    `remote`: runner programs, cool-down and cleanup of any shell-reached device (ADB, SSH);
+    `adb`: the ADB connection; `ssh`: the SSH connection and the board's Python; `local`: the
+    host's worker process.
     """
 
     remote: RemoteOptions = field(default_factory=RemoteOptions)
     adb: AdbOptions = field(default_factory=AdbOptions)
     local: LocalOptions = field(default_factory=LocalOptions)
+    ssh: SshOptions = field(default_factory=SshOptions)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,8 @@ AGENT_KINDS: tuple[AgentKind, ...] = (
     AgentKind("'local'", LocalAgent.accepts, lambda address, o: LocalAgent(o.local)),
     AgentKind(ADDRESS_FORMS, AdbAgent.accepts,
               lambda address, o: AdbAgent.from_address(address, o.adb, o.remote)),
+    AgentKind(SSH_FORMS, SshAgent.accepts,
+              lambda address, o: SshAgent.from_address(address, o.ssh, o.remote)),
 )
 
 
