@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, type=Path)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")
+    p.add_argument("--calibration-data", type=Path, metavar="DIR",
+                   help="ImageFolder whose images calibrate int8 models of whole subnets and stems "
+                        "(default: seeded random inputs)")
     p.add_argument("--samples", type=positive_int, default=50, help="held-out subnets (default 50)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store", default=DEFAULT_STORE,
@@ -97,6 +100,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
     if args.samples < 2:
         raise BadInputError("--samples must be at least 2 to rank subnets")
+    if args.calibration_data:
+        from lutnas.profiler.quantize import use_calibration_data
+
+        use_calibration_data(args.calibration_data)
     table = LatencyTable.load(args.table)
     if args.precision not in (None, table.precision):
         raise BadInputError(f"--precision {args.precision}: {args.table} holds {table.precision} "

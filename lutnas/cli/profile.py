@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--precision", default="fp32",
                    help="fp32, fp16 (weights) or int8 (full-integer TFLite) (default fp32)")
+    p.add_argument("--calibration-data", type=Path, metavar="DIR",
+                   help="ImageFolder whose images calibrate int8 models of whole subnets and stems "
+                        "(default: seeded random inputs)")
     p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
@@ -184,6 +187,10 @@ def profile_device(args: argparse.Namespace) -> int:
     from lutnas.profiler.run import QualitySettings, run_profile
 
     settings = _settings(args)
+    if args.calibration_data:
+        from lutnas.profiler.quantize import use_calibration_data
+
+        use_calibration_data(args.calibration_data)
     if args.adaptive:
         return profile_adaptive_command(args, settings)
     require(args.budget_minutes is None and args.table_out is None,

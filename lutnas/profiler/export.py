@@ -315,8 +315,8 @@ def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers
 
 
 def _quantizer_of(fmt: str) -> dict[str, str]:
-    """A quantized file also depends on the quantizer's version (part of its cache key)."""
-    return {"quantizer": quantize.quantizer_version()} if fmt in quantize.FORMATS else {}
+    """A quantized file also depends on the quantizer's version and calibration set (cache key)."""
+    return quantize.cache_identity() if fmt in quantize.FORMATS else {}
 
 
 def format_for(runtime: str, precision: str = "fp32") -> str:

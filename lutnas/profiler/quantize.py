@@ -20,6 +20,8 @@ error (||q - f|| / ||f||), both against the fp32 PyTorch output on the block's e
 
 from __future__ import annotations
 
+import hashlib
+import os
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -37,6 +39,8 @@ FORMATS = {"tflite-int8": "int8", "tflite-fp16": "fp16"}
 IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 8
 CALIBRATION_SEED = 0
+# `--calibration-data DIR` travels as this variable, so the export worker processes see it too.
+CALIBRATION_ENV = "LUTNAS_CALIBRATION_DATA"
 
 
 class QuantizationError(ExportError):
@@ -87,6 +91,34 @@ def quantizer_version() -> str:
         return metadata.version("ai-edge-quantizer")
     except metadata.PackageNotFoundError:
         return "absent"
+
+
+def use_calibration_data(data: Path) -> None:
+    """Calibrate int8 files of 3-channel inputs on the images of ImageFolder `data` from now on
+    (this process and the export workers it starts). BadInputError when `data` is no directory."""
+    if not Path(data).is_dir():
+        raise BadInputError(f"--calibration-data {data}: no such directory; give an ImageFolder "
+                            f"(<dir>/<class>/<image>.jpg)")
+    os.environ[CALIBRATION_ENV] = str(Path(data).resolve())
+
+
+def calibration_data_from_env() -> Path | None:
+    """The ImageFolder `--calibration-data` named (via CALIBRATION_ENV), or None for random inputs."""
+    value = os.environ.get(CALIBRATION_ENV, "").strip()
+    return Path(value) if value else None
+
+
+def cache_identity() -> dict[str, str]:
+    """What besides block and format a quantized file depends on: the quantizer's version and the
+    calibration set (seeded random, or a digest of the image files' names and sizes)."""
+    data = calibration_data_from_env()
+    calibration = f"random:{CALIBRATION_SAMPLES}:{CALIBRATION_SEED}"
+    if data is not None and data.is_dir():
+        digest = hashlib.sha256()
+        for path in sorted(p for p in data.rglob("*") if p.is_file()):
+            digest.update(f"{path.relative_to(data)}:{path.stat().st_size}\n".encode())
+        calibration = f"images:{digest.hexdigest()[:16]}"
+    return {"quantizer": quantizer_version(), "calibration": calibration}
 
 
 def calibration_inputs(example: torch.Tensor, count: int = CALIBRATION_SAMPLES,
@@ -202,7 +234,8 @@ def convert(module: nn.Module, example: torch.Tensor, spatial: bool, out: Path, 
     """Write `module` as a quantized TFLite file at `out` and check it against PyTorch in fp32.
 
     `example`: the module's NCHW (spatial) or token input; the file takes NHWC when `spatial`.
-    `precision`: "int8" (weights and activations, calibrated on `calibration_inputs`) or "fp16"
+    `precision`: "int8" (weights and activations, calibrated on `calibration_inputs`: images of
+    `calibration_data` or CALIBRATION_ENV for 3-channel inputs, else seeded random) or "fp16"
     (weights; compute stays float, so `io` does not apply). Raises QuantizationError naming `key`
     and the converter's reason when it cannot quantize, or the check's figures when it fails.
     """
@@ -214,12 +247,17 @@ def convert(module: nn.Module, example: torch.Tensor, spatial: bool, out: Path, 
 
     module = module.eval()
     label = key or type(module).__name__
+    if calibration_data is None and example.dim() == 4 and example.shape[1] == 3:
+        calibration_data = calibration_data_from_env()  # images only fit 3-channel inputs
     with torch.no_grad():
         wrapped, permute = _channel_last(module, example, spatial)
         nhwc = (lambda x: x.permute(0, 2, 3, 1).contiguous()) if permute else (lambda x: x)
-        feed = nhwc(example)
+        inputs = calibration_inputs(example, data=calibration_data)
+        # checked on an input of the distribution calibrated for: an image when calibrated on images
+        # (random inputs fall outside their ranges), else the example (not among the seeded draws)
+        feed = nhwc(inputs[0] if calibration_data is not None else example)
         reference = wrapped(feed).numpy()
-        calibration = [nhwc(x).numpy() for x in calibration_inputs(example, data=calibration_data)]
+        calibration = [nhwc(x).numpy() for x in inputs]
     with tempfile.TemporaryDirectory(prefix="lutnas-quantize-") as scratch:
         float_path = Path(scratch) / "fp32.tflite"
         try:

@@ -89,16 +89,33 @@ def test_formats_and_calibration_inputs(tmp_path) -> None:
     example = torch.zeros(1, 3, 16, 16)
     seeded = quantize.calibration_inputs(example, count=3)
     assert len(seeded) == 3 and torch.equal(seeded[0], quantize.calibration_inputs(example, count=1)[0])
-    from PIL import Image
-
-    for name in ("cat", "dog"):
-        (tmp_path / name).mkdir()
-        Image.fromarray(np.full((20, 24, 3), 40 if name == "cat" else 200, np.uint8)).save(
-            tmp_path / name / "a.png")
-    images = quantize.calibration_inputs(example, data=tmp_path)
+    images = quantize.calibration_inputs(example, data=_image_folder(tmp_path))
     assert len(images) == 2 and images[0].shape == (1, 3, 16, 16)
     with pytest.raises(BadInputError, match="3-channel"):
         quantize.calibration_inputs(torch.zeros(1, 8, 4, 4), data=tmp_path)
+
+
+def _image_folder(root):
+    from PIL import Image
+
+    for name in ("cat", "dog"):
+        (root / name).mkdir(parents=True)
+        pixels = np.full((20, 24, 3), 40 if name == "cat" else 200, np.uint8)
+        Image.fromarray(pixels).save(root / name / "a.png")
+    return root
+
+
+def test_calibration_images_join_the_cache_key_and_calibrate_a_stem(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(quantize.CALIBRATION_ENV, "")  # restored after the test
+    stem = "conv:hw=32,cin=3,cout=8,k=3,s=2,act=hswish"
+    cache = ModelCache(tmp_path / "cache")
+    seeded = cache.path_for(stem, "tflite-int8")
+    with pytest.raises(BadInputError, match="no such directory"):
+        quantize.use_calibration_data(tmp_path / "missing")
+    quantize.use_calibration_data(_image_folder(tmp_path / "images"))
+    assert quantize.cache_identity()["calibration"].startswith("images:")
+    assert cache.path_for(stem, "tflite-int8") != seeded  # other calibration, other file
+    assert export_spec(BlockSpec.parse(stem), "tflite-int8", cache).path.is_file()
 
 
 @pytest.mark.slow
