@@ -6,6 +6,10 @@ trial protocol -> report LUT, LUT + correction, FLOPs-linear (and any registered
 Target (issue 9): LUT + correction within +-5 % for >= 95 % of held-out subnets, MAPE <= 2 %.
 
     .venv/bin/python benchmarks/predictor_accuracy.py --space tiny --samples 50 --calibrate 10 --trials 20
+    .venv/bin/python benchmarks/predictor_accuracy.py --space elasticvit --resolution 128 \
+        --subnet-blocks --calibrate 6 --samples 20 --trials 10
+
+`--subnet-blocks` profiles only the blocks of the sampled subnets (all of them), not the whole plan.
 
 The store and model cache persist under --work, so a rerun reuses every measurement.
 """
@@ -34,7 +38,19 @@ from lutnas.tables.table import build_table
 RESULTS = Path(__file__).parent / "results"
 
 
-def main() -> None:
+def _subnet_blocks(args: argparse.Namespace) -> list:
+    """The blocks of exactly the subnets calibrate and evaluate will sample (same seeds)."""
+    from lutnas.profiler.subnets import sample_configs
+    from lutnas.space import SearchSpace, subnet_key
+
+    space = SearchSpace.load(args.space)
+    cal = sample_configs(space, args.calibrate, args.seed + 1, resolutions=args.resolution)
+    held = sample_configs(space, args.samples, args.seed + 2, resolutions=args.resolution,
+                          exclude={subnet_key(space, c) for c in cal})
+    return list({b.key: b for c in cal + held for b in space.blocks_of(c)}.values())
+
+
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--resolution", type=int, action="append", help="profile/sample only these")
@@ -48,13 +64,21 @@ def main() -> None:
     parser.add_argument("--calibrate", type=int, default=10)
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--subnet-blocks", action="store_true",
+                        help="profile exactly the blocks of the calibration and held-out subnets")
+    parser.add_argument("--ci-bound", type=float, default=0.02)
+    parser.add_argument("--max-trials", type=int, default=20)
     parser.add_argument("--drift-bound", type=float, default=0.5,
                         help="reference drift bound; the profiler's 10 %% discards most trials on a "
                              "shared 2-core host")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "lutnas-predictor-accuracy",
                         help="store, tables and model cache (kept so reruns reuse measurements)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse()
     console = Console(highlight=False, width=160)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LUTNAS_CACHE", str(args.work / "cache"))
@@ -64,13 +88,17 @@ def main() -> None:
     cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
                            runs=args.runs)
-    qc = QualitySettings(drift_bound=args.drift_bound)
+    qc = QualitySettings(ci_bound=args.ci_bound, max_trials=args.max_trials, drift_bound=args.drift_bound)
     timings = {}
+    specs = _subnet_blocks(args) if args.subnet_blocks else None
+    load_before = os.getloadavg()
 
     start = time.perf_counter()
     summary = run_profile(["local"], args.space, settings, store_path, trials=args.trials,
                           resolutions=args.resolution, sample_fraction=args.sample, seed=args.seed,
-                          cache=ModelCache(), qc=qc, argv=["benchmarks/predictor_accuracy.py"])
+                          cache=ModelCache(), qc=qc, argv=["benchmarks/predictor_accuracy.py"],
+                          specs=specs)
+    device_result = next(iter(summary.devices.values()))
     timings["profile_s"] = time.perf_counter() - start
     console.print(f"profiled {summary.plan_keys} blocks in {timings['profile_s']:.0f} s")
 
@@ -84,8 +112,9 @@ def main() -> None:
         timings["calibrate_s"] = time.perf_counter() - start
         table.save(args.work / f"{tag}.parquet")
         start = time.perf_counter()
+        eval_checks: list = []
         result = evaluate_on_device(agent, table, space, args.samples, args.seed + 2, store, args.trials,
-                                    resolutions=args.resolution)
+                                    resolutions=args.resolution, checks=eval_checks)
         timings["evaluate_s"] = time.perf_counter() - start
         subnet_cv = store.quality_frame(device_id=table.device.device_id)
         subnet_cv = subnet_cv[subnet_cv["key"].str.startswith("subnet:")]["cv"].dropna()
@@ -108,13 +137,22 @@ def main() -> None:
     out = RESULTS / f"predictor_accuracy_{tag}.json"
     out.write_text(json.dumps({
         "space": args.space, "settings": settings.to_dict(), "trials": args.trials,
-        "calibrate": args.calibrate, "samples": args.samples, "seed": args.seed,
+        "calibrate": args.calibrate, "subnet_blocks": args.subnet_blocks, "samples": args.samples,
+        "seed": args.seed,
         "drift_bound": args.drift_bound, "device": table.device.to_dict(), "host": platform.node(),
         "versions": tool_versions(), "table_keys": len(table), "correction": {
             k: correction[k] for k in ("scale", "intercept", "n", "rmse_ms")},
         "block_cv_median": float(block_cv.median()), "subnet_cv_median": float(subnet_cv.median()),
         "flags": {k: int(v) for k, v in table.frame["flag"].value_counts().items()},
-        "timings_s": timings, "reports": [r.to_dict() for r in result.reports],
+        "timings_s": timings, "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "qc": {"ci_bound": args.ci_bound, "max_trials": args.max_trials,
+               "profile": device_result.summary()},
+        "host_checks": correction.get("host_checks"),
+        "evaluation_host_checks": [c.to_dict() for c in eval_checks],
+        "bias_pct": {name: float(100 * ((p - result.measured_ms) / result.measured_ms).mean())
+                     for name, p in result.predictions.items()},
+        "correction_full": {k: v for k, v in correction.items() if k != "configs"},
+        "reports": [r.to_dict() for r in result.reports],
         "subnets": result.to_dict()["subnets"], "plot": plot.name,
         "target": {"within_5": 0.95, "mape": 2.0},
     }, indent=1))

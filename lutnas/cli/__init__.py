@@ -69,6 +69,8 @@ def build_parser(argv: Sequence[str] = (), script: str | None = None) -> argpars
 
 def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for plugin in filter(None, (n.strip() for n in os.environ.get("LUTNAS_PLUGINS", "").split(","))):
+        importlib.import_module(plugin)  # user block kinds; export workers import them too
     parser = build_parser(argv, script)
     args = parser.parse_args(argv)
     name = script or f"{parser.prog} {args.command}"  # as the user typed it

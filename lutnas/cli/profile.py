@@ -37,9 +37,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--precision", default="fp32",
                    help="fp32, fp16 (weights) or int8 (full-integer TFLite) (default fp32)")
-    p.add_argument("--calibration-data", type=Path, metavar="DIR",
-                   help="ImageFolder whose images calibrate int8 models of whole subnets and stems "
-                        "(default: seeded random inputs)")
     p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
@@ -53,8 +50,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
     p.add_argument("--op-profiling", action="store_true",
                    help="also record per-operator times where the runtime gives them (onnxruntime)")
-    p.add_argument("--cv-bound", type=float, default=0.05, help="re-measure above this CV (default 0.05)")
-    p.add_argument("--max-remeasure", type=int, default=2)
+    p.add_argument("--ci-bound", type=float, default=0.02,
+                   help="add trials until the 95%% interval of a block's median is within +- this "
+                        "share of it (default 0.02)")
+    p.add_argument("--max-trials", type=int, default=20, help="trials a block may get in all (default 20)")
+    # Before the interval: a CV bound (now read as the interval bound) and re-measure rounds.
+    p.add_argument("--cv-bound", type=float, dest="ci_bound", help=argparse.SUPPRESS)
+    p.add_argument("--max-remeasure", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan's size, export time left (cache aware) and projected device "
+                        "minutes, then stop")
     p.add_argument("--reference-every", type=int, default=8, metavar="N",
                    help="re-measure a reference block every N blocks to detect drift (default 8)")
     p.add_argument("--drift-bound", type=float, default=0.25,
@@ -91,7 +96,8 @@ def _settings(args: argparse.Namespace) -> RunSettings:
             f"--granularity {args.granularity!r} is not one of {', '.join(GRANULARITIES)}")
     require(args.batch_size >= 1 and args.reference_every >= 1 and args.export_workers >= 1,
             "--batch-size, --reference-every and --export-workers must be at least 1")
-    require(0 < args.cv_bound and 0 < args.drift_bound, "--cv-bound and --drift-bound must be positive")
+    require(0 < args.ci_bound and 0 < args.drift_bound and args.max_trials >= 1,
+            "--ci-bound and --drift-bound must be positive, --max-trials at least 1")
     store = Path(args.store)
     require(store.parent.is_dir(), f"--store {store}: directory {store.parent} does not exist; create it "
                                    f"or choose another path")
@@ -187,16 +193,15 @@ def profile_device(args: argparse.Namespace) -> int:
     from lutnas.profiler.run import QualitySettings, run_profile
 
     settings = _settings(args)
-    if args.calibration_data:
-        from lutnas.profiler.quantize import use_calibration_data
-
-        use_calibration_data(args.calibration_data)
+    if args.dry_run:
+        return _dry_run(args, settings)
     if args.adaptive:
         return profile_adaptive_command(args, settings)
     require(args.budget_minutes is None and args.table_out is None,
             "--budget-minutes and --table-out belong to adaptive profiling; add --adaptive")
     options = _agent_options(args)
-    qc = QualitySettings(cv_bound=args.cv_bound, max_remeasure=args.max_remeasure,
+    max_trials = args.max_trials if args.max_remeasure is None else args.trials * (1 + args.max_remeasure)
+    qc = QualitySettings(ci_bound=args.ci_bound, max_trials=max_trials,
                          reference_every=args.reference_every, drift_bound=args.drift_bound,
                          batch_size=args.batch_size)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -219,6 +224,24 @@ def profile_device(args: argparse.Namespace) -> int:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
               f"resume where it stopped.", file=sys.stderr)
         return 130
+    return 0
+
+
+def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
+    """`profile-device --dry-run`: what the plan will cost, nothing exported or measured."""
+    from lutnas.profiler.export import ModelCache, format_for
+    from lutnas.profiler.plan import estimate_plan, make_plan
+    from lutnas.space import SearchSpace
+
+    plan = make_plan(SearchSpace.load(args.space), args.resolution, args.granularity, args.limit,
+                     args.sample, args.seed)
+    cache = ModelCache(args.cache) if args.cache else ModelCache()
+    fmt = format_for(settings.runtime, settings.precision)
+    estimate = estimate_plan(plan, fmt, lambda key: cache.get(key, fmt) is not None, args.trials,
+                             args.max_trials, settings.warmup, settings.runs, args.export_workers,
+                             batch_size=args.batch_size)
+    for line in estimate.lines():
+        console.print(line)
     return 0
 
 

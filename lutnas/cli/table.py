@@ -235,7 +235,7 @@ def show_command(args: argparse.Namespace) -> int:
     else:
         console.print("correction: none (build-table --calibrate K adds one)")
     used = _print_coverage(args, table)
-    _print_quality(args, table.frame, used)
+    _print_quality(args, table.frame, used, table.metadata.get("ci95_ms"))
     return 0
 
 
@@ -277,11 +277,19 @@ def _print_coverage(args: argparse.Namespace, table: Any) -> Any:
     return (space.name, {b.key for b in space.unique_blocks()} & set(table.keys))
 
 
-def _print_quality(args: argparse.Namespace, frame: Any, used: Any) -> None:
+def _print_quality(args: argparse.Namespace, frame: Any, used: Any, intervals: Any = None) -> None:
+    frame = frame.copy()
+    intervals = intervals or {}
+    # relative half-width of each figure's 95% interval (built tables keep it in their metadata)
+    frame["ci"] = [(intervals[k][1] - intervals[k][0]) / 2 / m if k in intervals and m > 0
+                   else float("nan") for k, m in zip(frame.index, frame["median_ms"])]
     flags = frame["flag"].value_counts()
     line = "quality: " + ", ".join(f"{k} {v}" for k, v in flags.items())
     if frame["cv"].notna().any():
         line += f"; CV median {float(frame['cv'].median()):.3f}"
+    if frame["ci"].notna().any():
+        line += (f"; 95% CI of the figures: median +-{float(frame['ci'].median()):.1%}, "
+                 f"widest +-{float(frame['ci'].max()):.1%}")
     console.print(line)
     title = "slowest blocks"
     if used is not None:
@@ -303,12 +311,13 @@ def _rows_table(title: str, rows: Any) -> Table:
     """Rows with their figures; a statistic the table does not know (an imported table's CV and
     trials) is '-', never nan or None."""
     out = Table(title=title)
-    for column in ("key", "median_ms", "cv", "trials", "flag"):
+    for column in ("key", "median_ms", "95% CI +-", "cv", "trials", "flag"):
         out.add_column(column, justify="left" if column in ("key", "flag") else "right")
     for key, row in rows.iterrows():
         cv = f"{row['cv']:.3f}" if row["cv"] == row["cv"] else "-"
+        ci = f"{row['ci']:.1%}" if "ci" in row and row["ci"] == row["ci"] else "-"
         trials = str(row["trials"]) if row["trials"] else "-"
-        out.add_row(str(key), f"{row['median_ms']:.4f}", cv, trials, str(row["flag"]))
+        out.add_row(str(key), f"{row['median_ms']:.4f}", ci, cv, trials, str(row["flag"]))
     return out
 
 
@@ -408,3 +417,4 @@ def import_nnmeter_command(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.out} ({table.describe_settings()}); every unmapped key and its "
                   f"reason is in its metadata (table export --json)")
     return 0
+

@@ -259,15 +259,62 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
     return export_module(subnet_key(space, config), module.eval(), example, True, fmt, cache)
 
 
+class _Empty(nn.Module):
+    """One elementwise op: the least a runtime can run, so its latency is the per-invoke cost."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+
+def export_empty(resolution: int, fmt: str, cache: ModelCache) -> ExportedModel:
+    """An (almost) empty model on a 1x3xRxR input: measured like the blocks, its latency is the
+    per-invoke overhead (interpreter call, input copy) every isolated block's figure includes."""
+    example = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    return export_module(f"empty:r={resolution}", _Empty(), example, True, fmt, cache)
+
+
 # ------------------------------------------------------------------------------------------------
 # Parallel export of many blocks.
 
+def import_plugins() -> list[str]:
+    """Import the modules named in LUTNAS_PLUGINS (comma-separated): user code that registers
+    block kinds must run in every process that builds blocks, export workers included.
+    BadInputError names a module that cannot be imported."""
+    import importlib
+
+    names = [n.strip() for n in os.environ.get("LUTNAS_PLUGINS", "").split(",") if n.strip()]
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise BadInputError(f"LUTNAS_PLUGINS names {name!r}, which cannot be imported ({exc}); "
+                                f"fix the name or PYTHONPATH") from None
+    return names
+
+
 def _worker_init() -> None:
     torch.set_num_threads(1)
+    import_plugins()
 
 
 def _export_job(spec_key: str, fmt: str, cache_root: str) -> ExportedModel:
     return export_spec(BlockSpec.parse(spec_key), fmt, ModelCache(Path(cache_root)))
+
+
+def _export_in_pool(todo: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers: int,
+                    done: Callable[[ExportedModel], None]) -> None:
+    context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+        pending = {pool.submit(_export_job, s.key, fmt, str(cache.root)) for s in todo}
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in finished:
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise error if isinstance(error, ExportError) else ExportError(str(error))
+                done(future.result())
 
 
 def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers: int = 2,
@@ -278,40 +325,43 @@ def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers
     before it stays in the cache, so a rerun continues from there.
     """
     results: dict[str, ExportedModel] = {}
+
+    def done(entry: ExportedModel) -> None:
+        results[entry.key] = entry
+        if on_done:
+            on_done(entry)
+
     todo: list[BlockSpec] = []
     for spec in specs:
         entry = cache.get(spec.key, fmt)
         if entry is None:
             todo.append(spec)
         else:
-            results[spec.key] = entry
-            if on_done:
-                on_done(entry)
-    if not todo:
-        return results
-    if workers <= 1 or len(todo) == 1:
+            done(entry)
+    if workers <= 1 or len(todo) <= 1:
         for spec in todo:
-            entry = export_spec(spec, fmt, cache)
-            results[spec.key] = entry
-            if on_done:
-                on_done(entry)
-        return results
-    context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        pending = {pool.submit(_export_job, s.key, fmt, str(cache.root)) for s in todo}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise error if isinstance(error, ExportError) else ExportError(str(error))
-                entry = future.result()
-                results[entry.key] = entry
-                if on_done:
-                    on_done(entry)
+            done(export_spec(spec, fmt, cache))
+    elif todo:
+        _export_in_pool(todo, fmt, cache, workers, done)
     return results
+
+
+def _export_subnet_job(space: SearchSpace, config_json: str, fmt: str, cache_root: str) -> ExportedModel:
+    return export_subnet(space, SubnetConfig.from_json(config_json), fmt, ModelCache(Path(cache_root)))
+
+
+def export_subnets(space: SearchSpace, configs: Sequence[SubnetConfig], fmt: str, cache: ModelCache,
+                   workers: int = 2) -> list[ExportedModel]:
+    """Whole subnets exported in parallel (a 128 px `elasticvit` subnet takes ~50 s on one core);
+    entries in the order of `configs`. ExportError names the first subnet that failed."""
+    todo = [c for c in configs if cache.get(subnet_key(space, c), fmt) is None]
+    if workers > 1 and len(todo) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
+                                 initializer=_worker_init) as pool:
+            list(pool.map(_export_subnet_job, [space] * len(todo), [c.to_json() for c in todo],
+                          [fmt] * len(todo), [str(cache.root)] * len(todo)))
+    return [export_subnet(space, c, fmt, cache) for c in configs]  # cached: a lookup each
 
 
 def _quantizer_of(fmt: str) -> dict[str, str]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from lutnas.errors import BadInputError
-from lutnas.space import BlockSpec, SearchSpace
+from lutnas.space import BlockSpec, SearchSpace, block_complexity
 
 GRANULARITIES = ("block", "op", "both")
 
@@ -70,3 +70,51 @@ def make_plan(
     if granularity == "op":
         blocks = []
     return Plan(space, tuple(blocks), tuple(operators))
+
+
+# Export seconds per block per worker measured on the 2-core development host (issue 19):
+# litert-torch ~4.3 s (28 blocks/min with 2 workers), ONNX and TorchScript well under a second.
+EXPORT_S_PER_BLOCK = {"tflite": 4.3, "onnx": 0.6, "torchscript": 0.3}
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    """What a plan will cost before it runs: files to export and device time (estimates)."""
+
+    keys: int
+    cached: int
+    export_minutes: float
+    measurements_min: int
+    measurements_max: int
+    device_minutes_min: float
+    device_minutes_max: float
+    latency_ms_total: float  # estimated one-run latency of every key together
+
+    def lines(self) -> list[str]:
+        return [f"plan: {self.keys} keys, {self.cached} already exported, {self.keys - self.cached} "
+                f"to export (~{self.export_minutes:.1f} min)",
+                f"measurements: {self.measurements_min} ({self.measurements_max} if every key needs "
+                f"--max-trials)",
+                f"device time: ~{self.device_minutes_min:.1f} min ({self.device_minutes_max:.1f} min "
+                f"at --max-trials); estimated one run of every key: {self.latency_ms_total:.1f} ms"]
+
+
+def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials: int, max_trials: int,
+                  warmup: int, runs: int, export_workers: int = 2, gmacs_per_s: float = 5.0,
+                  invoke_ms: float = 0.05, process_start_s: float = 1.0,
+                  batch_size: int = 64) -> PlanEstimate:
+    """Export minutes left (cache aware) and projected device minutes of `plan`.
+
+    A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
+    fp32 on one thread) plus the per-invoke overhead `invoke_ms`; each trial of a key costs
+    (warmup + runs) such runs, each worker process `process_start_s`, and the reference block adds
+    one run per 8 keys (ignored here, ~12%)."""
+    specs = plan.specs
+    cached = sum(1 for spec in specs if is_cached(spec.key))
+    export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
+    latency = [block_complexity(spec).macs / (gmacs_per_s * 1e6) + invoke_ms for spec in specs]
+    per_trial_s = sum(latency) * (warmup + runs) / 1000.0 \
+        + process_start_s * max(1, -(-len(specs) // max(1, batch_size)))
+    return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
+                        len(specs) * max(trials, max_trials), per_trial_s * trials / 60.0,
+                        per_trial_s * max(trials, max_trials) / 60.0, sum(latency))

@@ -29,27 +29,51 @@ from typing import Any
 
 from lutnas.device_agents.base import DeviceAgent, Measurement, ModelFile, RunSettings
 from lutnas.device_agents.factory import AgentOptions, open_agent
+from lutnas.device_agents.policy import is_deterministic
 from lutnas.errors import BadInputError, LutnasError
 from lutnas.profiler.export import ModelCache, export_many, format_for
 from lutnas.profiler.plan import make_plan
-from lutnas.space import SearchSpace
-from lutnas.tables.store import MeasurementStore, check_store_file, cv_of, figure_of
+from lutnas.space import BlockSpec, SearchSpace
+from lutnas.tables.store import (
+    MeasurementStore,
+    check_store_file,
+    ci_half_width,
+    cv_of,
+    figure_of,
+)
 
 REFERENCE = "reference"
 
 
 @dataclass(frozen=True)
 class QualitySettings:
-    """Quality-control knobs. Defaults: the issue's 5% CV bound; a drift bound of 25%. A 10% bound
-    (above the <=3.6% within-process noise) discarded 567 of 687 trials of `tiny` on this 2-core
-    host while other work ran; 25% still catches the 20-50%-slow processes of toolchain.md."""
+    """Quality-control knobs: QC bounds the uncertainty of the figure, not the spread of trials.
 
-    cv_bound: float = 0.05
-    max_remeasure: int = 2
+    The figure of a key is the median of its trial medians; QC asks that the distribution-free 95%
+    confidence interval of that median (`median_ci`) has a relative half-width under `ci_bound`,
+    adding trials (up to `max_trials` per key, and `remeasure_time_factor` x the first pass's wall
+    time in all) until it does. The trial-to-trial CV across fresh processes on a 2-core host is
+    7-11% however many trials are taken; the interval of the median shrinks as 1/sqrt(n).
+    A key whose figure is within `resolution_steps` of the runner's time resolution is flagged
+    "below-resolution" rather than chased. The drift bound (25%) tolerates the process-to-process
+    spread and still catches the 20-50%-slow processes of toolchain.md; a drift must also exceed
+    two resolution steps.
+    """
+
+    ci_bound: float = 0.02
+    max_trials: int = 20
+    remeasure_time_factor: float = 1.0  # extra trials may take at most this x the first pass ...
+    min_remeasure_s: float = 30.0  # ... or this many seconds, whichever is longer
+    resolution_steps: float = 5.0
     reference_every: int = 8
     drift_bound: float = 0.25
     max_extra_attempts: int = 3  # failed or drift-discarded trials a key may add before it is given up
     batch_size: int = 64  # files per worker process: amortises its start (~0.3 s) over many blocks
+
+    def __post_init__(self) -> None:
+        if not self.ci_bound > 0 or self.max_trials < 1:
+            raise BadInputError(f"--ci-bound must be positive and --max-trials at least 1, got "
+                                f"{self.ci_bound} and {self.max_trials}")
 
 
 @dataclass
@@ -79,21 +103,26 @@ class KeysResult:
     skipped: int = 0  # keys already finished in the store
     re_measured: int = 0  # keys that needed more trials to settle (or were flagged)
     flagged: int = 0  # never-settled
+    below_resolution: int = 0  # within a few runner time steps: flagged, not chased
     failed: list[str] = field(default_factory=list)  # keys without a single ok trial
+    first_error: str = ""  # "KEY: status" of the first failed trial (for the summary)
     measurements: int = 0
     drift_events: int = 0
     discarded: int = 0
     cvs: list[float] = field(default_factory=list)
+    ci_half_widths: list[float] = field(default_factory=list)  # relative, of the figure (95%)
+    resolution_ms: float | None = None  # the runner's time step, as seen in its samples
     interrupted: bool = False
     wall_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("figures_ms")
-        cvs = sorted(self.cvs)
-        data["cvs"] = None
-        data["cv_median"] = statistics.median(cvs) if cvs else None
-        data["cv_p90"] = cvs[min(len(cvs) - 1, round(0.9 * (len(cvs) - 1)))] if cvs else None
+        for name, values in (("cv", sorted(self.cvs)), ("ci", sorted(self.ci_half_widths))):
+            data[f"{name}_median"] = statistics.median(values) if values else None
+            data[f"{name}_p90"] = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))] \
+                if values else None
+        data["cvs"] = data["ci_half_widths"] = None
         return data
 
 
@@ -107,6 +136,23 @@ def _with_references(batch: list[str], reference: str, every: int) -> list[tuple
     return order
 
 
+def _choose_reference(files: dict[str, ModelFile]) -> str:
+    """A block at the 90th percentile of file size, chosen the same way on every rerun so its
+    history carries over: big enough to sit well above a runner's time resolution (a phone runner
+    printing 10 us steps makes a 20 us block "drift" by 50%), not so big that it dominates."""
+    if not files:
+        return ""
+    ordered = sorted(files, key=lambda k: (files[k].path.stat().st_size, k))
+    return ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]
+
+
+def _time_step(samples: Sequence[float]) -> float | None:
+    """Smallest positive gap between distinct samples (ms): the runner's resolution, or a multiple."""
+    distinct = sorted(set(samples))
+    gaps = [b - a for a, b in zip(distinct, distinct[1:]) if b - a > 1e-9]
+    return min(gaps) if gaps else None
+
+
 class _KeyLoop:
     """State of one device's measurement of a key set; see `measure_keys`."""
 
@@ -116,15 +162,20 @@ class _KeyLoop:
                  seed: int | None, label: str) -> None:
         self.agent, self.files, self.kinds, self.settings = agent, files, kinds, settings
         self.trials, self.store, self.run_id, self.qc = trials, store, run_id, qc
+        self.max_trials = max(qc.max_trials, trials)
         self.progress, self.stop, self.label = progress, stop or threading.Event(), label
         self.rng = random.Random(seed)
         self.device_id = agent.info().device_id
         self.result = KeysResult(self.device_id)
-        # A mid-cost block of the set, chosen the same way on every rerun so its history carries over.
-        self.reference = sorted(files, key=lambda k: (files[k].path.stat().st_size, k))[len(files) // 2] \
-            if files else ""
+        self.reference = _choose_reference(files)
         self._last: tuple[int, int, int, float | None] = (0, len(files), 0, None)
         self.reference_history = store.reference_medians(self.device_id, settings, self.reference)
+        self.target: dict[str, int] = {}
+        self.rounds: dict[str, int] = {}  # QC rounds of extra trials per key
+        self.discards: dict[str, int] = {}
+        self.will_repeat: set[str] = set()  # keys whose failure will repeat: never retried
+        self.qc_started: float | None = None
+        self.qc_budget_s = qc.min_remeasure_s
 
     def _emit(self, keys_done: int, total: int, expected: int, cv: float | None, message: str = "") -> None:
         self._last = (keys_done, total, expected, cv)
@@ -135,19 +186,32 @@ class _KeyLoop:
     def _say(self, message: str) -> None:
         self._emit(*self._last, message=message)
 
-    def _allowance(self, key: str, remeasures: dict[str, int]) -> int:
-        return self.qc.max_extra_attempts * (1 + remeasures.get(key, 0))
+    def _allowance(self, key: str) -> int:
+        return self.qc.max_extra_attempts * (1 + self.rounds.get(key, 0))
+
+    def _open_keys(self) -> set[str]:
+        """Keys to (re)measure: unfinished ones, and finished ones with fewer ok trials than asked
+        (`--trials 20` on a store measured with 5 adds the 15 missing)."""
+        finished = self.store.finished_keys(self.device_id, self.settings)
+        have = self.store.trial_medians(self.device_id, self.settings, self.files)
+        todo = [k for k in self.files
+                if k not in finished or 0 < len(have.get(k, [])) < self.trials]
+        self.result.skipped = len(self.files) - len(todo)
+        self.target = dict.fromkeys(todo, self.trials)
+        return set(todo)
+
+    def _pending(self, open_keys: set[str], medians: dict[str, list[float]],
+                 attempts: dict[str, int]) -> list[str]:
+        # Failed and drift-discarded trials are retried, each within its own allowance, so a file
+        # that always fails ends (as failed) and drift never starves a key.
+        return [k for k in open_keys
+                if len(medians.get(k, [])) < self.target[k]
+                and attempts.get(k, 0) < self.target[k] + 2 * self._allowance(k)
+                and k not in self.will_repeat]
 
     def run(self) -> KeysResult:
         start = time.perf_counter()
-        finished = self.store.finished_keys(self.device_id, self.settings)
-        todo = [k for k in self.files if k not in finished]
-        self.result.skipped = len(self.files) - len(todo)
-        target = dict.fromkeys(todo, self.trials)
-        remeasures = dict.fromkeys(todo, 0)
-        self.remeasures = remeasures
-        self.discards: dict[str, int] = {}
-        open_keys = set(todo)
+        open_keys = self._open_keys()
         total = len(self.files)
         round_index = 0
         last_cv: float | None = None
@@ -155,49 +219,23 @@ class _KeyLoop:
             while open_keys and not self.stop.is_set():
                 medians = self.store.trial_medians(self.device_id, self.settings, open_keys)
                 attempts = self.store.attempts(self.device_id, self.settings)
-                # Failed and drift-discarded trials are retried, each within its own allowance,
-                # so a file that always fails ends (as failed) and drift never starves a key.
-                pending = [k for k in open_keys
-                           if len(medians.get(k, [])) < target[k]
-                           and attempts.get(k, 0) < target[k] + 2 * self._allowance(k, remeasures)]
-                expected = self.result.measurements + sum(
-                    max(0, target[k] - len(medians.get(k, []))) for k in pending)
+                pending = self._pending(open_keys, medians, attempts)
                 if pending:
+                    expected = self.result.measurements + sum(
+                        max(0, self.target[k] - len(medians.get(k, []))) for k in pending)
                     self._emit(total - len(open_keys), total, expected, last_cv)
                     last_cv = self._trial(pending, round_index, attempts, medians, total - len(open_keys),
                                           total, expected) or last_cv
                     round_index += 1
                     continue
-                # Every open key has its trials (or used up its attempts): quality control.
+                if self.qc_started is None:  # the first pass is done: QC may take as long again
+                    self.qc_started = time.perf_counter()
+                    self.qc_budget_s = max(self.qc.min_remeasure_s,
+                                           self.qc.remeasure_time_factor * (self.qc_started - start))
                 for key in sorted(open_keys):
-                    values = medians.get(key, [])
-                    if not values:
-                        self.result.failed.append(key)
+                    if self._judge(key, medians.get(key, [])):
                         open_keys.discard(key)
-                        continue
-                    # Judge the latest set of trials: a re-measurement is a fresh set in fresh
-                    # processes, and one slow process in an earlier set must not condemn a key whose
-                    # new set agrees (the figure still uses every trial median; their median shrugs
-                    # off the outlier).
-                    cv = cv_of(values[-self.trials:])
-                    if cv is not None and cv > self.qc.cv_bound and remeasures[key] < self.qc.max_remeasure:
-                        if remeasures[key] == 0:
-                            self.result.re_measured += 1
-                        remeasures[key] += 1
-                        target[key] += self.trials
-                        continue
-                    if cv is not None and cv > self.qc.cv_bound:
-                        flag = "never-settled"
-                        self.result.flagged += 1
-                    else:
-                        flag = "re-measured" if remeasures[key] else "settled"
-                    self.store.set_quality(self.device_id, self.settings, key, flag, cv, len(values),
-                                           figure_of(values), self.run_id)
-                    if cv is not None:
-                        self.result.cvs.append(cv)
-                    self.result.measured += 1
-                    open_keys.discard(key)
-                    self._emit(total - len(open_keys), total, self.result.measurements, cv)
+                        self._emit(total - len(open_keys), total, self.result.measurements, last_cv)
         except KeyboardInterrupt:
             self.result.interrupted = True
         self.result.interrupted = self.result.interrupted or self.stop.is_set()
@@ -205,6 +243,39 @@ class _KeyLoop:
         self.result.figures_ms = {k: figure_of(v) for k, v in figures.items() if v}
         self.result.wall_s = time.perf_counter() - start
         return self.result
+
+    def _judge(self, key: str, values: list[float]) -> bool:
+        """QC of one key with all its trials; True when it is finished (quality stored)."""
+        if not values:
+            self.result.failed.append(key)
+            return True
+        figure, cv, half = figure_of(values), cv_of(values), ci_half_width(values)
+        resolution = self.result.resolution_ms
+        if resolution and figure < self.qc.resolution_steps * resolution:
+            flag = "below-resolution"
+            self.result.below_resolution += 1
+        elif half is None or half <= self.qc.ci_bound:  # a single trial asked for: no interval
+            flag = "re-measured" if self.rounds.get(key) else "settled"
+        elif len(values) < self.max_trials and self._time_left():
+            if not self.rounds.get(key):
+                self.result.re_measured += 1
+            self.rounds[key] = self.rounds.get(key, 0) + 1
+            self.target[key] = min(self.max_trials, len(values) + self.trials)
+            return False
+        else:
+            flag = "never-settled"
+            self.result.flagged += 1
+        self.store.set_quality(self.device_id, self.settings, key, flag, cv, len(values), figure,
+                               self.run_id)
+        if cv is not None:
+            self.result.cvs.append(cv)
+        if half is not None:
+            self.result.ci_half_widths.append(half)
+        self.result.measured += 1
+        return True
+
+    def _time_left(self) -> bool:
+        return self.qc_started is None or time.perf_counter() - self.qc_started < self.qc_budget_s
 
     def _trial(self, pending: list[str], round_index: int, attempts: dict[str, int],
                medians: dict[str, list[float]], keys_done: int, total: int, expected: int) -> float | None:
@@ -228,6 +299,7 @@ class _KeyLoop:
                     if measurement.key != key:
                         raise LutnasError(f"the agent answered for {measurement.key!r} where "
                                           f"{key!r} was asked: results out of order")
+                    self._note_resolution(measurement)
                     if is_reference:
                         drifted = self._reference_check(measurement, round_index)
                         if drifted or previous_drifted:
@@ -240,6 +312,10 @@ class _KeyLoop:
                                                      self.kinds[key], measurement)
                     self.result.measurements += 1
                     segment.append((row, key))
+                    if not measurement.ok:
+                        self.result.first_error = self.result.first_error or f"{key}: {measurement.status}"
+                        if is_deterministic(measurement.status):
+                            self.will_repeat.add(key)
                     if measurement.ok and measurement.median_ms is not None:
                         values = medians.setdefault(key, [])
                         values.append(measurement.median_ms)
@@ -255,7 +331,7 @@ class _KeyLoop:
         """Mark a drifted segment's measurements unused, within each key's discard allowance."""
         rows = []
         for row, key in segment:
-            if self.discards.get(key, 0) < self._allowance(key, self.remeasures):
+            if self.discards.get(key, 0) < self._allowance(key):
                 self.discards[key] = self.discards.get(key, 0) + 1
                 rows.append(row)
         if rows:
@@ -272,11 +348,19 @@ class _KeyLoop:
                                        round_index, measurement.median_ms, baseline)
         self.reference_history.append(measurement.median_ms)
         drift = measurement.median_ms / baseline - 1.0
-        if abs(drift) > self.qc.drift_bound:
+        # A move of a step or two of the runner's clock is no drift: the reference must move by the
+        # bound and by more than two resolution steps (a 10 us runner on a 30 us block reads +-33%).
+        step = self.result.resolution_ms or 0.0
+        if abs(drift) > self.qc.drift_bound and abs(measurement.median_ms - baseline) > 2 * step:
             self.result.drift_events += 1
             self._say(f"reference drifted {drift:+.0%}; re-measuring its neighbours")
             return True
         return False
+
+    def _note_resolution(self, measurement: Measurement) -> None:
+        step = _time_step(measurement.samples_ms or [])
+        if step is not None and (self.result.resolution_ms is None or step < self.result.resolution_ms):
+            self.result.resolution_ms = step
 
 
 def measure_keys(agent: DeviceAgent, files: dict[str, ModelFile], kinds: dict[str, str],
@@ -335,6 +419,89 @@ def _iter_agents(devices: Sequence[str | DeviceAgent], options: AgentOptions | N
         yield open_agent(device, options) if isinstance(device, str) else device
 
 
+def _check_store_path(store_path: Path) -> None:
+    if not store_path.parent.is_dir():
+        raise BadInputError(f"directory {store_path.parent} of store {store_path} does not exist; create it "
+                            f"or pass another --store")
+    check_store_file(store_path)  # read-only: refuse a foreign store before touching any device
+
+
+def _register_devices(agents: Sequence[DeviceAgent], settings: RunSettings,
+                      store: MeasurementStore) -> list[str]:
+    ids = [agent.info().device_id for agent in agents]
+    if len(set(ids)) != len(ids):
+        raise BadInputError(f"the same device is given twice ({', '.join(ids)}); give each --device once")
+    for agent in agents:
+        store.upsert_device(agent.info())
+    return ids
+
+
+def _export_plan(specs: Sequence[BlockSpec], ids: Sequence[str], settings: RunSettings, trials: int,
+                 store: MeasurementStore, cache: ModelCache, workers: int,
+                 progress: ProgressCallback | None) -> tuple[dict[str, ModelFile], int, float]:
+    """Files of every key some device still needs (unfinished, or fewer trials than asked)."""
+    done_everywhere = {spec.key for spec in specs}
+    for device_id in ids:
+        finished = store.finished_keys(device_id, settings)
+        have = store.trial_medians(device_id, settings, done_everywhere)
+        done_everywhere &= {k for k in finished if not 0 < len(have.get(k, [])) < trials}
+    to_export = [spec for spec in specs if spec.key not in done_everywhere]
+    fmt = format_for(settings.runtime, settings.precision)
+    start = time.perf_counter()
+    count = 0
+
+    def on_export(_entry: object) -> None:
+        nonlocal count
+        count += 1
+        if progress:
+            progress(Progress("export", "export", count, len(to_export)))
+
+    entries = export_many(to_export, fmt, cache, workers, on_export) if to_export else {}
+    files = {key: ModelFile(e.path, key, e.sha256) for key, e in entries.items()}
+    return files, len(to_export), time.perf_counter() - start
+
+
+def _run_devices(agents: Sequence[DeviceAgent], ids: Sequence[str], store: MeasurementStore,
+                 store_path: Path, body: Callable[[DeviceAgent, str, MeasurementStore], None],
+                 stop: threading.Event) -> None:
+    """`body` for every device: in this thread for one, else a thread each with its own store
+    connection; Ctrl-C (or one device's error) stops them all, the first error is raised."""
+    if len(agents) == 1:
+        try:
+            body(agents[0], ids[0], store)
+        except KeyboardInterrupt:
+            stop.set()
+        return
+    errors: list[BaseException] = []
+
+    def thread_body(agent: DeviceAgent, info_id: str) -> None:
+        own = MeasurementStore(store_path)
+        try:
+            body(agent, info_id, own)
+        except KeyboardInterrupt:
+            stop.set()
+        except BaseException as exc:  # reported after the other devices stop
+            errors.append(exc)
+            stop.set()
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=thread_body, args=(a, i), name=f"profile-{i}", daemon=True)
+               for a, i in zip(agents, ids)]
+    for thread in threads:
+        thread.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(timeout=0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
 def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, settings: RunSettings,
                 store_path: str | Path, *, trials: int = 5, granularity: str = "block",
                 resolutions: Sequence[int] | None = None, limit: int | None = None,
@@ -342,11 +509,13 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
                 export_workers: int = 2, qc: QualitySettings | None = None,
                 agent_options: AgentOptions | None = None, argv: Sequence[str] = (),
                 progress: ProgressCallback | None = None,
-                stop: threading.Event | None = None) -> ProfileSummary:
+                stop: threading.Event | None = None,
+                specs: Sequence[BlockSpec] | None = None) -> ProfileSummary:
     """Profile a space on one or more devices; each device gets its own worker thread and run.
 
-    Everything that can be refused (space, plan, settings on every device, the store) is checked
-    before anything is exported or measured.
+    `specs` replaces the plan (e.g. the blocks of chosen subnets). Everything that can be refused
+    (space, plan, settings on every device, the store) is checked before anything is exported or
+    measured. BadInputError for bad arguments or the same device twice.
     """
     started = time.perf_counter()
     if not devices:
@@ -354,56 +523,28 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
     if trials < 1:
         raise BadInputError(f"--trials must be at least 1, got {trials}")
     space = space if isinstance(space, SearchSpace) else SearchSpace.load(space)
-    plan = make_plan(space, resolutions, granularity, limit, sample_fraction, seed)
+    plan_specs = tuple(specs) if specs is not None else \
+        make_plan(space, resolutions, granularity, limit, sample_fraction, seed).specs
     store_path = Path(store_path)
-    if not store_path.parent.is_dir():
-        raise BadInputError(f"directory {store_path.parent} of store {store_path} does not exist; create it "
-                            f"or pass another --store")
-    check_store_file(store_path)  # read-only: refuse a foreign store before touching any device
+    _check_store_path(store_path)
     agents = list(_iter_agents(devices, agent_options))
     for agent in agents:
         agent.check_settings(settings)
     store = MeasurementStore(store_path)  # created only once every check passed
-    infos = [agent.info() for agent in agents]
-    ids = [info.device_id for info in infos]
-    if len(set(ids)) != len(ids):
-        raise BadInputError(f"the same device is given twice ({', '.join(ids)}); give each --device once")
-    for info in infos:
-        store.upsert_device(info)
-
-    kinds = {spec.key: spec.kind for spec in plan.specs}
-    done_everywhere = set(kinds)
-    for info in infos:
-        done_everywhere &= set(store.finished_keys(info.device_id, settings))
-    to_export = [spec for spec in plan.specs if spec.key not in done_everywhere]
-    cache = cache or ModelCache()
-    fmt = format_for(settings.runtime, settings.precision)
-    export_start = time.perf_counter()
-    exported = 0
-
-    def on_export(_entry: object) -> None:
-        nonlocal exported
-        exported += 1
-        if progress:
-            progress(Progress("export", "export", exported, len(to_export)))
-
-    entries = export_many(to_export, fmt, cache, export_workers, on_export) if to_export else {}
-    export_s = time.perf_counter() - export_start
-    files = {key: ModelFile(e.path, key, e.sha256) for key, e in entries.items()}
+    ids = _register_devices(agents, settings, store)
+    kinds = {spec.key: spec.kind for spec in plan_specs}
     stop = stop or threading.Event()
     results: dict[str, KeysResult] = {}
     run_ids: dict[str, int] = {}
-    errors: list[BaseException] = []
 
     def profile_one(agent: DeviceAgent, info_id: str, own_store: MeasurementStore) -> None:
         run_id = own_store.start_run(info_id, settings, space.name, granularity, list(argv))
         run_ids[info_id] = run_id
         try:
-            # Keys finished on this device need no file; the loop skips them from the store anyway.
-            device_files = {k: f for k, f in files.items()}
-            result = measure_keys(agent, device_files, kinds, settings, trials, own_store, run_id, qc,
+            result = measure_keys(agent, files, kinds, settings, trials, own_store, run_id, qc,
                                   progress, stop, seed=None, label=info_id)
-            result.skipped += len(kinds) - len(device_files)
+            # Keys finished everywhere have no file: the loop never saw them.
+            result.skipped += len(kinds) - len(files)
             results[info_id] = result
             own_store.finish_run(run_id, result.summary() | {"plan_keys": len(kinds)})
         except BaseException as exc:
@@ -411,43 +552,14 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
             raise
 
     try:
-        if len(agents) == 1:
-            try:
-                profile_one(agents[0], ids[0], store)
-            except KeyboardInterrupt:
-                stop.set()
-        else:
-            def thread_body(agent: DeviceAgent, info_id: str) -> None:
-                own = MeasurementStore(store_path)
-                try:
-                    profile_one(agent, info_id, own)
-                except KeyboardInterrupt:
-                    stop.set()
-                except BaseException as exc:  # reported after the other devices stop
-                    errors.append(exc)
-                    stop.set()
-                finally:
-                    own.close()
-
-            threads = [threading.Thread(target=thread_body, args=(a, i), name=f"profile-{i}", daemon=True)
-                       for a, i in zip(agents, ids)]
-            for thread in threads:
-                thread.start()
-            try:
-                while any(t.is_alive() for t in threads):
-                    for thread in threads:
-                        thread.join(timeout=0.2)
-            except KeyboardInterrupt:
-                stop.set()
-                for thread in threads:
-                    thread.join()
-            if errors:
-                raise errors[0]
+        files, exported, export_s = _export_plan(plan_specs, ids, settings, trials, store,
+                                                 cache or ModelCache(), export_workers, progress)
+        _run_devices(agents, ids, store, store_path, profile_one, stop)
     finally:
         for agent in agents:
             agent.close()
         store.close()
     for info_id in ids:
         results.setdefault(info_id, KeysResult(info_id, interrupted=True))
-    return ProfileSummary(Path(store_path), len(kinds), len(to_export), export_s, results, run_ids,
+    return ProfileSummary(Path(store_path), len(kinds), exported, export_s, results, run_ids,
                           time.perf_counter() - started)

@@ -28,7 +28,15 @@ from lutnas.predictors.evaluate import Evaluation, evaluate_predictors
 from lutnas.predictors.lut import LutPredictor
 from lutnas.predictors.transfer import TransferResult, choose_samples, transfer_table
 from lutnas.profiler.adaptive_run import store_measurer
-from lutnas.profiler.export import FORMATS, ModelCache, export_subnet, format_for
+from lutnas.profiler.export import (
+    FORMATS,
+    ModelCache,
+    export_empty,
+    export_spec,
+    export_subnet,
+    export_subnets,
+    format_for,
+)
 from lutnas.profiler.run import measure_files
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.tables.store import MeasurementStore, figure_of
@@ -81,15 +89,66 @@ def _resolutions(table: LatencyTable, space: SearchSpace, given: Sequence[int] |
 
 # ---------------------------------------------------------------------- measuring whole subnets
 
+HOST_TOLERANCE = 0.03  # the reference block within +-3% of its table figure: the host is as it was
+HOST_REFUSE = 0.30  # beyond +-30% the host is too different to normalise: refuse
+
+
+@dataclass
+class HostCheck:
+    """How the device's speed now compares with when the table was profiled: a reference block of
+    the table measured in the same processes as the subnets (ratio = now / table)."""
+
+    reference: str
+    ratio: float
+    invoke_ms: float | None  # an almost empty model measured the same way: the per-invoke cost
+
+    @property
+    def normalised(self) -> bool:
+        return abs(self.ratio - 1.0) > HOST_TOLERANCE
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reference": self.reference, "ratio": self.ratio, "invoke_ms": self.invoke_ms,
+                "normalised": self.normalised}
+
+
+def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[SubnetConfig]) -> BlockSpec:
+    """The subnets' block at the 90th percentile of table latency: well above any timer step."""
+    keys = {b.key: b for c in configs for b in space.blocks_of(c) if table.has(b.key)}
+    if not keys:
+        raise TableError("none of the subnets' blocks is in the table; profile the space first")
+    figures = table.lookup()
+    ordered = sorted(keys, key=lambda k: (figures[k], k))
+    return keys[ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]]
+
+
+def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
+                reference: BlockSpec, run_id: int) -> HostCheck:
+    ref_key, invoke_key = f"hostref:{run_id}:{reference.key}", f"invoke:{run_id}"
+    done = store.trial_medians(device_id, settings, [ref_key, invoke_key])
+    if not done.get(ref_key):
+        raise DeviceError(f"the reference block {reference.key} failed in every trial next to the "
+                          f"subnets; see `lutnas measurements --all`")
+    ratio = figure_of(done[ref_key]) / table.latency_ms(reference.key)
+    invoke = figure_of(done[invoke_key]) if done.get(invoke_key) else None
+    return HostCheck(reference.key, ratio, invoke)
+
+
 def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
                     configs: Sequence[SubnetConfig], store: MeasurementStore, trials: int,
                     argv: Sequence[str] = (), cache: ModelCache | None = None,
                     progress: Callable[..., None] | None = None,
-                    on_export: Callable[[int, int], None] | None = None) -> np.ndarray:
+                    on_export: Callable[[int, int], None] | None = None,
+                    checks: list[HostCheck] | None = None, export_workers: int = 2) -> np.ndarray:
     """Median over trials (ms) of each whole subnet, measured like the table's blocks, reusing the
-    store. The profiling loop's `measure_files` gives subnets the blocks' protocol (shuffled trials
-    in fresh processes, CV re-measure, drift checks); subnets it finished before are not measured
-    again. TableError for another device; DeviceError when a subnet has no successful trial."""
+    store, and normalised to the host's speed when the table was profiled.
+
+    The profiling loop's `measure_files` gives subnets the blocks' protocol (shuffled trials in
+    fresh processes, QC, drift checks). A reference block of the table and an almost empty model
+    are measured in the same processes: the block's figure now / in the table is the host's change
+    of speed (HostCheck, appended to `checks`); beyond +-3% the subnets of that session are divided
+    by it, beyond +-30% they are refused (DeviceError), never fitted. Subnets finished before are not
+    measured again (their own session's check applies). TableError for another device; DeviceError
+    when a subnet has no successful trial."""
     settings = table.run_settings()
     info = agent.info()
     if info.device_id != table.device.device_id:
@@ -102,24 +161,56 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     if todo:
         cache = cache or ModelCache()
         fmt = format_for(settings.runtime, settings.precision)
-        files = []
-        for i, (key, config) in enumerate(todo):
-            exported = export_subnet(space, config, fmt, cache)
-            files.append(ModelFile(exported.path, key, exported.sha256))
-            if on_export:
-                on_export(i + 1, len(todo))
+        exported = export_subnets(space, [c for _, c in todo], fmt, cache, export_workers)
+        if on_export:
+            on_export(len(todo), len(todo))
+        files = [ModelFile(e.path, k, e.sha256) for (k, _), e in zip(todo, exported)]
         store.upsert_device(info)
         run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
+        reference = _reference_block(table, space, [c for _, c in todo])
+        ref_entry = export_spec(reference, fmt, cache)
+        empty = export_empty(todo[0][1].resolution, fmt, cache)
+        files += [ModelFile(ref_entry.path, f"hostref:{run_id}:{reference.key}", ref_entry.sha256),
+                  ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
         try:
             measure_files(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress)
         finally:
-            store.finish_run(run_id, {"subnets": len(files), "trials": trials})
+            store.finish_run(run_id, {"subnets": len(todo), "trials": trials,
+                                      "host_reference": reference.key})
     done = store.trial_medians(info.device_id, settings, keys)
     failed = [k for k in keys if not done.get(k)]
     if failed:
         raise DeviceError(f"{len(failed)} of {len(keys)} subnets have no successful measurement "
                           f"(e.g. {failed[0]}); see `lutnas measurements` for their errors")
-    return np.asarray([figure_of(done[k]) for k in keys], dtype=float)
+    ratios = _session_ratios(store, info.device_id, settings, table, keys, checks)
+    return np.asarray([figure_of(done[k]) / ratios.get(k, 1.0) for k in keys], dtype=float)
+
+
+def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
+                    keys: Sequence[str], checks: list[HostCheck] | None) -> dict[str, float]:
+    """Subnet key -> the host ratio of the session that measured it (none: a store from before
+    host checks, taken as it is). DeviceError when a session's host was too different."""
+    frame = store.measurements_frame(device_id=device_id, runtime=settings.runtime,
+                                     threads=settings.threads, core_mask=settings.core_mask,
+                                     keys=list(keys), precision=settings.precision)
+    ratios: dict[str, float] = {}
+    for run_id, group in frame.groupby("run_id"):
+        refs = [k for k in store.trial_medians(device_id, settings)
+                if k.startswith(f"hostref:{int(run_id)}:")]
+        if not refs:
+            continue
+        check = _host_check(store, device_id, settings, table, BlockSpec.parse(refs[0].split(":", 2)[2]),
+                            int(run_id))
+        if abs(check.ratio - 1.0) > HOST_REFUSE:
+            raise DeviceError(
+                f"the host ran the table's block {check.reference} {check.ratio - 1:+.0%} off its "
+                f"table figure while measuring these subnets: it is not in the state it was profiled "
+                f"in; measure again on a quiet host (or re-profile), nothing was fitted")
+        if checks is not None:
+            checks.append(check)
+        for key in group["key"].unique():
+            ratios[str(key)] = check.ratio if check.normalised else 1.0
+    return ratios
 
 
 def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count: int, seed: int,
@@ -132,12 +223,16 @@ def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count
     configs = sample_configs(space, count, seed, resolutions=_resolutions(table, space, resolutions))
     predictor = LutPredictor(space).fit(table)
     predictor.predict(configs)  # missing keys fail here, before minutes of measuring
+    checks: list[HostCheck] = []
     measured = measure_subnets(agent, table, space, configs, store, trials or table_trials(table),
-                               **kwargs)
+                               checks=checks, **kwargs)
+    if invoke_ms is None:  # the empty model measured next to the subnets, when it was
+        invokes = [c.invoke_ms for c in checks if c.invoke_ms is not None]
+        invoke_ms = float(np.median(invokes)) if invokes else None
     predictor.calibrate(configs, measured, invoke_ms)
     record = predictor.correction_.to_dict()
     record.update(seed=seed, configs=[c.to_dict() for c in configs],
-                  measured_ms=[float(v) for v in measured])
+                  measured_ms=[float(v) for v in measured], host_checks=[c.to_dict() for c in checks])
     table.set_correction(record)
     return record
 

@@ -362,9 +362,22 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     metadata = {"runners": runners, "runs": run_ids, "space_yaml": space_yaml,
                 "source": {"store": str(getattr(store, "path", "")), "measurements": int(len(frame))},
                 "built": pd.Timestamp.now(tz="UTC").isoformat(), "correction": None,
-                "lutnas_version": lutnas.__version__}
+                "lutnas_version": lutnas.__version__, "ci95_ms": _intervals(frame)}
     return LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
                                        settings, space_name, metadata)
+
+
+def _intervals(frame: pd.DataFrame) -> dict[str, list[float]]:
+    """key -> [low, high] ms, the 95% confidence interval of its figure (`median_ci`)."""
+    from lutnas.tables.store import median_ci
+
+    ok = frame[frame["status"] == "ok"] if "status" in frame else frame
+    out = {}
+    for key, group in ok.groupby("key", sort=True):
+        ci = median_ci(group["median_ms"].dropna().tolist())
+        if ci is not None:
+            out[str(key)] = [ci[0], ci[1]]
+    return out
 
 
 def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, str | None]:

@@ -121,10 +121,12 @@ def test_kill_9_loses_at_most_the_measurement_in_flight_and_a_rerun_finishes(tmp
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     after = MeasurementStore(store)
-    frame = after.measurements_frame()
+    # Every row, not only ok ones: the rerun may rightly mark rows next to a drifted reference.
+    frame = after.measurements_frame(ok_only=False)
     kept = frame[frame.measurement_id <= survived[-1][0]][["measurement_id", "key", "median_ms"]]
     assert [tuple(r) for r in kept.itertuples(index=False)] == survived  # nothing taken was lost
-    assert frame.groupby("key").size().tolist() == [6] * 4  # the rerun measured only what was missing
+    ok = frame[frame.status == "ok"]
+    assert ok.groupby("key").size().tolist() == [6] * 4  # the rerun measured only what was missing
     assert len(after.quality_frame()) == 4
 
 

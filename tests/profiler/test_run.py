@@ -98,13 +98,15 @@ def test_unsettled_keys_are_re_measured_then_flagged(tmp_path, keyed_files):
     agent = ScriptedDevice("sim", base, noisy=noisy)
     store = MeasurementStore(tmp_path / "m.sqlite")
     run = store.start_run("sim", SETTINGS, "t", "block", [])
-    qc = QualitySettings(cv_bound=0.05, max_remeasure=2, reference_every=100)
+    qc = QualitySettings(ci_bound=0.05, max_trials=9, reference_every=100)
     result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store, run, qc)
     flags = dict(store.quality_frame()[["key", "flag"]].values)
     trials = store.measurements_frame().groupby("key").size()
     assert flags[steady] == "settled" and trials[steady] == 3
-    assert flags[wobbly] == "re-measured" and trials[wobbly] == 6
-    assert flags[hopeless] == "never-settled" and trials[hopeless] == 9  # 3 + 2 re-measures of 3
+    # QC bounds the interval of the median: up to 6 trials it is the range, so one slow trial keeps
+    # it wide; at 9 the order statistics x(2)..x(8) leave the outlier out.
+    assert flags[wobbly] == "re-measured" and trials[wobbly] == 9
+    assert flags[hopeless] == "never-settled" and trials[hopeless] == 9  # 3 + 2 rounds of 3
     assert result.re_measured == 2 and result.flagged == 1
 
 
@@ -114,7 +116,7 @@ def test_a_drifting_reference_discards_and_re_measures_its_neighbours(tmp_path, 
     agent = ScriptedDevice("sim", base, speeds=[1.0, 1.0, 1.4, 1.0, 1.0])
     store = MeasurementStore(tmp_path / "m.sqlite")
     run = store.start_run("sim", SETTINGS, "t", "block", [])
-    qc = QualitySettings(cv_bound=0.05, drift_bound=0.10, reference_every=3)
+    qc = QualitySettings(ci_bound=0.05, drift_bound=0.10, reference_every=3)
     result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store, run, qc)
     assert result.drift_events == 3 and result.discarded == 6
     everything = store.measurements_frame(ok_only=False)
@@ -198,3 +200,68 @@ def test_local_profile_of_real_blocks(tmp_path, tiny_space):
     frame = MeasurementStore(tmp_path / "m.sqlite").measurements_frame()
     assert set(frame["key"]) == set(entries)
     assert set(frame["model_sha256"]) == {e.sha256 for e in entries.values()}
+
+
+def test_the_interval_of_the_median_is_the_binomial_order_statistics():
+    from lutnas.tables.store import ci_half_width, median_ci
+
+    assert median_ci([float(v) for v in range(1, 11)]) == (2.0, 9.0)  # P(x2 <= m <= x9) = 97.9%
+    assert median_ci([3.0, 1.0, 2.0, 5.0, 4.0]) == (1.0, 5.0)  # below 6 trials: the range
+    assert median_ci([1.0]) is None and ci_half_width([1.0]) is None
+    assert ci_half_width([1.0] * 20) == 0.0
+
+
+def test_more_trials_than_a_finished_key_has_adds_the_missing_ones(tmp_path, keyed_files):
+    agent = ScriptedDevice("sim", _base(keyed_files))
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    kinds = dict.fromkeys(keyed_files, "conv")
+    qc = QualitySettings(reference_every=100)
+    measure_keys(agent, keyed_files, kinds, SETTINGS, 3, store,
+                 store.start_run("sim", SETTINGS, "t", "b", []), qc)
+    more = measure_keys(agent, keyed_files, kinds, SETTINGS, 5, store,
+                        store.start_run("sim", SETTINGS, "t", "b", []), qc)
+    assert more.skipped == 0 and more.measurements == 12
+    assert store.measurements_frame().groupby("key").size().tolist() == [5] * 6
+    again = measure_keys(agent, keyed_files, kinds, SETTINGS, 5, store,
+                         store.start_run("sim", SETTINGS, "t", "b", []), qc)
+    assert again.skipped == 6 and again.measurements == 0
+
+
+def test_re_measurement_is_bounded_in_time(tmp_path, keyed_files):
+    hopeless = sorted(keyed_files)[0]
+    agent = ScriptedDevice("sim", _base(keyed_files), noisy={hopeless: [1.0, 1.5] * 50})
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    qc = QualitySettings(ci_bound=0.05, max_trials=100, min_remeasure_s=0.0, remeasure_time_factor=0.0,
+                         reference_every=100)
+    result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store,
+                          store.start_run("sim", SETTINGS, "t", "b", []), qc)
+    assert result.flagged == 1 and result.measurements == 18  # no time left: flagged, not chased
+
+
+class QuantizedDevice(ScriptedDevice):
+    """A runner that prints times in 10 us steps (the simulated phone's benchmark_model)."""
+
+    def measure_batch(self, files, settings, trial_index):
+        out = super().measure_batch(files, settings, trial_index)
+        for m in out:
+            m.samples_ms = [round(v / 0.01) * 0.01 + 0.01 * (i % 2) for i, v in enumerate(m.samples_ms)]
+            m.fill_stats_from_samples()
+        return out
+
+
+def test_a_block_within_a_few_runner_steps_is_flagged_and_the_reference_ignores_single_steps(
+        tmp_path, keyed_files):
+    base = _base(keyed_files)
+    tiny_key = sorted(keyed_files)[0]
+    base[tiny_key] = 0.02
+    reference = sorted(keyed_files)[-1]
+    base[reference] = 0.03  # a reference near the resolution would "drift" 33% on one step
+    agent = QuantizedDevice("sim", base, speeds=[1.0, 1.0, 1.0])
+    store = MeasurementStore(tmp_path / "m.sqlite")
+    qc = QualitySettings(ci_bound=0.05, drift_bound=0.10, reference_every=2)
+    result = measure_keys(agent, keyed_files, dict.fromkeys(keyed_files, "conv"), SETTINGS, 3, store,
+                          store.start_run("sim", SETTINGS, "t", "b", []), qc)
+    flags = dict(store.quality_frame()[["key", "flag"]].values)
+    assert result.resolution_ms == pytest.approx(0.01)
+    assert flags[tiny_key] == "below-resolution" and result.below_resolution == 2  # reference too
+    assert result.drift_events == 0 and result.flagged == 0

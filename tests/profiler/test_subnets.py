@@ -11,7 +11,7 @@ import onnxruntime
 import pytest
 
 from lutnas.device_agents.base import DeviceInfo, RunSettings
-from lutnas.errors import PredictorError, TableError
+from lutnas.errors import DeviceError, PredictorError, TableError
 from lutnas.predictors.correction import Correction
 from lutnas.profiler.subnets import (
     calibrate,
@@ -38,13 +38,30 @@ def _table(space: SearchSpace, drop: int = 0) -> LatencyTable:
     return LatencyTable.from_latencies({k: latencies[k] for k in keys}, info, SETTINGS, space.name)
 
 
-def _device(space: SearchSpace, table: LatencyTable, seed: int) -> ScriptedDevice:
-    """A device whose whole subnets take 1.1 x their LUT sum + 0.2 ms."""
+class _WithReferences(dict):
+    """Subnet key -> ms; the host's reference block runs at its table figure `speed` x, the empty
+    model (per-invoke overhead) at `invoke_ms`."""
+
+    def __init__(self, whole: dict, lut: dict, speed: float = 1.0, invoke_ms: float = 0.0) -> None:
+        super().__init__(whole)
+        self.lut, self.speed, self.invoke_ms = lut, speed, invoke_ms
+
+    def __missing__(self, key: str) -> float:
+        if key.startswith("hostref:"):
+            return self.speed * self.lut[key.split(":", 2)[2]]
+        if key.startswith("invoke:"):
+            return self.invoke_ms
+        raise KeyError(key)
+
+
+def _device(space: SearchSpace, table: LatencyTable, seed: int, speed: float = 1.0) -> ScriptedDevice:
+    """A device whose whole subnets take 1.1 x their LUT sum + 0.2 ms (x `speed`: a host that got
+    slower since the table was profiled)."""
     lut = table.lookup()
     configs = sample_configs(space, 40, seed, resolutions=[32])
-    whole = {subnet_key(space, c): 1.1 * sum(lut[b.key] for b in space.blocks_of(c)) + 0.2
+    whole = {subnet_key(space, c): speed * (1.1 * sum(lut[b.key] for b in space.blocks_of(c)) + 0.2)
              for c in configs}
-    return ScriptedDevice(DEVICE, whole)
+    return ScriptedDevice(DEVICE, _WithReferences(whole, lut, speed))
 
 
 @pytest.mark.slow
@@ -102,3 +119,17 @@ def test_transfer_on_this_host(tmp_path: Path, tiny_space: SearchSpace) -> None:
     assert len(result.table) == len(table_a)
     assert result.report["heldout"] == 3 and result.table.settings["runtime"] == "onnxruntime"
     assert result.table.metadata["transfer"]["from"] == "a.parquet"
+
+
+def test_a_host_slower_than_when_profiled_is_normalised_or_refused(tmp_path: Path,
+                                                                   tiny_space: SearchSpace) -> None:
+    table = _table(tiny_space)
+    slower = _device(tiny_space, table, seed=0, speed=1.2)  # 20% slower: measured against its block
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        record = calibrate(slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+    assert record["scale"] == pytest.approx(1.1) and record["overhead_ms"] == pytest.approx(0.2)
+    assert record["host_checks"][0]["ratio"] == pytest.approx(1.2) and record["host_checks"][0]["normalised"]
+    much_slower = _device(tiny_space, table, seed=0, speed=1.5)
+    with MeasurementStore(tmp_path / "m2.sqlite") as store, \
+            pytest.raises(DeviceError, match="not in the state it was profiled in"):
+        calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])

@@ -6,10 +6,10 @@ registries (`lutnas.space.register_kind`, `register_stage_type`,
 it is then profiled on this host with onnxruntime, tabled, predicted and searched through the same
 `lutnas.cli.main` a user's command runs, in this process, where the kind is registered.
 
-What it does not show: `profile-device` with `--export-workers 2` (its default) exports in spawned
-worker processes that parse the block keys afresh, and a kind registered only in the parent is
-unknown there (see the report of this test's author; the registry needs a plugin hook for that, as
-it does for the `lutnas` command itself to know a user's kind).
+`profile-device` with `--export-workers 2` (its default) exports in spawned worker processes that
+parse the block keys afresh: a kind registered only in the parent is unknown there, so the user
+names the module that registers it in `LUTNAS_PLUGINS` (imported by `lutnas` at start and by every
+export worker), as the last test does.
 """
 
 from __future__ import annotations
@@ -178,3 +178,28 @@ def test_profile_table_predict_search_a_toy_kind(tmp_path, toy_space_file, capsy
     # 8 subnets: the search must have found the proxy's optimum (most MACs) under the target.
     feasible = [c for c in all_configs(space) if lut_sum(c) <= target]
     assert space.complexity(winner).macs == max(space.complexity(c).macs for c in feasible)
+
+
+PLUGIN = f"""
+import importlib.util
+spec = importlib.util.spec_from_file_location("toy_kind_records", {str(__file__)!r})
+toy = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(toy)
+KIND, TOY_KIND, TOY_STAGE, ToyConv = toy.KIND, toy.TOY_KIND, toy.TOY_STAGE, toy.ToyConv
+from lutnas.space import register_kind, register_stage_type
+from lutnas.supernet.blocks import register_module
+
+register_kind(TOY_KIND, replace=True)
+register_stage_type(TOY_STAGE, replace=True)
+register_module(KIND)(ToyConv)
+"""
+
+
+def test_export_workers_know_a_kind_named_in_lutnas_plugins(tmp_path, toy_space_file, monkeypatch):
+    (tmp_path / "toy_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers start with the parent's sys.path
+    monkeypatch.setenv("LUTNAS_PLUGINS", "toy_plugin")
+    store = tmp_path / "m.sqlite"
+    assert main(["profile-device", "--device", "local", "--space", str(toy_space_file),
+                 "--runtime", "onnxruntime", "--trials", "1", "--runs", "3", "--warmup", "1",
+                 "--export-workers", "2", "--limit", "4", "--store", str(store)]) == 0
