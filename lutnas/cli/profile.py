@@ -7,10 +7,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from lutnas.cli._common import console, err_console, require
-from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
+from lutnas.device_agents.base import ACCELERATORS, RUNTIMES, RunSettings, parse_cores
+from lutnas.device_agents.kernel import CORE_NAMES
+from lutnas.errors import BadInputError
 from lutnas.profiler.plan import GRANULARITIES
 
 if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to register the command
@@ -37,7 +40,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--precision", default="fp32",
                    help="fp32, fp16 (weights) or int8 (full-integer TFLite) (default fp32)")
-    p.add_argument("--cores", help="pin to these cores, e.g. 0 or 0,1 or 4-7 (default: not pinned)")
+    p.add_argument("--calibration-data", type=Path, metavar="DIR",
+                   help="ImageFolder whose images calibrate int8 models of whole subnets and stems "
+                        "(default: seeded random inputs)")
+    p.add_argument("--cores", help="pin to a cluster (big, little, prime; all = not pinned), read from "
+                                   "each device's cpufreq, or a core list, e.g. 0 or 0,1 or 6-7 "
+                                   "(default: not pinned)")
+    p.add_argument("--accelerator", default="cpu", choices=ACCELERATORS,
+                   help="where the runner runs the model (default cpu); a delegate the runner does "
+                        "not apply fails the trial")
+    p.add_argument("--runner-kind", default="benchmark_model", choices=("benchmark_model", "litert"),
+                   help="TFLite runner on a phone: benchmark_model (classic) or litert (LiteRT's "
+                        "CompiledModel benchmark)")
+    p.add_argument("--runner-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG to the runner (repeat), e.g. --runner-arg=--dispatch_library_path=DIR "
+                        "or --runner-arg=--report_peak_memory_footprint=true")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
@@ -101,9 +118,38 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     store = Path(args.store)
     require(store.parent.is_dir(), f"--store {store}: directory {store.parent} does not exist; create it "
                                    f"or choose another path")
-    cores = parse_cores(args.cores) if args.cores else None
+    # A cluster name is resolved per device once its clusters are read (`_pin_cores`).
+    cores = parse_cores(args.cores) if args.cores and args.cores not in CORE_NAMES else None
     return RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
-                       runs=args.runs, op_profiling=args.op_profiling, precision=args.precision)
+                       runs=args.runs, op_profiling=args.op_profiling, precision=args.precision,
+                       accelerator=args.accelerator)
+
+
+def _pin_cores(args: argparse.Namespace, settings: RunSettings, options: AgentOptions) -> RunSettings:
+    """--cores big|little|prime|all|LIST against each device's cpufreq clusters.
+
+    One warning per device whose clusters a LIST spans; BadInputError when a name means different
+    cores on two devices (run them apart) or names a cluster a device lacks."""
+    import dataclasses
+
+    from lutnas.device_agents.factory import open_agent
+    from lutnas.device_agents.kernel import resolve_cores
+
+    if not args.cores:
+        return settings
+    chosen: dict[str, tuple[int, ...] | None] = {}
+    for address in args.device or ["local"]:
+        with open_agent(address, options) as agent:
+            info = agent.info()
+            cores, warning = resolve_cores(args.cores, info.clusters, info.model or address)
+        if warning:
+            err_console.print(f"[yellow]warning: {warning}[/]")
+        chosen[address] = cores
+    if len(set(chosen.values())) > 1:
+        raise BadInputError(f"--cores {args.cores} means different cores on "
+                            + ", ".join(f"{a} ({c})" for a, c in chosen.items())
+                            + ": profile these devices in separate runs")
+    return dataclasses.replace(settings, cores=next(iter(chosen.values())))
 
 
 def _agent_options(args: argparse.Namespace) -> AgentOptions:
@@ -113,7 +159,9 @@ def _agent_options(args: argparse.Namespace) -> AgentOptions:
 
     return AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
                                              onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                                             keep_files=args.keep_files), ssh=ssh_options(args))
+                                             keep_files=args.keep_files, runner_kind=args.runner_kind,
+                                             runner_args=tuple(args.runner_arg)),
+                        ssh=ssh_options(args))
 
 
 def _add_ssh_flags(parser: argparse.ArgumentParser) -> None:
@@ -174,8 +222,10 @@ def print_summary(summary: ProfileSummary) -> None:
                   f"{summary.export_s:.1f} s; wall time {summary.wall_s:.1f} s")
     for device, result in summary.devices.items():
         if result.failed:
-            console.print(f"[red]{device}: {len(result.failed)} key(s) failed every trial, e.g. "
-                          f"{result.failed[0]}; see `lutnas measurements --device {device} --all`[/]")
+            first = escape(getattr(result, "first_error", "") or result.failed[0])
+            console.print(f"[red]{device}: {len(result.failed)} key(s) failed, the first with "
+                          f"{first}; see `lutnas measurements --device {device} --all`[/]",
+                          soft_wrap=True)
 
 
 def profile_device(args: argparse.Namespace) -> int:
@@ -193,13 +243,18 @@ def profile_device(args: argparse.Namespace) -> int:
     from lutnas.profiler.run import QualitySettings, run_profile
 
     settings = _settings(args)
+    if args.calibration_data:
+        from lutnas.profiler.quantize import use_calibration_data
+
+        use_calibration_data(args.calibration_data)
     if args.dry_run:
         return _dry_run(args, settings)
+    options = _agent_options(args)
+    settings = _pin_cores(args, settings, options)
     if args.adaptive:
         return profile_adaptive_command(args, settings)
     require(args.budget_minutes is None and args.table_out is None,
             "--budget-minutes and --table-out belong to adaptive profiling; add --adaptive")
-    options = _agent_options(args)
     max_trials = args.max_trials if args.max_remeasure is None else args.trials * (1 + args.max_remeasure)
     qc = QualitySettings(ci_bound=args.ci_bound, max_trials=max_trials,
                          reference_every=args.reference_every, drift_bound=args.drift_bound,
@@ -224,7 +279,8 @@ def profile_device(args: argparse.Namespace) -> int:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
               f"resume where it stopped.", file=sys.stderr)
         return 130
-    return 0
+    # 0: every key measured; 1: some key ended failed (named above); 2 (bad input) is raised earlier.
+    return 1 if any(result.failed for result in summary.devices.values()) else 0
 
 
 def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
