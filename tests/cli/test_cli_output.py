@@ -112,7 +112,8 @@ def test_profile_device_help_states_every_default_and_the_typed_name() -> None:
     parser = build_parser(["profile-device"])
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for action in sub.choices["profile-device"]._actions:
-        if action.help in (None, argparse.SUPPRESS) or action.default in (None, False, argparse.SUPPRESS):
+        unset = action.default in (None, False, argparse.SUPPRESS) or action.default == []
+        if action.help in (None, argparse.SUPPRESS) or unset:  # nothing to state
             continue
         assert "default" in action.help, action.option_strings
     script = Path(sys.executable).parent / "profile-device"
@@ -132,3 +133,20 @@ def test_table_show_flagged_counts_agree_with_the_quality_line(tmp_path) -> None
     assert shown.returncode == 0, shown.stderr
     assert "never-settled 3" in shown.stdout and "re-measured 2" in shown.stdout
     assert "flagged blocks among those tiny uses: 5 (never-settled 3, re-measured 2)" in shown.stdout
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_tables_and_predictor_files_get_the_umask_mode(tmp_path, table_path, umask, mode) -> None:
+    import numpy as np
+
+    from lutnas.predictors.serialize import write_state
+
+    before = os.umask(umask)
+    try:
+        table = LatencyTable.load(table_path).save(tmp_path / "shared.parquet")
+        predictor = write_state("learned", {"n": 1}, {"w": np.zeros(3)},
+                                tmp_path / "shared.learned.predictor.npz")
+    finally:
+        os.umask(before)
+    assert table.stat().st_mode & 0o777 == mode
+    assert Path(predictor).stat().st_mode & 0o777 == mode
