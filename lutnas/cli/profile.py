@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "not apply fails the trial")
     p.add_argument("--runner-kind", default="benchmark_model", choices=("benchmark_model", "litert"),
                    help="TFLite runner on a phone: benchmark_model (classic) or litert (LiteRT's "
-                        "CompiledModel benchmark)")
+                        "CompiledModel benchmark; default benchmark_model)")
     p.add_argument("--runner-arg", action="append", default=[], metavar="ARG",
                    help="pass ARG to the runner (repeat), e.g. --runner-arg=--dispatch_library_path=DIR "
                         "or --runner-arg=--report_peak_memory_footprint=true")
