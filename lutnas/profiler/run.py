@@ -22,7 +22,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -380,8 +380,11 @@ def measure_keys(agent: DeviceAgent, files: dict[str, ModelFile], kinds: dict[st
 def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, settings: RunSettings,
                   trials: int, store: MeasurementStore, run_id: int | None = None,
                   qc: QualitySettings | None = None, progress: ProgressCallback | None = None,
-                  stop: threading.Event | None = None) -> dict[str, float]:
+                  stop: threading.Event | None = None,
+                  kinds: Mapping[str, str] | None = None) -> dict[str, float]:
     """Measure arbitrary model files (e.g. whole subnets, kind="subnet"); key -> median of trial medians.
+
+    `kinds` gives some keys another stored kind than `kind` (the host check next to subnets).
 
     Keys already finished under these settings are not measured again. With `run_id=None` a run
     (space "files") is opened and closed around the measurement.
@@ -392,8 +395,9 @@ def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, set
     if own_run:
         run_id = store.start_run(info.device_id, settings, "files", kind, [])
     by_key = {f.key: f for f in files}
-    result = measure_keys(agent, by_key, dict.fromkeys(by_key, kind), settings, trials, store,
-                          int(run_id), qc, progress, stop)
+    stored_kinds = {k: (kinds or {}).get(k, kind) for k in by_key}
+    result = measure_keys(agent, by_key, stored_kinds, settings, trials, store, int(run_id), qc,
+                          progress, stop)
     if own_run:
         store.finish_run(int(run_id), result.summary())
     return {k: v for k, v in result.figures_ms.items() if k in by_key}

@@ -39,8 +39,9 @@ from lutnas.profiler.export import (
 )
 from lutnas.profiler.run import measure_files
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
+from lutnas.tables.frame import HOST_CHECK_KIND, SUBNET_KIND
 from lutnas.tables.store import MeasurementStore, figure_of
-from lutnas.tables.table import SUBNET_KIND, LatencyTable
+from lutnas.tables.table import LatencyTable
 
 FORMATS_OUT = ("tflite", "onnx")  # what a search winner is exported to by default
 
@@ -173,7 +174,8 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
         files += [ModelFile(ref_entry.path, f"hostref:{run_id}:{reference.key}", ref_entry.sha256),
                   ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
         try:
-            measure_files(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress)
+            measure_files(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress,
+                          kinds={f.key: HOST_CHECK_KIND for f in files[-2:]})
         finally:
             store.finish_run(run_id, {"subnets": len(todo), "trials": trials,
                                       "host_reference": reference.key})

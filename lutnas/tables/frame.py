@@ -25,6 +25,10 @@ TEXT_COLUMNS = ("flag", "kind", "source")
 UNRATED = "unrated"  # no quality row: the profiling loop did not judge this key
 MEASURED = "measured"
 SUBNET_KIND = "subnet"
+# The host check measured next to whole subnets (a table block again, an empty model): stored
+# apart from the subnets so `--kind subnet` lists subnets only, and never read as a table block.
+HOST_CHECK_KIND = "hostcheck"
+WHOLE_MODEL_KINDS = (SUBNET_KIND, HOST_CHECK_KIND)
 
 # Latencies: key -> ms, key -> {column: value}, a Series of ms, or a frame indexed by key.
 Latencies = Mapping[str, Any] | pd.Series | pd.DataFrame

@@ -33,8 +33,8 @@ from lutnas.tables.frame import (
     COLUMNS,
     MEASURED,
     SCHEMA_VERSION,
-    SUBNET_KIND,
     UNRATED,
+    WHOLE_MODEL_KINDS,
     Latencies,
     make_frame,
 )
@@ -348,7 +348,7 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
                                      precision=precision)
     if accelerator is not None and not frame.empty:
         frame = frame[frame["accelerator"] == accelerator]
-    frame = frame[frame["kind"] != SUBNET_KIND]
+    frame = frame[~frame["kind"].isin(WHOLE_MODEL_KINDS)]
     identity = select_one_setting(frame, what=f"store {getattr(store, 'path', '')}".strip())
     quality = store.quality_frame(device_id=identity["device_id"], runtime=identity["runtime"],
                                   threads=identity["threads"], core_mask=identity["core_mask"],
