@@ -163,55 +163,49 @@ def main() -> None:
         measure_and_report(args)
 
 
-def measure_and_report(args: argparse.Namespace) -> None:
-    """The host benchmark: measure blocks and subnets in-process, then score every predictor."""
-    started = time.time()
-    space = SearchSpace.load(args.space)
-    cache = ModelCache(args.cache)
-    rng = random.Random(args.seed)
-    configs = []
-    seen = set()
-    while len(configs) < args.subnets:
+def _sample_configs(space: SearchSpace, count: int, resolution: int | None, seed: int) -> list:
+    """`count` distinct random subnets (at `resolution` when given)."""
+    rng = random.Random(seed)
+    configs, seen = [], set()
+    while len(configs) < count:
         config = space.sample(rng)
-        if args.resolution:
-            config = SubnetConfig(args.resolution, config.stem, config.stages)
+        if resolution:
+            config = SubnetConfig(resolution, config.stem, config.stages)
         if config.to_json() not in seen:
             seen.add(config.to_json())
             configs.append(config)
-    # The plan: every block these subnets execute (for a sampled large space, the relevant part).
-    plan = list({b.key: b for c in configs for b in space.blocks_of(c)}.values())
-    print(f"{args.space}: {len(plan)} unique blocks in {len(configs)} subnets; measuring "
-          f"({args.runtime}, in-process) ...", flush=True)
+    return configs
+
+
+def _measure_or_reuse(args: argparse.Namespace, space: SearchSpace, configs: list, plan: list,
+                      cache: ModelCache) -> dict[str, Any]:
+    """Blocks (key -> ms), per-block seconds and subnet ms: measured, or reused with --reuse."""
     saved_path = args.out.with_suffix(".measurements.json")
     saved = json.loads(saved_path.read_text()) if args.reuse and saved_path.is_file() else {}
     if saved.get("plan") == [b.key for b in plan]:
         print(f"reusing measurements of {saved_path}", flush=True)
-        blocks, block_seconds = saved["blocks"], saved["block_seconds"]
-        subnet_ms = np.array(saved["subnet_ms"])
-    else:
-        t0 = time.time()
-        blocks = measure_in_process(plan, args.runtime, cache, runs=args.runs, rounds=args.rounds)
-        block_seconds = (time.time() - t0) / len(plan)
-        subnet_ms = measure_subnets(space, configs, args.runtime, cache, args.runs, args.rounds)
-        saved = {"plan": [b.key for b in plan], "blocks": blocks, "block_seconds": block_seconds,
-                 "subnet_ms": subnet_ms.tolist()}
-        saved_path.write_text(json.dumps(saved))
-    cal, cal_ms = configs[:args.calibration], subnet_ms[:args.calibration]
-    test, test_ms = configs[args.calibration:], subnet_ms[args.calibration:]
-    results: dict[str, Any] = {"space": args.space, "runtime": args.runtime, "blocks": len(plan),
-                               "subnets": len(configs), "calibration": args.calibration,
-                               "subnet_ms_range": [float(subnet_ms.min()), float(subnet_ms.max())]}
-    full = CompletedTable(space, blocks, None).calibrate(cal, cal_ms)
-    results["lut_all_blocks_measured"] = whole_subnet_scores(full.predict(test), test_ms)
+        return saved
+    t0 = time.time()
+    blocks = measure_in_process(plan, args.runtime, cache, runs=args.runs, rounds=args.rounds)
+    block_seconds = (time.time() - t0) / len(plan)
+    subnet_ms = measure_subnets(space, configs, args.runtime, cache, args.runs, args.rounds)
+    saved = {"plan": [b.key for b in plan], "blocks": blocks, "block_seconds": block_seconds,
+             "subnet_ms": subnet_ms.tolist()}
+    saved_path.write_text(json.dumps(saved))
+    return saved
 
+
+def _fraction_rows(space: SearchSpace, plan: list, blocks: dict[str, float], seed: int,
+                   split: tuple) -> list[dict[str, Any]]:
+    """Learned and analytic predictors fitted on 10/25/50% of the blocks (random or covering)."""
     rows = []
     for share in (0.10, 0.25, 0.50):
         n = max(5, round(share * len(plan)))
         for sampling in ("random", "covering"):
             if sampling == "random":
-                train = random.Random(args.seed).sample([b.key for b in plan], n)
+                train = random.Random(seed).sample([b.key for b in plan], n)
             else:
-                train = [b.key for b in covering_sample(plan, n, args.seed)]
+                train = [b.key for b in covering_sample(plan, n, seed)]
             held = [b.key for b in plan if b.key not in set(train)]
             truth = np.array([blocks[k] for k in held])
             for name, maker in (("learned", LearnedPredictor), ("analytic", AnalyticPredictor)):
@@ -219,14 +213,16 @@ def measure_and_report(args: argparse.Namespace) -> None:
                 block_pred = predictor.predict_blocks(held, use_measured=False)
                 row = {"share": share, "sampling": sampling, "predictor": name, "measured": n,
                        "block_mape": float(np.mean(np.abs(block_pred - truth) / truth))}
-                row.update(evaluate_completion(space, blocks, train, predictor, cal, cal_ms, test,
-                                               test_ms))
+                row.update(evaluate_completion(space, blocks, train, predictor, *split))
                 rows.append(row)
-    results["fractions"] = rows
+    return rows
 
-    # Adaptive vs covering-then-random at equal measured-block budgets (device time charged per block
-    # at this run's in-process cost; a phone's fresh-process protocol costs far more per block).
-    adaptive_rows = []
+
+def _adaptive_rows(space: SearchSpace, plan: list, blocks: dict[str, float], block_seconds: float,
+                   seed: int, split: tuple) -> list[dict[str, Any]]:
+    """Adaptive vs covering-then-random at equal measured-block budgets (device time charged per
+    block at this run's in-process cost; a phone's fresh-process protocol costs far more per block)."""
+    rows = []
     for share in (0.10, 0.25):
         n = max(8, round(share * len(plan)))
         clock = {"now": 0.0}
@@ -237,37 +233,63 @@ def measure_and_report(args: argparse.Namespace) -> None:
 
         result = run_adaptive(plan, measure, budget_minutes=n * block_seconds / 60 + 1e-9,
                               error_bound=0.001, initial=max(10, n // 2), batch=max(2, n // 10),
-                              seed=args.seed, clock=lambda clock=clock: clock["now"])
+                              seed=seed, clock=lambda clock=clock: clock["now"])
         row = {"share": share, "measured": len(result.measured), "device_s": clock["now"],
                "stop": result.decision.reason}
-        row.update(evaluate_completion(space, blocks, list(result.measured), result.predictor, cal,
-                                       cal_ms, test, test_ms))
-        adaptive_rows.append(row)
-    results["adaptive"] = adaptive_rows
+        row.update(evaluate_completion(space, blocks, list(result.measured), result.predictor, *split))
+        rows.append(row)
+    return rows
 
+
+def _transfer(args: argparse.Namespace, space: SearchSpace, plan: list, blocks: dict[str, float],
+              saved: dict[str, Any], cache: ModelCache, split: tuple) -> dict[str, Any]:
+    """Transfer from another runtime's measurements with K blocks of this one, vs a global scale."""
+    cal, cal_ms, test, test_ms = split
+    print(f"transfer: measuring the plan with {args.transfer_from} ...", flush=True)
+    source = saved.get(f"source_{args.transfer_from}")
+    if source is None:
+        source = measure_in_process(plan, args.transfer_from, cache, runs=args.runs, rounds=args.rounds)
+        saved[f"source_{args.transfer_from}"] = source
+        args.out.with_suffix(".measurements.json").write_text(json.dumps(saved))
+    k = min(args.transfer_samples, len(plan) - 5)
+    picked = {s.key: blocks[s.key] for s in choose_samples(source, k, args.seed)}
+    transfer = TransferPredictor(space, random_state=args.seed).fit(source, picked)
+    report = transfer_report(transfer, blocks)
+    transfer.calibrate(cal, cal_ms)
+    report["whole_subnet"] = whole_subnet_scores(transfer.predict(test), test_ms)
+    # Naive transfer for comparison: one global scale from the same K blocks.
+    ratio = float(np.median([blocks[key] / source[key] for key in picked]))
+    naive = CompletedTable(space, {}, None)
+    naive._predict_blocks = lambda specs, use_measured=True: (
+        np.array([picked.get(str(s), source[str(s)] * ratio) for s in specs]), np.zeros(len(specs)))
+    naive.calibrate(cal, cal_ms)
+    report["whole_subnet_global_scale"] = whole_subnet_scores(naive.predict(test), test_ms)
+    return {"from": args.transfer_from, "to": args.runtime, **report}
+
+
+def measure_and_report(args: argparse.Namespace) -> None:
+    """The host benchmark: measure blocks and subnets in-process, then score every predictor."""
+    started = time.time()
+    space = SearchSpace.load(args.space)
+    cache = ModelCache(args.cache)
+    configs = _sample_configs(space, args.subnets, args.resolution, args.seed)
+    # The plan: every block these subnets execute (for a sampled large space, the relevant part).
+    plan = list({b.key: b for c in configs for b in space.blocks_of(c)}.values())
+    print(f"{args.space}: {len(plan)} unique blocks in {len(configs)} subnets; measuring "
+          f"({args.runtime}, in-process) ...", flush=True)
+    saved = _measure_or_reuse(args, space, configs, plan, cache)
+    blocks, subnet_ms = saved["blocks"], np.array(saved["subnet_ms"])
+    split = (configs[:args.calibration], subnet_ms[:args.calibration],
+             configs[args.calibration:], subnet_ms[args.calibration:])
+    results: dict[str, Any] = {"space": args.space, "runtime": args.runtime, "blocks": len(plan),
+                               "subnets": len(configs), "calibration": args.calibration,
+                               "subnet_ms_range": [float(subnet_ms.min()), float(subnet_ms.max())]}
+    full = CompletedTable(space, blocks, None).calibrate(split[0], split[1])
+    results["lut_all_blocks_measured"] = whole_subnet_scores(full.predict(split[2]), split[3])
+    results["fractions"] = _fraction_rows(space, plan, blocks, args.seed, split)
+    results["adaptive"] = _adaptive_rows(space, plan, blocks, saved["block_seconds"], args.seed, split)
     if args.transfer_from:
-        print(f"transfer: measuring the plan with {args.transfer_from} ...", flush=True)
-        source = saved.get(f"source_{args.transfer_from}")
-        if source is None:
-            source = measure_in_process(plan, args.transfer_from, cache, runs=args.runs,
-                                        rounds=args.rounds)
-            saved[f"source_{args.transfer_from}"] = source
-            saved_path.write_text(json.dumps(saved))
-        k = min(args.transfer_samples, len(plan) - 5)
-        picked = {s.key: blocks[s.key] for s in choose_samples(source, k, args.seed)}
-        transfer = TransferPredictor(space, random_state=args.seed).fit(source, picked)
-        report = transfer_report(transfer, blocks)
-        transfer.calibrate(cal, cal_ms)
-        report["whole_subnet"] = whole_subnet_scores(transfer.predict(test), test_ms)
-        # Naive transfer for comparison: one global scale from the same K blocks.
-        ratio = float(np.median([blocks[key] / source[key] for key in picked]))
-        naive = CompletedTable(space, {}, None)
-        naive._predict_blocks = lambda specs, use_measured=True: (
-            np.array([picked.get(str(s), source[str(s)] * ratio) for s in specs]), np.zeros(len(specs)))
-        naive.calibrate(cal, cal_ms)
-        report["whole_subnet_global_scale"] = whole_subnet_scores(naive.predict(test), test_ms)
-        results["transfer"] = {"from": args.transfer_from, "to": args.runtime, **report}
-
+        results["transfer"] = _transfer(args, space, plan, blocks, saved, cache, split)
     results["wall_s"] = time.time() - started
     _print(results)
     args.out.write_text(json.dumps(results, indent=2))
