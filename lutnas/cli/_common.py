@@ -65,6 +65,21 @@ def load_space(name_or_path: str) -> SearchSpace:
     return SearchSpace.load(name_or_path)
 
 
+def space_of_table(table: Any, space_arg: str | None) -> SearchSpace:
+    """The space a command on `table` (a LatencyTable or TableLookup) works in: the table's own,
+    from the YAML it embeds (the space's file may be gone), unless --space names one. A --space
+    that is not the table's space gets one warning line on stderr naming both and which to use."""
+    if not space_arg:
+        return table.load_space()
+    from rich.markup import escape
+
+    space = SearchSpace.load(space_arg)
+    mismatch = table.space_mismatch(space, space_arg)
+    if mismatch:
+        err_console.print(f"[yellow]warning:[/] {escape(mismatch)}")
+    return space
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

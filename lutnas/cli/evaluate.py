@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int
+from lutnas.cli._common import console, err_console, positive_int, space_of_table
 from lutnas.errors import BadInputError
 
 DEFAULT_STORE = "measurements.sqlite"
@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="score predictors against whole subnets measured end to end")
     p.add_argument("--device", default="local", help="device address: local, adb:HOST[:PORT], usb[:SERIAL]")
     p.add_argument("--table", required=True, type=Path)
+    p.add_argument("--space", help="space of the subnets (default: the one the table embeds)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")
     p.add_argument("--calibration-data", type=Path, metavar="DIR",
@@ -108,7 +109,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.precision not in (None, table.precision):
         raise BadInputError(f"--precision {args.precision}: {args.table} holds {table.precision} "
                             f"latencies; build a table with build-table --precision {args.precision}")
-    space = table.load_space()
+    space = space_of_table(table, args.space)
     if table.correction:
         err_console.print(f"correction: {Correction.from_dict(table.correction).describe()}; every "
                           f"block-sum predictor is corrected on the same subnets")

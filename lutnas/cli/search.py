@@ -22,10 +22,10 @@ from lutnas.cli._common import (
     console,
     err_console,
     json_aware,
-    load_space,
     positive_int,
     print_json,
     require,
+    space_of_table,
 )
 from lutnas.errors import SearchError
 from lutnas.search.evolution import Candidate
@@ -46,7 +46,8 @@ def _targets(text: str) -> list[float]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="evolutionary search for the best subnet under a "
                                              "latency target")
-    p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
+    p.add_argument("--space", help="tiny, elasticvit or a space YAML file (default: the space the "
+                                   "table embeds)")
     p.add_argument("--table", required=True, type=Path, help="latency table (.parquet)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")
@@ -104,11 +105,12 @@ def run_search(args: argparse.Namespace) -> int:
     from lutnas.search.objectives import ProxyObjective, supernet_objective
     from lutnas.search.pipeline import load_latency_model, run_target
     from lutnas.search.report import plot_winners
+    from lutnas.tables.table import LatencyTable
 
     require(args.table.is_file(), f"--table {args.table}: no such file; build one with "
                                   f"`lutnas build-table --out {args.table}`")
     require(not (args.verify_on and args.no_export), "--verify-on needs the export; drop --no-export")
-    space = load_space(args.space)
+    space = space_of_table(LatencyTable.load(args.table), args.space)
     settings = EvolutionSettings(args.population, args.generations, args.parents, args.mutations,
                                  args.crossovers, args.mutate_prob, args.seed)
     max_params = parse_count(args.max_params, "--max-params") if args.max_params else None

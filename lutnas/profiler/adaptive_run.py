@@ -214,7 +214,7 @@ def profile_adaptive(agent: Any, space: Any, settings: Any, store: Any, budget_m
     plan = make_plan(space, resolutions)
     info = agent.info()
     store.upsert_device(info)
-    run_id = store.start_run(info.device_id, settings, space.name, "block", list(argv))
+    run_id = store.start_run(info.device_id, settings, space, "block", list(argv))  # keeps its YAML
     measure = store_measurer(agent, settings, trials, store, cache, run_id)
     result: AdaptiveResult | None = None
     try:

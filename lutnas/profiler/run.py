@@ -542,7 +542,7 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
     run_ids: dict[str, int] = {}
 
     def profile_one(agent: DeviceAgent, info_id: str, own_store: MeasurementStore) -> None:
-        run_id = own_store.start_run(info_id, settings, space.name, granularity, list(argv))
+        run_id = own_store.start_run(info_id, settings, space, granularity, list(argv))  # keeps its YAML
         run_ids[info_id] = run_id
         try:
             result = measure_keys(agent, files, kinds, settings, trials, own_store, run_id, qc,

@@ -29,6 +29,8 @@ import pandas as pd
 import lutnas
 from lutnas.device_agents.base import DeviceInfo, Measurement, RunSettings
 from lutnas.errors import StoreError
+from lutnas.space import SearchSpace
+from lutnas.tables.spaces import space_digest, space_yaml
 
 APP_ID = "lutnas-measurement-store"
 # 2: precision (fp32 | fp16 | int8) joins the settings identity; a version-1 store is migrated
@@ -83,6 +85,9 @@ CREATE TABLE IF NOT EXISTS reference_checks (
     accelerator TEXT NOT NULL, precision TEXT NOT NULL DEFAULT 'fp32', key TEXT NOT NULL,
     trial_index INTEGER NOT NULL, median_ms REAL NOT NULL,
     baseline_ms REAL NOT NULL, drift REAL NOT NULL, timestamp REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_spaces (
+    run_id INTEGER PRIMARY KEY, name TEXT NOT NULL, digest TEXT NOT NULL, yaml TEXT NOT NULL
 );
 """
 
@@ -257,18 +262,25 @@ class MeasurementStore:
                 for r in self._query("SELECT info_json FROM devices ORDER BY first_seen")]
 
     # -- runs ------------------------------------------------------------------------------------
-    def start_run(self, device_id: str, settings: RunSettings, space: str, granularity: str,
-                  argv: list[str]) -> int:
+    def start_run(self, device_id: str, settings: RunSettings, space: str | SearchSpace,
+                  granularity: str, argv: list[str]) -> int:
+        """A new run's id. Given a SearchSpace, the run also keeps its YAML text and digest
+        (`run_spaces`), so a table built from it works after the space's file is gone."""
         identity = settings_identity(device_id, settings)
+        text = None if isinstance(space, str) else space_yaml(space)
+        name = space if isinstance(space, str) else space.name
 
         def insert(c: sqlite3.Connection) -> int:
             cursor = c.execute(
                 "INSERT INTO runs (device_id, runtime, threads, core_mask, accelerator, precision, "
                 "settings_json, space, granularity, argv_json, hostname, pid, lutnas_version, started) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*identity, json.dumps(settings.to_dict(), sort_keys=True), space, granularity,
+                (*identity, json.dumps(settings.to_dict(), sort_keys=True), name, granularity,
                  json.dumps(list(argv)), socket.gethostname(), os.getpid(), lutnas.__version__,
                  time.time()))
+            if text is not None:
+                c.execute("INSERT INTO run_spaces VALUES (?, ?, ?, ?)",
+                          (cursor.lastrowid, name, space_digest(text), text))
             return int(cursor.lastrowid)
 
         return self._write(insert)
@@ -277,6 +289,16 @@ class MeasurementStore:
         self._write(lambda c: c.execute(
             "UPDATE runs SET finished = ?, summary_json = ? WHERE run_id = ?",
             (time.time(), json.dumps(summary, sort_keys=True, default=str), run_id)))
+
+    def run_spaces(self, run_ids: Iterable[int]) -> dict[int, tuple[str, str, str]]:
+        """run_id -> (space name, digest, YAML text) of those runs that recorded their space's text."""
+        wanted = sorted({int(r) for r in run_ids})
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        rows = self._query(f"SELECT run_id, name, digest, yaml FROM run_spaces WHERE run_id IN ({marks})",
+                           wanted)
+        return {int(r[0]): (str(r[1]), str(r[2]), str(r[3])) for r in rows}
 
     def runs_frame(self) -> pd.DataFrame:
         rows = self._query(

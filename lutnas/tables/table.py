@@ -29,6 +29,7 @@ import lutnas
 from lutnas.device_agents.base import DeviceInfo, RunSettings
 from lutnas.errors import LutnasError, TableError
 from lutnas.space import SearchSpace
+from lutnas.tables.context import DEFAULT_PRECISION, TableContext
 from lutnas.tables.frame import (
     COLUMNS,
     MEASURED,
@@ -39,21 +40,20 @@ from lutnas.tables.frame import (
     make_frame,
 )
 from lutnas.tables.parquet import read_parquet, write_parquet
+from lutnas.tables.spaces import space_digest, space_yaml
 
 # Settings identity of a measurement (DESIGN.md); a table holds exactly one value of each.
 IDENTITY = ("device_id", "runtime", "threads", "core_mask", "accelerator", "precision")
 FILTER_FLAGS = {"device_id": "--device", "runtime": "--runtime", "threads": "--threads",
                 "core_mask": "--cores", "accelerator": "--accelerator", "precision": "--precision"}
-# A table's settings name its precision only when it is not fp32: every table written before
-# precision existed was fp32, so those files keep their meaning (and their exact settings).
-DEFAULT_PRECISION = "fp32"
 # The runtime an imported table records: its numbers were measured by someone else, somehow.
 UNKNOWN_RUNTIME = "unknown"
 
 
 @dataclass
-class LatencyTable:
-    """Rows are block keys; `metadata` holds everything needed to trust and reuse them."""
+class LatencyTable(TableContext):
+    """Rows are block keys; `metadata` holds everything needed to trust and reuse them (settings,
+    precision, correction and the embedded space are read through `TableContext`)."""
 
     frame: pd.DataFrame
     device: DeviceInfo
@@ -134,21 +134,6 @@ class LatencyTable:
                 kwargs[name] = int(s[name])
         return RunSettings(**kwargs)
 
-    @property
-    def precision(self) -> str:
-        """fp32, fp16 or int8: the precision of the models this table's latencies were measured on."""
-        return str(self.settings.get("precision") or DEFAULT_PRECISION)
-
-    def describe_settings(self) -> str:
-        """`device runtime=.. threads=.. cores=.. accelerator=..`; a value the table does not know
-        (an imported table's threads) is left out rather than printed as None."""
-        s = self.settings
-        values = {"runtime": s.get("runtime"), "threads": s.get("threads"),
-                  "cores": s.get("core_mask"), "accelerator": s.get("accelerator", "cpu"),
-                  "precision": self.precision}
-        return " ".join([self.device.device_id] + [f"{k}={v}" for k, v in values.items()
-                                                   if v is not None])
-
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
         return len(self.frame)
@@ -172,21 +157,6 @@ class LatencyTable:
         except KeyError:
             raise TableError(f"key {key!r} is not in the table of {self.device.device_id}; "
                              f"profile it or give a fallback predictor") from None
-
-    @property
-    def correction(self) -> dict[str, Any] | None:
-        """Whole-model correction {"scale", "intercept", ...} fitted by `--calibrate`, if any."""
-        return self.metadata.get("correction")
-
-    def set_correction(self, correction: dict[str, Any] | None) -> None:
-        self.metadata["correction"] = correction
-
-    def load_space(self) -> SearchSpace:
-        """The space the table was profiled for: its YAML text if stored, else the built-in name."""
-        text = self.metadata.get("space_yaml")
-        if text:
-            return SearchSpace.from_yaml(text, source=f"{self.space} (from table metadata)")
-        return SearchSpace.load(self.space)
 
     def coverage(self, space: SearchSpace, resolutions: Iterable[int] | None = None) -> dict[str, Any]:
         """Share of the space's unique blocks present, overall and per kind, and the missing keys."""
@@ -358,8 +328,9 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     settings["runs"] = _common_value(frame, "runs")
     runners = sorted({f"{n}=={v}" for n, v in zip(frame["runner_name"], frame["runner_version"])})
     run_ids = sorted(int(r) for r in frame["run_id"].unique())
-    space_name, space_yaml = _space_of(store, run_ids, space)
-    metadata = {"runners": runners, "runs": run_ids, "space_yaml": space_yaml,
+    space_name, text = _space_of(store, run_ids, space)
+    metadata = {"runners": runners, "runs": run_ids, "space_yaml": text,
+                "space_digest": space_digest(text) if text else None,
                 "source": {"store": str(getattr(store, "path", "")), "measurements": int(len(frame))},
                 "built": pd.Timestamp.now(tz="UTC").isoformat(), "correction": None,
                 "lutnas_version": lutnas.__version__, "ci95_ms": _intervals(frame)}
@@ -381,8 +352,18 @@ def _intervals(frame: pd.DataFrame) -> dict[str, list[float]]:
 
 
 def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, str | None]:
-    """Space name (and YAML text when it came from a file) of the runs that made the table."""
+    """Name and YAML text of the table's space: `space` (--space) when given, else the space the
+    runs recorded (their YAML text, so the table works once the file is gone), else, for runs from
+    before stores kept the text, the space their name loads (built-in) or the bare name."""
     if space is None:
+        recorded = store.run_spaces(run_ids) if hasattr(store, "run_spaces") else {}
+        texts = {digest: (name, text) for name, digest, text in recorded.values()}
+        if len(texts) > 1:
+            names = sorted({name for name, _ in texts.values()})
+            raise TableError(f"the selected measurements come from runs of {len(texts)} different "
+                             f"spaces ({', '.join(names)}); name the space of the table with --space")
+        if texts:
+            return next(iter(texts.values()))
         runs = store.runs_frame()
         names = sorted({str(s) for s in runs[runs["run_id"].isin(run_ids)]["space"].dropna()})
         if len(names) > 1:
@@ -395,6 +376,4 @@ def _space_of(store: Any, run_ids: list[int], space: str | None) -> tuple[str, s
         loaded = SearchSpace.load(space)
     except LutnasError:
         return space, None  # a space file that has moved: keep the name, the keys still stand
-    if loaded.source == space and Path(space).is_file():
-        return loaded.name, Path(space).read_text()
-    return loaded.name, None
+    return loaded.name, space_yaml(loaded)
