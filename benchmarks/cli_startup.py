@@ -1,15 +1,17 @@
 """CLI start-up: wall time of the light `lutnas` commands, and which heavy libraries each one loads.
 
 The issue's target is <= 1 s wall for `--help`, `space`, `table show|export|import-*`, `predict`,
-`runs` and `measurements` (5.6 s for `--help` before the CLI imported per command). Each command is
-run as a user runs it, the installed `lutnas` script in a fresh process, `--repeats` times (min and
-median reported; the first run also warms the file cache). One more run of each goes through a
-wrapper that, at exit, lists which of torch, pandas, onnxruntime, sklearn, matplotlib, litert were
+`runs` and `measurements` (5.6 s for `--help` before the CLI imported per command), and <= 0.5 s
+for `predict --config elasticvit:S1` on an `elasticvit` table (issue 13). Each command is run as a
+user runs it, the installed `lutnas` script in a fresh process, `--repeats` times (min and median
+reported; the first run also warms the file cache and writes the table's lookup sidecar, which
+the `cold` row deletes before every run). One more run of each goes through a wrapper that, at
+exit, lists which of torch, pandas, pyarrow, onnxruntime, sklearn, matplotlib, litert were
 imported; that run is not timed, so the wrapper costs the timings nothing.
 
-Inputs are made here: a synthetic `tiny` table (every block's latency from its MACs, no device
-measured it), the OFA Note10 tables of tests/predictors/data imported with `table import-ofa`, and
-an empty measurement store and one of 60 synthetic measurements.
+Inputs are made here: synthetic `tiny` and `elasticvit` tables (every block's latency from its
+MACs, no device measured it), the OFA Note10 tables of tests/predictors/data imported with `table
+import-ofa`, and an empty measurement store and one of 60 synthetic measurements.
 
     .venv/bin/python benchmarks/cli_startup.py               # 5 runs per command
     .venv/bin/python benchmarks/cli_startup.py --repeats 3   # quicker
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -35,8 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 LUTNAS = Path(sys.executable).parent / "lutnas"
 OFA_TABLES = sorted((ROOT / "tests" / "predictors" / "data" / "ofa-note10").glob("*.yaml"))
-HEAVY = ("torch", "pandas", "onnxruntime", "sklearn", "matplotlib", "litert_torch", "ai_edge_litert")
+HEAVY = ("torch", "pandas", "pyarrow", "onnxruntime", "sklearn", "matplotlib", "litert_torch",
+         "ai_edge_litert")
 TARGET_S = 1.0
+PREDICT_TARGET_S = 0.5  # issue 13: one subnet's prediction on elasticvit
 
 # Runs `lutnas.cli.main` as the installed script does and, at exit (also on sys.exit), writes the
 # heavy modules that got imported to the file named by LUTNAS_BENCH_MODULES.
@@ -53,18 +58,18 @@ run()
 """
 
 
-def tiny_table(path: Path) -> Path:
-    """A `tiny` table whose block latencies come from their MACs (synthetic, for `predict`)."""
+def tiny_table(path: Path, space_name: str = "tiny") -> Path:
+    """A table of `space_name` whose block latencies come from their MACs (synthetic, for `predict`)."""
     from lutnas.device_agents.base import DeviceInfo
     from lutnas.space import SearchSpace, block_complexity
     from lutnas.tables.table import LatencyTable
 
-    space = SearchSpace.load("tiny")
+    space = SearchSpace.load(space_name)
     latencies = {s.key: 0.02 + block_complexity(s).macs / 2e7 for s in space.unique_blocks()}
     device = DeviceInfo(device_id="synthetic-macs", kind="host", model="MACs model")
     settings = {"device_id": device.device_id, "runtime": "tflite", "threads": 1, "core_mask": "all",
                 "accelerator": "cpu"}
-    LatencyTable.from_latencies(latencies, device, settings, "tiny", {"synthetic": True},
+    LatencyTable.from_latencies(latencies, device, settings, space_name, {"synthetic": True},
                                 source="synthetic:macs").save(path)
     return path
 
@@ -98,7 +103,7 @@ def small_store(path: Path, keys: int = 20, trials: int = 3) -> Path:
 
 
 def commands(work: Path) -> list[tuple[str, list[str]]]:
-    ofa, tiny = work / "ofa.parquet", work / "tiny.parquet"
+    ofa, tiny, ev = work / "ofa.parquet", work / "tiny.parquet", work / "elasticvit.parquet"
     empty, small = work / "empty.sqlite", work / "small.sqlite"
     return [
         ("--help", ["--help"]),
@@ -109,6 +114,8 @@ def commands(work: Path) -> list[tuple[str, list[str]]]:
         ("table export --csv --json", ["table", "export", str(ofa), "--csv", str(work / "t.csv"),
                                        "--json", str(work / "t.json")]),
         ("predict tiny largest", ["predict", "--table", str(tiny), "--config", "largest"]),
+        ("predict elasticvit:S1", ["predict", "--table", str(ev), "--config", "elasticvit:S1"]),
+        (COLD, ["predict", "--table", str(ev), "--config", "elasticvit:S1"]),
         ("runs (empty store)", ["runs", "--store", str(empty)]),
         ("runs (60 measurements)", ["runs", "--store", str(small)]),
         ("measurements (empty store)", ["measurements", "--store", str(empty)]),
@@ -122,10 +129,21 @@ REFERENCES = [("(python, nothing imported)", ["-c", "pass"]),
               ("(python -c 'import pandas')", ["-c", "import pandas"])]
 
 
-def time_command(argv: list[str], repeats: int, program: str = str(LUTNAS)) -> tuple[list[float], int, str]:
-    """Wall seconds of `repeats` runs of `program` (default lutnas); exit code and last stderr line."""
+COLD = "predict elasticvit:S1 (cold: no sidecar)"
+
+
+def target_of(label: str) -> float:
+    return PREDICT_TARGET_S if label.startswith("predict elasticvit") and label != COLD else TARGET_S
+
+
+def time_command(argv: list[str], repeats: int, program: str = str(LUTNAS),
+                 before: Callable[[], object] | None = None) -> tuple[list[float], int, str]:
+    """Wall seconds of `repeats` runs of `program` (default lutnas), `before` called (untimed)
+    ahead of each; exit code and last stderr line."""
     times, result = [], None
     for _ in range(repeats):
+        if before is not None:
+            before()
         started = time.perf_counter()
         result = subprocess.run([program, *argv], capture_output=True, text=True, cwd=ROOT)
         times.append(time.perf_counter() - started)
@@ -149,15 +167,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "cli_startup.json")
     args = parser.parse_args()
     console = Console()
+    load_before = os.getloadavg()[0]  # the host is shared: say how busy it was, start and end
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tiny_table(work / "tiny.parquet")
+        tiny_table(work / "elasticvit.parquet", "elasticvit")
+        sidecar = work / ".elasticvit.parquet.lookup.json"
         empty_store(work / "empty.sqlite")
         small_store(work / "small.sqlite")
         for label, argv in commands(work):
-            times, code, last_err = time_command(argv, args.repeats)
-            rows.append({"command": label, "argv": argv[:3], "exit_code": code,
+            before = (lambda: sidecar.unlink(missing_ok=True)) if label == COLD else None
+            times, code, last_err = time_command(argv, args.repeats, before=before)
+            if before:
+                before()
+            rows.append({"command": label, "argv": argv[:3], "exit_code": code, "target_s": target_of(label),
                          "min_s": min(times), "median_s": statistics.median(times),
                          "times_s": [round(t, 4) for t in times],
                          "heavy_modules": heavy_modules(argv, work),
@@ -169,25 +193,29 @@ def main() -> None:
                          "times_s": [round(t, 4) for t in times], "heavy_modules": [],
                          "stderr_last_line": last_err})
 
-    table = Table(title=f"lutnas start-up, {args.repeats} runs each (target <= {TARGET_S:g} s)")
-    for column in ("command", "min s", "median s", "exit", "heavy modules imported"):
+    table = Table(title=f"lutnas start-up, {args.repeats} runs each (target <= {TARGET_S:g} s; "
+                        f"predict elasticvit <= {PREDICT_TARGET_S:g} s)")
+    for column in ("command", "min s", "median s", "target s", "exit", "heavy modules imported"):
         table.add_column(column, justify="left" if column in ("command", "heavy modules imported")
                          else "right")
     for row in rows:
-        slow = row["median_s"] > TARGET_S and not row.get("reference")
+        slow = not row.get("reference") and row["median_s"] > row["target_s"]
         table.add_row(row["command"], f"{row['min_s']:.2f}",
                       f"[red]{row['median_s']:.2f}[/]" if slow else f"{row['median_s']:.2f}",
+                      "-" if row.get("reference") else f"{row['target_s']:g}",
                       str(row["exit_code"]), ", ".join(row["heavy_modules"]) or "-")
     console.print(table)
     for row in rows:
         if row["exit_code"]:
             console.print(f"[yellow]{row['command']}: exit {row['exit_code']}: {row['stderr_last_line']}[/]")
-    over = [r["command"] for r in rows if r["median_s"] > TARGET_S and not r.get("reference")]
-    console.print(f"over {TARGET_S:g} s (median): {', '.join(over) or 'none'}")
+    over = [r["command"] for r in rows if not r.get("reference") and r["median_s"] > r["target_s"]]
+    console.print(f"over target (median): {', '.join(over) or 'none'}")
 
-    result = {"benchmark": "cli_startup", "target_s": TARGET_S, "repeats": args.repeats,
+    result = {"benchmark": "cli_startup", "target_s": TARGET_S, "predict_target_s": PREDICT_TARGET_S,
+              "repeats": args.repeats,
               "host": {"machine": platform.machine(), "python": platform.python_version(),
-                       "cpus": os.cpu_count(), "load_avg_1min": os.getloadavg()[0]},
+                       "cpus": os.cpu_count(), "load_avg_1min_before": load_before,
+                       "load_avg_1min": os.getloadavg()[0]},
               "commands": rows, "over_target": over}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -7,15 +7,31 @@ numpy: the light path must stay light.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lutnas.device_agents.base import DeviceInfo
+from lutnas.errors import TableError
 from lutnas.space import SearchSpace
 from lutnas.tables.spaces import FROM_TABLE, short_digest, space_digest, space_yaml
 
 # A table's settings name its precision only when it is not fp32: every table written before
 # precision existed was fp32, so those files keep their meaning (and their exact settings).
 DEFAULT_PRECISION = "fp32"
+
+
+def split_metadata(meta: dict[str, Any], path: str | Path) -> tuple[DeviceInfo, dict[str, Any], str,
+                                                                   dict[str, Any]]:
+    """(device, settings, space name, the rest) of a table file's metadata; TableError naming the
+    file when the lutnas part is incomplete."""
+    try:
+        device = DeviceInfo.from_dict(meta["device"])
+        settings = dict(meta["settings"])
+        space = str(meta.get("space", ""))
+    except (KeyError, TypeError) as exc:
+        raise TableError(f"{path}: the lutnas metadata lacks {exc}; rebuild the table") from None
+    rest = {k: v for k, v in meta.items() if k not in ("device", "settings", "space")}
+    return device, settings, space, rest
 
 
 class TableContext:

@@ -1,12 +1,13 @@
 """A table's key -> median ms and its context, read without pandas: what `lutnas predict` needs.
 
 `lutnas predict` prices one subnet, a millisecond of work, yet reading the Parquet file costs
-pandas and pyarrow (about 0.5 s of imports on a 2-core host). So the first read of a table writes a
-compact JSON sidecar beside it, `.<table name>.lookup.json`, holding the table's context and its
-key -> median ms, keyed by the sha256 of the table file's bytes: a later read checks that digest
-(milliseconds) and parses the JSON. A table that changed gets a new digest and the sidecar is
-rebuilt; a sidecar that cannot be written (a read-only directory) only costs the speed. The table
-file stays the one contract (DESIGN.md): the sidecar is a cache and is never read without it.
+pandas and pyarrow (about 0.5 s of imports on a 2-core host). So saving a table (and the first read
+of one saved elsewhere) writes a compact JSON sidecar beside it, `.<table name>.lookup.json`,
+holding the table's context and its key -> median ms, keyed by the sha256 of the table file's
+bytes: a read checks that digest (milliseconds) and parses the JSON. A table that changed gets a
+new digest and the sidecar is rebuilt; a sidecar that cannot be written (a read-only directory)
+only costs the speed. The table file stays the one contract (DESIGN.md): the sidecar is a cache
+and is never read without it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
 from lutnas.fileio import atomic_write_text
-from lutnas.tables.context import TableContext
+from lutnas.tables.context import TableContext, split_metadata
 
 SIDECAR_FORMAT = 1
 
@@ -55,8 +56,8 @@ class TableLookup(TableContext):
     @classmethod
     def load(cls, path: str | Path) -> "TableLookup":
         """The table at `path`, from its sidecar when that matches the file's digest, else read in
-        full (`LatencyTable.load`: the same TableError for a missing or foreign file) and the
-        sidecar written for next time."""
+        from the Parquet file (`read_parquet`: the same TableError for a missing or foreign file)
+        and the sidecar written for next time (`LatencyTable.save` writes it too)."""
         path = Path(path)
         if not path.is_file():
             raise TableError(f"table {path} does not exist; build one with `lutnas build-table`")
@@ -64,13 +65,12 @@ class TableLookup(TableContext):
         cached = _read_sidecar(sidecar_path(path), digest)
         if cached is not None:
             return cached
-        from lutnas.tables.table import LatencyTable
+        from lutnas.tables.parquet import read_parquet  # pandas, pyarrow: only without a sidecar
 
-        table = LatencyTable.load(path)
-        lookup = cls(table.device, dict(table.settings), table.space, dict(table.metadata),
-                     dict(table.lookup()))
-        _write_sidecar(sidecar_path(path), digest, table.full_metadata(), lookup.latency)
-        return lookup
+        frame, meta = read_parquet(path)
+        latency = dict(zip(frame.index, frame["median_ms"].astype(float)))
+        _write(sidecar_path(path), digest, meta, latency)
+        return cls(*split_metadata(meta, path), latency)
 
     def missing(self, keys: list[str]) -> list[str]:
         """Those of `keys` the table has no finite figure for."""
@@ -85,17 +85,23 @@ def _read_sidecar(path: Path, digest: str) -> TableLookup | None:
         if (data.get("format") != SIDECAR_FORMAT or data.get("table_sha256") != digest
                 or data.get("lutnas_version") != lutnas.__version__):
             return None
-        meta = dict(data["metadata"])
-        device = DeviceInfo.from_dict(meta.pop("device"))
-        settings = dict(meta.pop("settings"))
-        space = str(meta.pop("space", ""))
         latency = {str(k): float(v) for k, v in data["median_ms"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return TableLookup(*split_metadata(dict(data["metadata"]), path), latency)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, TableError):
         return None
-    return TableLookup(device, settings, space, meta, latency)
 
 
-def _write_sidecar(path: Path, digest: str, metadata: dict[str, Any], latency: dict[str, float]) -> None:
+def write_sidecar(table_path: str | Path, metadata: dict[str, Any], latency: dict[str, float]) -> None:
+    """Write the lookup sidecar of the table file just written at `table_path` from its metadata
+    (`full_metadata`) and key -> median ms; a directory that refuses it only costs speed."""
+    try:
+        digest = file_digest(Path(table_path))
+    except OSError:
+        return
+    _write(sidecar_path(table_path), digest, metadata, latency)
+
+
+def _write(path: Path, digest: str, metadata: dict[str, Any], latency: dict[str, float]) -> None:
     from lutnas.tables.parquet import json_default
 
     data = {"format": SIDECAR_FORMAT, "table_sha256": digest, "lutnas_version": lutnas.__version__,

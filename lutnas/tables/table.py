@@ -29,7 +29,7 @@ import lutnas
 from lutnas.device_agents.base import DeviceInfo, RunSettings
 from lutnas.errors import LutnasError, TableError
 from lutnas.space import SearchSpace
-from lutnas.tables.context import DEFAULT_PRECISION, TableContext
+from lutnas.tables.context import DEFAULT_PRECISION, TableContext, split_metadata
 from lutnas.tables.frame import (
     COLUMNS,
     MEASURED,
@@ -39,6 +39,7 @@ from lutnas.tables.frame import (
     Latencies,
     make_frame,
 )
+from lutnas.tables.lookup import write_sidecar
 from lutnas.tables.parquet import read_parquet, write_parquet
 from lutnas.tables.spaces import space_digest, space_yaml
 
@@ -179,21 +180,18 @@ class LatencyTable(TableContext):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        """Write the table as one Parquet file (rows + `full_metadata`), atomically."""
-        return write_parquet(self.frame, self.full_metadata(), path)
+        """Write the table as one Parquet file (rows + `full_metadata`), atomically, and its lookup
+        sidecar (`lookup.py`), so the first `lutnas predict` on it is as fast as the next."""
+        meta = self.full_metadata()
+        path = write_parquet(self.frame, meta, path)
+        write_sidecar(path, meta, self.lookup())
+        return path
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
         """Read a table file; TableError (one line, naming the fix) for anything not a lutnas table."""
         frame, meta = read_parquet(path)
-        try:
-            device = DeviceInfo.from_dict(meta["device"])
-            settings = dict(meta["settings"])
-            space = str(meta.get("space", ""))
-        except (KeyError, TypeError) as exc:
-            raise TableError(f"{path}: the lutnas metadata lacks {exc}; rebuild the table") from None
-        extra = {k: v for k, v in meta.items() if k not in ("device", "settings", "space")}
-        return cls(frame, device, settings, space, extra)
+        return cls(frame, *split_metadata(meta, path))
 
     def full_metadata(self) -> dict[str, Any]:
         """Everything a file of this table carries besides its rows (Parquet schema, JSON export)."""
