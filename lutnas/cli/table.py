@@ -391,12 +391,12 @@ def import_ofa_command(args: argparse.Namespace) -> int:
 
 
 def import_nnmeter_command(args: argparse.Namespace) -> int:
-    from lutnas.space import BUILTIN_SPACES, SearchSpace
+    from lutnas.space import SearchSpace
     from lutnas.tables.nnmeter import import_nnmeter_json
+    from lutnas.tables.spaces import space_yaml
 
-    space = SearchSpace.load(args.space)
-    space_yaml = None if args.space in BUILTIN_SPACES else Path(args.space).read_text()
-    table = import_nnmeter_json(args.json, space, args.device_name, args.runtime, space_yaml)
+    space = SearchSpace.load(args.space)  # the table embeds its text, built-in or not
+    table = import_nnmeter_json(args.json, space, args.device_name, args.runtime, space_yaml(space))
     table.save(args.out)
     meta = table.metadata
     kinds = table.frame["kind"].value_counts()
