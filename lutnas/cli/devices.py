@@ -10,19 +10,18 @@ from pathlib import Path
 from rich.table import Table
 
 from lutnas.cli._common import console
-from lutnas.cli.profile import _add_ssh_flags, ssh_options
+from lutnas.cli.device_options import DEVICE_FORMS, add_ssh_flags, ssh_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("devices",
-                                   help="fingerprint devices (local, adb:HOST[:PORT], usb[:SERIAL], "
-                                        "ssh:USER@HOST[:PORT])")
+                                   help=f"fingerprint devices ({DEVICE_FORMS})")
     parser.add_argument("--device", action="append", required=True,
                         help="device address; repeat for several")
     parser.add_argument("--adb-key", type=Path,
                         help="ADB private key (default $LUTNAS_ADB_KEY, else ~/.android/adbkey; "
                              "created when missing)")
-    _add_ssh_flags(parser)
+    add_ssh_flags(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per device command")
     parser.add_argument("--json", action="store_true", help="print DeviceInfo as JSON")
     parser.set_defaults(handler=show_devices)

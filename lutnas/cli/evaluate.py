@@ -16,6 +16,13 @@ from typing import Any
 from rich.table import Table
 
 from lutnas.cli._common import console, err_console, positive_int, space_of_table
+from lutnas.cli.device_options import (
+    DEVICE_FORMS,
+    add_accelerator_flag,
+    add_device_flags,
+    agent_options,
+    check_table_accelerator,
+)
 from lutnas.errors import BadInputError
 
 DEFAULT_STORE = "measurements.sqlite"
@@ -55,11 +62,13 @@ def measuring_progress() -> Iterator[_MeasuringProgress]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("evaluate", help="score predictors against whole subnets measured end to end")
-    p.add_argument("--device", default="local", help="device address: local, adb:HOST[:PORT], usb[:SERIAL]")
+    p.add_argument("--device", default="local", help=f"device address: {DEVICE_FORMS} (default local)")
     p.add_argument("--table", required=True, type=Path)
     p.add_argument("--space", help="space of the subnets (default: the one the table embeds)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")
+    add_accelerator_flag(p, "refuse a table of another accelerator (default: the table's; subnets are "
+                            "measured under the table's settings)")
     p.add_argument("--calibration-data", type=Path, metavar="DIR",
                    help="ImageFolder whose images calibrate int8 models of whole subnets and stems "
                         "(default: seeded random inputs)")
@@ -73,8 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=Path, metavar="OUT", help="write the reports and every subnet as JSON")
     p.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="sample subnets at these resolutions (default: those the table fully covers)")
-    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
-    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
+    add_device_flags(p)
     p.set_defaults(handler=evaluate_command)
 
 
@@ -91,8 +99,7 @@ def print_reports(reports: list[Any], title: str) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from lutnas.device_agents.factory import AgentOptions, open_agent
-    from lutnas.device_agents.remote import RemoteOptions
+    from lutnas.device_agents.factory import open_agent
     from lutnas.predictors.correction import Correction
     from lutnas.predictors.evaluate import scatter_plot
     from lutnas.profiler.subnets import evaluate_on_device
@@ -109,6 +116,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if args.precision not in (None, table.precision):
         raise BadInputError(f"--precision {args.precision}: {args.table} holds {table.precision} "
                             f"latencies; build a table with build-table --precision {args.precision}")
+    check_table_accelerator(args.accelerator, table, args.table)
     space = space_of_table(table, args.space)
     if table.correction:
         err_console.print(f"correction: {Correction.from_dict(table.correction).describe()}; every "
@@ -116,8 +124,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     else:
         err_console.print("[yellow]note:[/] the table has no whole-model correction "
                           "(build-table --calibrate K); 'LUT + correction' is not reported")
-    options = AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device))
-    with MeasurementStore(args.store) as store, open_agent(args.device, options) as agent, \
+    with MeasurementStore(args.store) as store, open_agent(args.device, agent_options(args)) as agent, \
             measuring_progress() as progress:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed, store, args.trials,
                                     resolutions=args.resolution,

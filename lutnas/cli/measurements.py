@@ -113,24 +113,61 @@ def show_measurements(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
-    table = Table(title=f"{args.device}: median of trial medians (ms)")
-    numbers = ("trials", "median ms", "95% CI ms", "+-", "cv")
-    for column in ("runtime", "threads", "cores", "key", "kind", *numbers, "flag"):
-        table.add_column(column, justify="right" if column in numbers else "left")
-    for r in rows:
-        ci = f"{r['ci_low_ms']:.4f}-{r['ci_high_ms']:.4f}" if r["ci_low_ms"] is not None else "-"
-        half = f"{(r['ci_high_ms'] - r['ci_low_ms']) / 2 / r['median_ms']:.1%}" \
-            if r["ci_low_ms"] is not None and r["median_ms"] > 0 else "-"
-        table.add_row(r["runtime"], str(r["threads"]), r["cores"], r["key"], r["kind"], str(r["trials"]),
-                      f"{r['median_ms']:.4f}", ci, half,
-                      f"{r['cv']:.1%}" if r["cv"] is not None else "-", r["flag"])
-    console.print(table)
+    console.print(_blocks_table(args.device, rows))
     # Same units as `lutnas runs` (trial rows) and a run's summary (blocks): say both.
     console.print(f"{len(rows)} blocks from {len(frame) - len(failed)} ok trial rows")
     if len(failed):
         console.print(f"{len(failed)} failed or discarded measurements, e.g. {failed['key'].iloc[0]}: "
                       f"{failed['status'].iloc[0][:120]}")
     return 0
+
+
+def _blocks_table(device: str, rows: list[dict[str, Any]]) -> Table:
+    """The rows of `_block_rows` as a rich table; the delegation and peak-memory columns appear
+    only when some row has them (runners that print them, stores of schema 3)."""
+    delegation = any(r["total_nodes"] is not None for r in rows)
+    memory = any(r["peak_mem_mb"] is not None for r in rows)
+    table = Table(title=f"{device}: median of trial medians (ms)")
+    numbers = ("trials", "median ms", "95% CI ms", "+-", "cv", "delegated", "peak MB")
+    columns = ["runtime", "threads", "cores", "accelerator", "key", "kind", "trials", "median ms",
+               "95% CI ms", "+-", "cv", "statistic"]
+    columns += (["delegated"] if delegation else []) + (["peak MB"] if memory else []) + ["flag"]
+    for column in columns:
+        table.add_column(column, justify="right" if column in numbers else "left")
+    for r in rows:
+        ci = f"{r['ci_low_ms']:.4f}-{r['ci_high_ms']:.4f}" if r["ci_low_ms"] is not None else "-"
+        half = f"{(r['ci_high_ms'] - r['ci_low_ms']) / 2 / r['median_ms']:.1%}" \
+            if r["ci_low_ms"] is not None and r["median_ms"] > 0 else "-"
+        cells = [r["runtime"], str(r["threads"]), r["cores"], r["accelerator"], r["key"], r["kind"],
+                 str(r["trials"]), f"{r['median_ms']:.4f}", ci, half,
+                 f"{r['cv']:.1%}" if r["cv"] is not None else "-", r["statistic"] or "-"]
+        if delegation:
+            cells.append(f"{r['delegated_nodes']}/{r['total_nodes']} ({r['delegation_share']:.0%})"
+                         if r["total_nodes"] else "-")
+        if memory:
+            cells.append(f"{r['peak_mem_mb']:.1f}" if r["peak_mem_mb"] is not None else "-")
+        table.add_row(*cells, r["flag"])
+    return table
+
+
+def _runner_facts(group: Any) -> dict[str, Any]:
+    """What the runner said about a block's trials beyond timings (store schema 3): which statistic
+    was stored (several joined by '/'; 'average' is the runner's last resort), delegated / total
+    nodes and their share (the latest trial's), runner flags, and the median peak memory (MB).
+    None where no trial recorded it (runners that do not print it, rows from older stores)."""
+    import pandas as pd
+
+    statistics = sorted({s for s in group.get("statistic", []) if isinstance(s, str) and s})
+    flags = sorted({f for text in group.get("runner_flags", []) if isinstance(text, str)
+                    for f in text.split(",") if f})
+    nodes = group[group["total_nodes"].notna()] if "total_nodes" in group else group.iloc[0:0]
+    delegated = int(nodes["delegated_nodes"].iloc[-1]) if len(nodes) and \
+        pd.notna(nodes["delegated_nodes"].iloc[-1]) else None
+    total = int(nodes["total_nodes"].iloc[-1]) if len(nodes) else None
+    peak = group["peak_mem_mb"].dropna() if "peak_mem_mb" in group else []
+    return {"statistic": "/".join(statistics) or None, "delegated_nodes": delegated, "total_nodes": total,
+            "delegation_share": delegated / total if delegated is not None and total else None,
+            "runner_flags": flags, "peak_mem_mb": float(peak.median()) if len(peak) else None}
 
 
 def _block_rows(frame: Any, quality: Any) -> list[dict[str, Any]]:
@@ -140,16 +177,19 @@ def _block_rows(frame: Any, quality: Any) -> list[dict[str, Any]]:
     The QC verdict and its CV (of the latest set of trials, the one QC judged) where there is one."""
     from lutnas.tables.store import cv_of, figure_of, median_ci
 
-    flags = {(r.runtime, r.threads, r.core_mask, r.key): (r.flag, r.cv) for r in quality.itertuples()}
+    flags = {(r.runtime, r.threads, r.core_mask, r.accelerator, r.precision, r.key): (r.flag, r.cv)
+             for r in quality.itertuples()}
     ok = frame[frame["status"] == "ok"]
     rows = []
-    for (runtime, threads, mask, key, kind), group in ok.groupby(
-            ["runtime", "threads", "core_mask", "key", "kind"], sort=True):
+    for (runtime, threads, mask, accelerator, precision, key, kind), group in ok.groupby(
+            ["runtime", "threads", "core_mask", "accelerator", "precision", "key", "kind"], sort=True):
         medians = group["median_ms"].tolist()
-        flag, cv = flags.get((runtime, threads, mask, key), ("-", cv_of(medians)))
+        flag, cv = flags.get((runtime, threads, mask, accelerator, precision, key), ("-", cv_of(medians)))
         ci = median_ci(medians)  # 95% interval of the figure (order statistics)
-        rows.append({"runtime": runtime, "threads": int(threads), "cores": mask, "key": key,
+        rows.append({"runtime": runtime, "threads": int(threads), "cores": mask,
+                     "accelerator": accelerator, "precision": precision, "key": key,
                      "kind": kind, "trials": len(medians), "median_ms": float(figure_of(medians)),
                      "ci_low_ms": ci[0] if ci else None, "ci_high_ms": ci[1] if ci else None,
-                     "cv": float(cv) if cv is not None and cv == cv else None, "flag": flag})
+                     "cv": float(cv) if cv is not None and cv == cv else None, "flag": flag,
+                     **_runner_facts(group)})
     return rows

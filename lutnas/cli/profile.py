@@ -11,7 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from lutnas.cli._common import console, err_console, require
-from lutnas.device_agents.base import ACCELERATORS, RUNTIMES, RunSettings, parse_cores
+from lutnas.cli.device_options import (
+    DEVICE_FORMS,
+    add_accelerator_flag,
+    add_device_flags,
+    agent_options,
+)
+from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
 from lutnas.device_agents.kernel import CORE_NAMES
 from lutnas.errors import BadInputError
 from lutnas.profiler.plan import GRANULARITIES
@@ -33,8 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "~/.cache/lutnas/models; see `lutnas cache info`); LUTNAS_ADB_KEY names the ADB key "
                "(default ~/.android/adbkey, created when missing).")
     p.add_argument("--device", action="append", metavar="ADDRESS",
-                   help="local, adb:HOST[:PORT], usb[:SERIAL] or ssh:USER@HOST[:PORT]; repeat for several "
-                        "(default: local)")
+                   help=f"{DEVICE_FORMS}; repeat for several (default: local)")
     p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
     p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
@@ -46,15 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cores", help="pin to a cluster (big, little, prime; all = not pinned), read from "
                                    "each device's cpufreq, or a core list, e.g. 0 or 0,1 or 6-7 "
                                    "(default: not pinned)")
-    p.add_argument("--accelerator", default="cpu", choices=ACCELERATORS,
-                   help="where the runner runs the model (default cpu); a delegate the runner does "
-                        "not apply fails the trial")
-    p.add_argument("--runner-kind", default="benchmark_model", choices=("benchmark_model", "litert"),
-                   help="TFLite runner on a phone: benchmark_model (classic) or litert (LiteRT's "
-                        "CompiledModel benchmark; default benchmark_model)")
-    p.add_argument("--runner-arg", action="append", default=[], metavar="ARG",
-                   help="pass ARG to the runner (repeat), e.g. --runner-arg=--dispatch_library_path=DIR "
-                        "or --runner-arg=--report_peak_memory_footprint=true")
+    add_accelerator_flag(p, "where the runner runs the model (default cpu); a delegate the runner "
+                            "does not apply fails the trial", default="cpu")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
@@ -85,13 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--export-workers", type=int, default=2, help="export processes (default 2)")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="model cache (default $LUTNAS_CACHE, else ~/.cache/lutnas/models)")
-    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
-    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
-    p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
-    p.add_argument("--max-temp", type=float, default=45.0,
-                   help="wait while the phone is hotter, in C (default 45)")
-    p.add_argument("--keep-files", action="store_true", help="leave pushed files on the phone")
-    _add_ssh_flags(p)
+    add_device_flags(p)
     adaptive = p.add_argument_group("adaptive profiling (measure a covering sample, then where the "
                                     "learned predictor is least sure)")
     adaptive.add_argument("--adaptive", action="store_true",
@@ -150,37 +142,6 @@ def _pin_cores(args: argparse.Namespace, settings: RunSettings, options: AgentOp
                             + ", ".join(f"{a} ({c})" for a, c in chosen.items())
                             + ": profile these devices in separate runs")
     return dataclasses.replace(settings, cores=next(iter(chosen.values())))
-
-
-def _agent_options(args: argparse.Namespace) -> AgentOptions:
-    """The device agents' options from the runner, cool-down and cleanup flags."""
-    from lutnas.device_agents.factory import AgentOptions
-    from lutnas.device_agents.remote import RemoteOptions
-
-    return AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
-                                             onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
-                                             keep_files=args.keep_files, runner_kind=args.runner_kind,
-                                             runner_args=tuple(args.runner_arg)),
-                        ssh=ssh_options(args))
-
-
-def _add_ssh_flags(parser: argparse.ArgumentParser) -> None:
-    """The SSH flags (`--device ssh:USER@HOST[:PORT]`); `devices` takes them too."""
-    parser.add_argument("--ssh-key", type=Path, metavar="PATH",
-                        help="SSH private key (default: your ssh-agent and ~/.ssh/id_*; never a password)")
-    parser.add_argument("--ssh-known-hosts", type=Path, metavar="PATH",
-                        help="known_hosts file that must hold the board's host key (default "
-                             "~/.ssh/known_hosts)")
-    parser.add_argument("--remote-python", metavar="PATH",
-                        help="the board's Python with ai-edge-litert/onnxruntime: run lutnas's worker "
-                             "there, a fresh process per trial (instead of --runner)")
-
-
-def ssh_options(args: argparse.Namespace) -> Any:
-    """SshOptions from the SSH flags (a flag left out keeps its environment/default value)."""
-    from lutnas.device_agents.ssh import SshOptions
-
-    return SshOptions(key=args.ssh_key, known_hosts=args.ssh_known_hosts, remote_python=args.remote_python)
 
 
 class _RichProgress:
@@ -249,7 +210,7 @@ def profile_device(args: argparse.Namespace) -> int:
         use_calibration_data(args.calibration_data)
     if args.dry_run:
         return _dry_run(args, settings)
-    options = _agent_options(args)
+    options = agent_options(args)
     settings = _pin_cores(args, settings, options)
     if args.adaptive:
         return profile_adaptive_command(args, settings)
@@ -334,7 +295,7 @@ def profile_adaptive_command(args: argparse.Namespace, settings: RunSettings) ->
 
     _check_adaptive(args)
     space = SearchSpace.load(args.space)
-    options = _agent_options(args)
+    options = agent_options(args)
     plan = make_plan(space, args.resolution).blocks
     devices = args.device or ["local"]
     cache = ModelCache(args.cache) if args.cache else None

@@ -27,6 +27,13 @@ from lutnas.cli._common import (
     require,
     space_of_table,
 )
+from lutnas.cli.device_options import (
+    DEVICE_FORMS,
+    add_accelerator_flag,
+    add_device_flags,
+    agent_options,
+    check_table_accelerator,
+)
 from lutnas.errors import SearchError
 from lutnas.search.evolution import Candidate
 from lutnas.search.pipeline import FILLS, PREDICTORS, Exporter, Outcome, SearchJob
@@ -51,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--table", required=True, type=Path, help="latency table (.parquet)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")
+    add_accelerator_flag(p, "refuse a table of another accelerator (default: the table's; --verify-on "
+                            "measures the winner under the table's settings)")
     p.add_argument("--predictor", default="lut", choices=PREDICTORS)
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-ms", type=float, help="latency cap in milliseconds")
@@ -87,14 +96,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--no-export", action="store_true", help="skip the .tflite/.onnx export")
     p.add_argument("--verify-on", metavar="DEVICE",
-                   help="measure the exported winner end to end: local, adb:HOST[:PORT], usb[:SERIAL]")
+                   help=f"measure the exported winner end to end: {DEVICE_FORMS}")
     p.add_argument("--verify-trials", type=positive_int, default=5,
                    help="fresh-process trials for --verify-on (default 5)")
-    p.add_argument("--runner", type=Path, help="host path of the phone's benchmark_model (ADB)")
-    p.add_argument("--runner-on-device", help="a benchmark_model already on the phone (ADB)")
-    p.add_argument("--onnx-runner", type=Path, help="host path of onnxruntime_perf_test (ADB)")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="model cache (default $LUTNAS_CACHE, else ~/.cache/lutnas/models)")
+    add_device_flags(p, "--verify-on device options")
     add_json_flag(p, "each target's winner (target, predicted ms, score, MMACs, params, config)")
     p.set_defaults(handler=json_aware(run_search))
 
@@ -120,6 +127,7 @@ def run_search(args: argparse.Namespace) -> int:
     require(args.precision in (None, table.precision),
             f"--precision {args.precision}: {args.table} holds {table.precision} latencies; build a "
             f"table with build-table --precision {args.precision}")
+    check_table_accelerator(args.accelerator, table, args.table)
     if estimated:
         err_console.print(f"[yellow]{len(estimated)} of the space's blocks are not in the table; "
                           f"{args.fill} estimates them (e.g. {estimated[0]})[/]")
@@ -215,13 +223,10 @@ def _exporter(job: SearchJob, cache: Path | None) -> Exporter:
 
 
 def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Outcome) -> None:
-    from lutnas.device_agents.factory import AgentOptions
-    from lutnas.device_agents.remote import RemoteOptions
     from lutnas.profiler.subnets import verify_winner
     from lutnas.search.pipeline import winner_module
 
-    options = AgentOptions(remote=RemoteOptions(runner=args.runner, runner_on_device=args.runner_on_device,
-                                                onnx_runner=args.onnx_runner))
+    options = agent_options(args)
     result = outcome.result
     with console.status(f"measuring the winner on {args.verify_on} "
                         f"({args.verify_trials} trials)..."):

@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from lutnas.cli._common import LazyChoices, console, err_console, positive_int
+from lutnas.cli.device_options import DEVICE_FORMS, add_accelerator_flag, add_device_flags, agent_options
 from lutnas.errors import BadInputError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
 
@@ -96,7 +97,8 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--runtime", help="tflite, onnxruntime or torch")
     b.add_argument("--threads", type=int)
     b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
-    b.add_argument("--accelerator", help="cpu, gpu or nnapi")
+    add_accelerator_flag(b, "only measurements taken on this accelerator (needed when the store "
+                            "holds several)")
     b.add_argument("--precision", help="fp32, fp16 or int8 (needed when the store holds several)")
     b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
     b.add_argument("--out", required=True, type=Path,
@@ -105,7 +107,8 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--calibrate", type=int, default=0, metavar="K",
                    help="measure K random whole subnets end to end and store the fitted correction")
     b.add_argument("--calibrate-on", default="local", metavar="ADDRESS",
-                   help="device address to measure the calibration subnets on (default local)")
+                   help=f"device to measure the calibration subnets on, under the table's settings: "
+                        f"{DEVICE_FORMS} (default local)")
     b.add_argument("--trials", type=positive_int, help="trials per calibration subnet "
                    "(default: the table's typical trial count)")
     b.add_argument("--resolution", type=int, action="append", metavar="R",
@@ -117,6 +120,7 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--fresh", action="store_true",
                    help="with an existing --out: keep nothing of it (drop its correction, remove "
                         "predictor files beside it that this run does not refit)")
+    add_device_flags(b, "--calibrate-on device options")
     b.set_defaults(handler=build_table_command)
 
 
@@ -203,7 +207,7 @@ def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
     from lutnas.profiler.subnets import calibrate
 
     space = table.load_space()
-    with open_agent(args.calibrate_on) as agent, measuring_progress() as progress:
+    with open_agent(args.calibrate_on, agent_options(args)) as agent, measuring_progress() as progress:
         correction = calibrate(agent, table, space, args.calibrate, args.seed, store, args.trials,
                                resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
@@ -291,6 +295,11 @@ def _print_quality(args: argparse.Namespace, frame: Any, used: Any, intervals: A
         line += (f"; 95% CI of the figures: median +-{float(frame['ci'].median()):.1%}, "
                  f"widest +-{float(frame['ci'].max()):.1%}")
     console.print(line)
+    if "peak_mem_mb" in frame.columns and frame["peak_mem_mb"].notna().any():
+        peak = frame["peak_mem_mb"].dropna()
+        console.print(f"peak memory (the runner's footprint, median over trials): {len(peak)} keys, "
+                      f"median {float(peak.median()):.1f} MB, largest {float(peak.max()):.1f} MB "
+                      f"({peak.idxmax()})", soft_wrap=True)
     title = "slowest blocks"
     if used is not None:
         name, keys = used
@@ -311,13 +320,17 @@ def _rows_table(title: str, rows: Any) -> Table:
     """Rows with their figures; a statistic the table does not know (an imported table's CV and
     trials) is '-', never nan or None."""
     out = Table(title=title)
-    for column in ("key", "median_ms", "95% CI +-", "cv", "trials", "flag"):
+    memory = "peak_mem_mb" in rows.columns  # only tables whose runner printed it have the column
+    for column in ("key", "median_ms", "95% CI +-", "cv", "trials", *(["peak MB"] if memory else []),
+                   "flag"):
         out.add_column(column, justify="left" if column in ("key", "flag") else "right")
     for key, row in rows.iterrows():
         cv = f"{row['cv']:.3f}" if row["cv"] == row["cv"] else "-"
         ci = f"{row['ci']:.1%}" if "ci" in row and row["ci"] == row["ci"] else "-"
         trials = str(row["trials"]) if row["trials"] else "-"
-        out.add_row(str(key), f"{row['median_ms']:.4f}", ci, cv, trials, str(row["flag"]))
+        peak = [f"{row['peak_mem_mb']:.1f}" if row["peak_mem_mb"] == row["peak_mem_mb"] else "-"] \
+            if memory else []
+        out.add_row(str(key), f"{row['median_ms']:.4f}", ci, cv, trials, *peak, str(row["flag"]))
     return out
 
 

@@ -18,6 +18,7 @@ The loop speaks only the DeviceAgent contract, so a phone over ADB profiles the 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import statistics
 import threading
@@ -531,10 +532,26 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
         make_plan(space, resolutions, granularity, limit, sample_fraction, seed).specs
     store_path = Path(store_path)
     _check_store_path(store_path)
-    agents = list(_iter_agents(devices, agent_options))
-    for agent in agents:
-        agent.check_settings(settings)
-    store = MeasurementStore(store_path)  # created only once every check passed
+    with contextlib.ExitStack() as closing:  # every agent opened is closed, whatever raises
+        agents = []
+        for agent in _iter_agents(devices, agent_options):
+            closing.callback(agent.close)
+            agents.append(agent)
+        for agent in agents:
+            agent.check_settings(settings)
+        store = MeasurementStore(store_path)  # created only once every check passed
+        closing.callback(store.close)
+        return _profile_devices(agents, store, store_path, space, settings, plan_specs, trials,
+                                granularity, cache, export_workers, qc, argv, progress, stop, started)
+
+
+def _profile_devices(agents: list[DeviceAgent], store: MeasurementStore, store_path: Path,
+                     space: SearchSpace, settings: RunSettings, plan_specs: Sequence[BlockSpec],
+                     trials: int, granularity: str, cache: ModelCache | None, export_workers: int,
+                     qc: QualitySettings | None, argv: Sequence[str], progress: ProgressCallback | None,
+                     stop: threading.Event | None, started: float) -> ProfileSummary:
+    """`run_profile` once its agents and store are open (the caller closes them): export the plan,
+    then one run per device, in a thread each when there are several."""
     ids = _register_devices(agents, settings, store)
     kinds = {spec.key: spec.kind for spec in plan_specs}
     stop = stop or threading.Event()
@@ -555,14 +572,9 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
             own_store.finish_run(run_id, {"error": str(exc) or type(exc).__name__})
             raise
 
-    try:
-        files, exported, export_s = _export_plan(plan_specs, ids, settings, trials, store,
-                                                 cache or ModelCache(), export_workers, progress)
-        _run_devices(agents, ids, store, store_path, profile_one, stop)
-    finally:
-        for agent in agents:
-            agent.close()
-        store.close()
+    files, exported, export_s = _export_plan(plan_specs, ids, settings, trials, store,
+                                             cache or ModelCache(), export_workers, progress)
+    _run_devices(agents, ids, store, store_path, profile_one, stop)
     for info_id in ids:
         results.setdefault(info_id, KeysResult(info_id, interrupted=True))
     return ProfileSummary(Path(store_path), len(kinds), exported, export_s, results, run_ids,

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lutnas.fileio import atomic_path, atomic_write_text
-from lutnas.tables.frame import COLUMNS
+from lutnas.tables.frame import COLUMNS, OPTIONAL_COLUMNS
 from lutnas.tables.parquet import json_default
 from lutnas.tables.table import LatencyTable
 
@@ -42,7 +42,7 @@ def to_json_dict(table: LatencyTable) -> dict[str, Any]:
     entries = {}
     for key, row in table.frame.iterrows():
         entry = {}
-        for column in COLUMNS:
+        for column in (*COLUMNS, *(c for c in OPTIONAL_COLUMNS if c in table.frame.columns)):
             value = row[column]
             if column == "operator_ms":
                 value = json.loads(value) if isinstance(value, str) else None

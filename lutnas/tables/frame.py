@@ -20,6 +20,9 @@ from lutnas.errors import TableError
 SCHEMA_VERSION = 1
 COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "trials", "cv", "flag", "kind",
            "source", "operator_ms")
+# Columns a table has only when some key has a value: peak memory (MB, median over trials) is printed
+# by some runners only (benchmark_model --report_peak_memory_footprint, onnxruntime_perf_test).
+OPTIONAL_COLUMNS = ("peak_mem_mb",)
 FLOAT_COLUMNS = ("median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms", "cv")
 TEXT_COLUMNS = ("flag", "kind", "source")
 UNRATED = "unrated"  # no quality row: the profiling loop did not judge this key
@@ -58,11 +61,12 @@ def make_frame(latencies: Latencies, source: str = MEASURED, flag: str = UNRATED
 
     Each key needs `median_ms` (finite, in ms); any other column it lacks gets its default: `kind`
     from the key, `source` and `flag` from the arguments, `trials` 0, `operator_ms` None, the other
-    statistics NaN (not known). Raises TableError on a column the table does not have, a missing
+    statistics NaN (not known); an `OPTIONAL_COLUMNS` column is kept when some key has a value.
+    Raises TableError on a column the table does not have, a missing
     `median_ms`, a non-finite one, or a key given twice.
     """
     frame = _as_frame(latencies)
-    unknown = [c for c in frame.columns if c not in COLUMNS]
+    unknown = [c for c in frame.columns if c not in COLUMNS and c not in OPTIONAL_COLUMNS]
     if unknown:
         raise TableError(f"latency columns {unknown} are not table columns; use {', '.join(COLUMNS)}")
     if "median_ms" not in frame.columns:
@@ -88,6 +92,10 @@ def make_frame(latencies: Latencies, source: str = MEASURED, flag: str = UNRATED
         else:  # operator_ms: JSON text or None (pandas would turn a missing one into NaN)
             columns[column] = pd.Series([v if isinstance(v, str) else None for v in values],
                                         index=frame.index, dtype=object)
+    for column in OPTIONAL_COLUMNS:  # kept only where some key has a value (all floats)
+        values = pd.to_numeric(_column(frame, column, math.nan), errors="coerce").astype("float64")
+        if values.notna().any():
+            columns[column] = values
     return pd.DataFrame(columns, index=frame.index)
 
 

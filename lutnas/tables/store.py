@@ -35,7 +35,9 @@ from lutnas.tables.spaces import space_digest, space_yaml
 APP_ID = "lutnas-measurement-store"
 # 2: precision (fp32 | fp16 | int8) joins the settings identity; a version-1 store is migrated
 # in place on open, its rows becoming fp32 (all lutnas measured before precision existed).
-SCHEMA_VERSION = 2
+# 3: what the runner said beyond its timings, as columns of measurements (statistic, delegation,
+# partitions, peak memory, runner flags); older rows get NULL there (not recorded, not "none").
+SCHEMA_VERSION = 3
 FLAGS = ("settled", "re-measured", "never-settled", "below-resolution")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -68,7 +70,9 @@ CREATE TABLE IF NOT EXISTS measurements (
     samples_f32 BLOB NOT NULL, operator_json TEXT, raw_output_zlib BLOB NOT NULL,
     temps_before_json TEXT NOT NULL, temps_after_json TEXT NOT NULL,
     freqs_before_json TEXT NOT NULL, freqs_after_json TEXT NOT NULL,
-    timestamp REAL NOT NULL, status TEXT NOT NULL
+    timestamp REAL NOT NULL, status TEXT NOT NULL,
+    statistic TEXT, delegated_nodes INTEGER, total_nodes INTEGER, partitions INTEGER,
+    peak_mem_mb REAL, runner_flags TEXT
 );
 CREATE INDEX IF NOT EXISTS measurements_by_settings
     ON measurements (device_id, runtime, threads, core_mask, accelerator, precision, key);
@@ -91,11 +95,16 @@ CREATE TABLE IF NOT EXISTS run_spaces (
 );
 """
 
+# Schema 3: the runner's facts beyond timings (Measurement's fields of the same names; runner_flags
+# is Measurement.flags joined by commas, "" when the runner raised none).
+RUNNER_FACT_COLUMNS = ("statistic", "delegated_nodes", "total_nodes", "partitions", "peak_mem_mb",
+                       "runner_flags")
+_RUNNER_FACT_TYPES = ("TEXT", "INTEGER", "INTEGER", "INTEGER", "REAL", "TEXT")
 MEASUREMENT_COLUMNS = [
     "measurement_id", "run_id", "device_id", "runtime", "threads", "core_mask", "accelerator",
     "precision", "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
     "warmup", "runs", "trial_index", "median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms",
-    "samples_ms", "operator_ms", "timestamp", "status",
+    "samples_ms", "operator_ms", "timestamp", "status", *RUNNER_FACT_COLUMNS,
 ]
 QUALITY_COLUMNS = ["device_id", "runtime", "threads", "core_mask", "accelerator", "precision", "key",
                    "flag", "cv", "trials", "median_ms"]
@@ -221,10 +230,12 @@ class MeasurementStore:
         return self._retry(attempt)
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        _migrate_to_precision(conn)
+        migrated = _migrate_to_precision(conn) | _migrate_to_runner_facts(conn)
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        if migrated:
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('app', ?)", (APP_ID,))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('created_by', ?)", (f"lutnas {lutnas.__version__}",))
@@ -328,7 +339,9 @@ class MeasurementStore:
             m.median_ms, m.mean_ms, m.std_ms, m.min_ms, m.p90_ms, _samples_blob(m.samples_ms),
             json.dumps(m.operator_ms, sort_keys=True) if m.operator_ms is not None else None, raw,
             json.dumps(m.temps_before), json.dumps(m.temps_after), json.dumps(m.freqs_before),
-            json.dumps(m.freqs_after), float(m.timestamp), m.status,
+            json.dumps(m.freqs_after), float(m.timestamp), m.status, m.statistic or None,
+            _int_or_none(m.delegated_nodes), _int_or_none(m.total_nodes), _int_or_none(m.partitions),
+            float(m.peak_mem_mb) if m.peak_mem_mb is not None else None, ",".join(m.flags),
         )
 
         def insert(c: sqlite3.Connection) -> int:
@@ -338,7 +351,8 @@ class MeasurementStore:
                 "runs, "
                 "trial_index, median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, "
                 "raw_output_zlib, temps_before_json, temps_after_json, freqs_before_json, "
-                "freqs_after_json, timestamp, status) VALUES (" + ", ".join("?" * len(row)) + ")", row)
+                "freqs_after_json, timestamp, status, " + ", ".join(RUNNER_FACT_COLUMNS)
+                + ") VALUES (" + ", ".join("?" * len(row)) + ")", row)
             return int(cursor.lastrowid)
 
         return self._write(insert)
@@ -384,8 +398,13 @@ class MeasurementStore:
     def measurements_frame(self, device_id: str | None = None, runtime: str | None = None,
                            threads: int | None = None, core_mask: str | None = None,
                            kinds: Iterable[str] | None = None, keys: Iterable[str] | None = None,
-                           ok_only: bool = True, precision: str | None = None) -> pd.DataFrame:
-        where, params = self._filters(device_id, runtime, threads, core_mask, precision)
+                           ok_only: bool = True, precision: str | None = None,
+                           accelerator: str | None = None) -> pd.DataFrame:
+        """Trial rows (`MEASUREMENT_COLUMNS`) matching every filter given, in the order taken.
+
+        `samples_ms` is a list of ms and `operator_ms` a dict (or None); the runner facts of
+        schema 3 are NULL (None/NaN) on rows measured before it."""
+        where, params = self._filters(device_id, runtime, threads, core_mask, precision, accelerator)
         if ok_only:
             where.append("status = 'ok'")
         for column, values in (("kind", kinds), ("key", keys)):
@@ -396,8 +415,8 @@ class MeasurementStore:
         sql = ("SELECT measurement_id, run_id, device_id, runtime, threads, core_mask, accelerator, "
                "precision, key, "
                "kind, model_sha256, runner_name, runner_version, runner_sha256, warmup, runs, trial_index, "
-               "median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, timestamp, status "
-               "FROM measurements")
+               "median_ms, mean_ms, std_ms, min_ms, p90_ms, samples_f32, operator_json, timestamp, status, "
+               + ", ".join(RUNNER_FACT_COLUMNS) + " FROM measurements")
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self._query(sql + " ORDER BY measurement_id", params)
@@ -406,6 +425,14 @@ class MeasurementStore:
         # pandas turns a missing breakdown into NaN when other rows have one
         frame["operator_ms"] = [json.loads(s) if isinstance(s, str) and s else None
                                 for s in frame["operator_ms"]]
+        # NULL (not recorded: measured before schema 3) stays missing, never a made-up 0
+        for column in ("delegated_nodes", "total_nodes", "partitions"):
+            frame[column] = pd.array([None if v is None or v != v else int(v) for v in frame[column]],
+                                     dtype="Int64")
+        frame["peak_mem_mb"] = pd.to_numeric(frame["peak_mem_mb"], errors="coerce").astype("float64")
+        for column in ("statistic", "runner_flags"):
+            frame[column] = pd.Series([v if isinstance(v, str) else None for v in frame[column]],
+                                      index=frame.index, dtype=object)
         return frame
 
     # -- quality ---------------------------------------------------------------------------------
@@ -432,8 +459,8 @@ class MeasurementStore:
 
     def quality_frame(self, device_id: str | None = None, runtime: str | None = None,
                       threads: int | None = None, core_mask: str | None = None,
-                      precision: str | None = None) -> pd.DataFrame:
-        where, params = self._filters(device_id, runtime, threads, core_mask, precision)
+                      precision: str | None = None, accelerator: str | None = None) -> pd.DataFrame:
+        where, params = self._filters(device_id, runtime, threads, core_mask, precision, accelerator)
         sql = "SELECT " + ", ".join(QUALITY_COLUMNS) + " FROM quality"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -460,24 +487,30 @@ class MeasurementStore:
     # -- helpers ---------------------------------------------------------------------------------
     @staticmethod
     def _filters(device_id: str | None, runtime: str | None, threads: int | None,
-                 core_mask: str | None, precision: str | None = None) -> tuple[list[str], list[Any]]:
+                 core_mask: str | None, precision: str | None = None,
+                 accelerator: str | None = None) -> tuple[list[str], list[Any]]:
         where: list[str] = []
         params: list[Any] = []
         for column, value in (("device_id", device_id), ("runtime", runtime), ("threads", threads),
-                              ("core_mask", core_mask), ("precision", precision)):
+                              ("core_mask", core_mask), ("precision", precision),
+                              ("accelerator", accelerator)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
         return where, params
 
 
-def _migrate_to_precision(conn: sqlite3.Connection) -> None:
+def _int_or_none(value: int | None) -> int | None:
+    return int(value) if value is not None else None  # numpy integers are stored as plain ints
+
+
+def _migrate_to_precision(conn: sqlite3.Connection) -> bool:
     """Bring a version-1 store to version 2 inside the caller's transaction: a `precision` column
     (fp32 for every existing row) in runs, measurements and reference_checks, and in quality's
     primary key (SQLite cannot alter a key, so quality is copied into a new table)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
     if not columns or "precision" in columns:
-        return  # a new store, or one already at version 2
+        return False  # a new store, or one already at version 2
     for table in ("runs", "measurements", "reference_checks"):
         conn.execute(f"ALTER TABLE {table} ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'")
     conn.execute("DROP INDEX IF EXISTS measurements_by_settings")
@@ -488,7 +521,21 @@ def _migrate_to_precision(conn: sqlite3.Connection) -> None:
            "run_id, updated")
     conn.execute(f"INSERT INTO quality ({old}) SELECT {old} FROM quality_v1")
     conn.execute("DROP TABLE quality_v1")
-    conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+    return True
+
+
+def _migrate_to_runner_facts(conn: sqlite3.Connection) -> bool:
+    """Bring a version-2 (or just migrated version-1) store to version 3 inside the caller's
+    transaction: the runner-fact columns are added to measurements, NULL on every existing row
+    (their raw output may still hold the `# lutnas:` line they were known by)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(measurements)")}
+    missing = [(name, kind) for name, kind in zip(RUNNER_FACT_COLUMNS, _RUNNER_FACT_TYPES)
+               if name not in columns]
+    if not columns or not missing:
+        return False  # a new store, or one already at version 3
+    for name, kind in missing:
+        conn.execute(f"ALTER TABLE measurements ADD COLUMN {name} {kind}")
+    return True
 
 
 def figure_of(trial_medians: Sequence[float]) -> float:

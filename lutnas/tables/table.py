@@ -33,6 +33,7 @@ from lutnas.tables.context import DEFAULT_PRECISION, TableContext, split_metadat
 from lutnas.tables.frame import (
     COLUMNS,
     MEASURED,
+    OPTIONAL_COLUMNS,
     SCHEMA_VERSION,
     UNRATED,
     WHOLE_MODEL_KINDS,
@@ -66,7 +67,8 @@ class LatencyTable(TableContext):
         missing = [c for c in COLUMNS if c not in self.frame.columns]
         if missing:
             raise TableError(f"latency table frame lacks columns {missing}")
-        self.frame = self.frame.loc[:, list(COLUMNS)]
+        optional = [c for c in OPTIONAL_COLUMNS if c in self.frame.columns]
+        self.frame = self.frame.loc[:, [*COLUMNS, *optional]]
         self.frame.index.name = "key"
         self._lookup: dict[str, float] | None = None
 
@@ -291,8 +293,17 @@ def aggregate(measurements: pd.DataFrame, quality: pd.DataFrame | None = None) -
             "cv": std / mean if mean > 0 else math.nan,
             "flag": flags.get(str(key), UNRATED), "kind": str(group["kind"].iloc[0]),
             "source": MEASURED, "operator_ms": operator,
+            "peak_mem_mb": _median_of(group, "peak_mem_mb"),
         }
     return make_frame(rows)
+
+
+def _median_of(group: pd.DataFrame, column: str) -> float:
+    """Median of a column over a key's trials, NaN when no trial has it (e.g. peak memory)."""
+    if column not in group:
+        return math.nan
+    values = pd.to_numeric(group[column], errors="coerce").dropna()
+    return float(values.median()) if len(values) else math.nan
 
 
 def _common_value(frame: pd.DataFrame, column: str) -> Any:
@@ -313,14 +324,13 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     included: fp32 and int8 measurements of one device make two tables)."""
     frame = store.measurements_frame(device_id=device_id, runtime=runtime, threads=threads,
                                      core_mask=core_mask, kinds=list(kinds) if kinds else None,
-                                     precision=precision)
-    if accelerator is not None and not frame.empty:
-        frame = frame[frame["accelerator"] == accelerator]
+                                     precision=precision, accelerator=accelerator)
     frame = frame[~frame["kind"].isin(WHOLE_MODEL_KINDS)]
     identity = select_one_setting(frame, what=f"store {getattr(store, 'path', '')}".strip())
     quality = store.quality_frame(device_id=identity["device_id"], runtime=identity["runtime"],
                                   threads=identity["threads"], core_mask=identity["core_mask"],
-                                  precision=identity.get("precision", DEFAULT_PRECISION))
+                                  precision=identity.get("precision", DEFAULT_PRECISION),
+                                  accelerator=identity["accelerator"])
     settings = dict(identity)
     settings["warmup"] = _common_value(frame, "warmup")
     settings["runs"] = _common_value(frame, "runs")

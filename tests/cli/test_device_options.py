@@ -1,0 +1,116 @@
+"""One definition of the device flags (lutnas/cli/device_options.py) on every command that takes a
+device (issues 12 and 16): `--accelerator` on build-table, evaluate and search; `--device
+ssh:USER@HOST[:PORT]` with --ssh-key/--ssh-known-hosts/--remote-python and the runner flags on
+evaluate, build-table --calibrate-on and search --verify-on, reaching a real sshd."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lutnas.cli import build_parser, main
+from lutnas.cli.device_options import agent_options
+from lutnas.device_agents.base import DeviceInfo, RunSettings
+from lutnas.space import SearchSpace
+from lutnas.tables.store import MeasurementStore
+from lutnas.tables.table import LatencyTable
+from tests.sshd import Sshd, sshd_missing
+from tests.tables.synthetic import add_trials, device
+
+DEVICE_FLAGS = ["--runner", "/opt/bm", "--runner-kind", "litert", "--runner-arg=--use_gpu=true",
+                "--max-temp", "40", "--ssh-key", "/k", "--ssh-known-hosts", "/kh", "--remote-python", "py3"]
+COMMANDS = {
+    "evaluate": ["evaluate", "--table", "t.parquet", "--device", "ssh:pi@board"],
+    "build-table": ["build-table", "--out", "t.parquet", "--calibrate-on", "ssh:pi@board"],
+    "search": ["search", "--table", "t.parquet", "--target-ms", "5", "--out", "o", "--verify-on",
+               "ssh:pi@board"],
+    "profile-device": ["profile-device", "--space", "tiny", "--device", "ssh:pi@board"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_device_command_takes_the_same_device_flags(command: str) -> None:
+    argv = [*COMMANDS[command], *DEVICE_FLAGS, "--accelerator", "gpu"]
+    args = build_parser(argv).parse_args(argv)
+    options = agent_options(args)
+    assert options.remote.runner == Path("/opt/bm") and options.remote.runner_kind == "litert"
+    assert options.remote.runner_args == ("--use_gpu=true",) and options.remote.max_temp_c == 40.0
+    assert (options.ssh.key, options.ssh.known_hosts, options.ssh.remote_python) == \
+        (Path("/k"), Path("/kh"), "py3")
+    assert args.accelerator == "gpu"
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_an_unknown_accelerator_is_refused_by_every_command(command: str,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    argv = [*COMMANDS[command], "--accelerator", "tpu"]
+    with pytest.raises(SystemExit) as refused:
+        build_parser(argv).parse_args(argv)
+    assert refused.value.code == 2 and "choose from 'cpu', 'gpu', 'nnapi', 'npu'" in capsys.readouterr().err
+
+
+def _table(path: Path, info: DeviceInfo, settings: RunSettings) -> Path:
+    """Every tiny block at 32 px at 0.1 ms, as measured on `info` under `settings`."""
+    space = SearchSpace.load("tiny")
+    keys = {spec.key: 0.1 for spec in space.unique_blocks([32])}
+    return LatencyTable.from_latencies(keys, info, settings, "tiny").save(path)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "search"])
+def test_an_accelerator_other_than_the_tables_is_refused(command: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    table = _table(tmp_path / "t.parquet", device(), RunSettings(runtime="onnxruntime"))
+    argv = {"evaluate": ["evaluate", "--table", str(table), "--store", str(tmp_path / "m.sqlite")],
+            "search": ["search", "--table", str(table), "--target-ms", "5", "--out", str(tmp_path / "o"),
+                       "--no-export"]}[command]
+    assert main([*argv, "--accelerator", "gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--accelerator gpu" in err and "holds cpu latencies" in err
+    assert "build-table --accelerator gpu" in err
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    reason = sshd_missing()
+    if reason:
+        pytest.skip(reason)
+    with Sshd(tmp_path / "sshd") as server:
+        yield server
+
+
+def _ssh_flags(server: Sshd) -> list[str]:
+    return ["--ssh-key", str(server.client_key), "--ssh-known-hosts", str(server.known_hosts),
+            "--remote-python", sys.executable]
+
+
+@pytest.mark.slow
+def test_evaluate_and_calibrate_on_reach_the_board_with_the_ssh_flags(sshd: Sshd, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """The board is reached (its fingerprint read with the given key, known_hosts and Python) and
+    refused only because the table was measured on another device, before anything is exported."""
+    for name in ("LUTNAS_SSH_KEY", "LUTNAS_SSH_KNOWN_HOSTS", "LUTNAS_REMOTE_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
+    settings = RunSettings(runtime="onnxruntime")
+    table = _table(tmp_path / "t.parquet", device(), settings)
+    evaluate = ["evaluate", "--device", sshd.address, "--table", str(table), "--samples", "2",
+                "--resolution", "32", "--store", str(tmp_path / "e.sqlite")]
+    assert main([*evaluate, *_ssh_flags(sshd)]) == 2
+    err = capsys.readouterr().err
+    assert "measured on host-test, but the device given is linux:" in err
+    store = tmp_path / "m.sqlite"
+    with MeasurementStore(store) as db:
+        db.upsert_device(device())
+        run = db.start_run("host-test", settings, "tiny", "block", [])
+        for spec in SearchSpace.load("tiny").unique_blocks([32]):
+            add_trials(db, run, "host-test", settings, spec.key, [0.1, 0.11], kind=spec.kind)
+    build = ["build-table", "--store", str(store), "--out", str(tmp_path / "b.parquet"), "--calibrate",
+             "2", "--resolution", "32", "--calibrate-on", sshd.address]
+    assert main([*build, *_ssh_flags(sshd)]) == 2
+    assert "the device given is linux:" in capsys.readouterr().err
+    # without the flags (and no environment) the board's host key is unknown: refused, not trusted
+    assert main(evaluate) != 0
+    assert "known_hosts" in capsys.readouterr().err
