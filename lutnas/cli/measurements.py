@@ -16,6 +16,7 @@ from typing import Any
 from rich.table import Table
 
 from lutnas.cli._common import add_json_flag, console, json_aware, print_json, require
+from lutnas.cli.device_options import add_accelerator_flag
 from lutnas.cli.table import DEFAULT_STORE
 
 
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                        "holds one device")
     meas.add_argument("--store", default=DEFAULT_STORE)
     meas.add_argument("--runtime")
+    add_accelerator_flag(meas, "only measurements taken on this accelerator (default: all)")
     meas.add_argument("--kind", action="append", help="only these kinds (e.g. mbconv, subnet)")
     meas.add_argument("--csv", type=Path, metavar="PATH", help="write every trial row to this CSV")
     meas.add_argument("--all", action="store_true", help="include failed and discarded measurements")
@@ -98,8 +100,9 @@ def show_measurements(args: argparse.Namespace) -> int:
         require(args.device in known, f"no device {args.device!r} in {args.store}; devices: "
                                       f"{', '.join(known) or 'none'}")
         frame = store.measurements_frame(device_id=args.device, runtime=args.runtime, kinds=args.kind,
-                                         ok_only=not args.all)
-        quality = store.quality_frame(device_id=args.device, runtime=args.runtime)
+                                         ok_only=not args.all, accelerator=args.accelerator)
+        quality = store.quality_frame(device_id=args.device, runtime=args.runtime,
+                                      accelerator=args.accelerator)
     if args.csv:
         require(args.csv.parent.is_dir(), f"--csv {args.csv}: directory {args.csv.parent} does not exist")
         out = frame.copy()

@@ -5,6 +5,7 @@ evaluate, build-table --calibrate-on and search --verify-on, reaching a real ssh
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,20 @@ def test_evaluate_and_calibrate_on_reach_the_board_with_the_ssh_flags(sshd: Sshd
     # without the flags (and no environment) the board's host key is unknown: refused, not trusted
     assert main(evaluate) != 0
     assert "known_hosts" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_search_verify_on_a_board_over_ssh(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The winner is measured on the board (lutnas's worker run there by --remote-python) with the
+    table's settings; the table is from another device, so the comparison is marked as crossing."""
+    for name in ("LUTNAS_SSH_KEY", "LUTNAS_SSH_KNOWN_HOSTS", "LUTNAS_REMOTE_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
+    table = _table(tmp_path / "t.parquet", device(), RunSettings(runtime="onnxruntime"))
+    out = tmp_path / "search"
+    assert main(["search", "--table", str(table), "--target-ms", "1.5", "--window-ms", "0.4", "--out", str(out),
+                 "--seed", "1", "--population", "16", "--generations", "2",
+                 "--verify-on", sshd.address, "--verify-trials", "1", "--accelerator", "cpu",
+                 *_ssh_flags(sshd)]) == 0
+    check = json.loads((out / "best.json").read_text())["verification"]
+    assert check["device"].startswith("linux:") and check["same_device"] is False
+    assert check["runtime"] == "onnxruntime" and check["measured_ms"] > 0

@@ -91,3 +91,5 @@ def test_measurements_show_statistic_delegation_and_peak_memory(tmp_path, capsys
     assert main(["measurements", "--store", str(store)]) == 0
     shown = capsys.readouterr().out
     assert "12/40 (30%)" in shown and "peak MB" in shown and "statistic" in shown
+    assert main(["measurements", "--store", str(store), "--accelerator", "cpu", "--json"]) == 0
+    assert {r["accelerator"] for r in json.loads(capsys.readouterr().out)} == {"cpu"}
