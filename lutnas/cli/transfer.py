@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 from lutnas.cli._common import console, err_console, positive_int, print_json
+from lutnas.cli.device_options import DEVICE_FORMS, add_device_flags, agent_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="full latency table of the known device (.parquet)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--device", metavar="ADDRESS",
-                       help="new device to measure the K blocks on (local, adb:HOST[:PORT], usb)")
+                       help=f"new device to measure the K blocks on ({DEVICE_FORMS})")
     where.add_argument("--to-table", type=Path, metavar="TABLE_B",
                        help="use blocks already measured on the new device: K of them fit, the "
                             "rest are the held-out report")
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="table of the new device to write (.parquet); "
                    "the transfer predictor is saved beside it")
+    add_device_flags(p, "--device options")
     p.set_defaults(handler=transfer_command)
 
 
@@ -54,7 +56,8 @@ def transfer_command(args: argparse.Namespace) -> int:
 
         err_console.print(f"measuring {args.samples} + {max(args.holdout, 0)} blocks on {args.device} ...")
         result = transfer_on_device(table_a, args.device, args.samples, args.holdout, args.runtime,
-                                    args.threads, args.trials, args.store, args.seed, str(args.source))
+                                    args.threads, args.trials, args.store, args.seed, str(args.source),
+                                    agent_options=agent_options(args))
     out = result.table.save(args.out)
     saved = save_predictor(result.predictor, predictor_path(out, "transfer"),
                            extra={"from": str(args.source), "report": result.report})

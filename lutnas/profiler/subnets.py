@@ -329,10 +329,10 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
 def transfer_on_device(table_a: LatencyTable, address: str, samples: int, holdout: int = 0,
                        runtime: str | None = None, threads: int | None = None, trials: int = 5,
                        store_path: str | Path = "measurements.sqlite", seed: int = 0,
-                       source: str = "") -> TransferResult:
-    """Measure K blocks of A's table (spanning kinds and sizes) on the device at `address`, plus
-    `holdout` others to report the error, and transfer A's table to it (`transfer_table`).
-    Runtime and threads default to table A's."""
+                       source: str = "", agent_options: AgentOptions | None = None) -> TransferResult:
+    """Measure K blocks of A's table (spanning kinds and sizes) on the device at `address` (opened
+    with `agent_options`), plus `holdout` others to report the error, and transfer A's table to it
+    (`transfer_table`). Runtime and threads default to table A's."""
     chosen = choose_samples(table_a, samples, seed)
     settings = RunSettings(runtime=runtime or str(table_a.settings.get("runtime", "tflite")),
                            threads=int(threads or table_a.settings.get("threads") or 1))
@@ -341,7 +341,7 @@ def transfer_on_device(table_a: LatencyTable, address: str, samples: int, holdou
         keys = {s.key for s in chosen}
         rest = [k for k in table_a.keys if k not in keys and not k.startswith("subnet:")]
         extra = [BlockSpec.parse(k) for k in random.Random(seed).sample(rest, min(holdout, len(rest)))]
-    with open_agent(address) as agent, MeasurementStore(store_path) as store:
+    with open_agent(address, agent_options) as agent, MeasurementStore(store_path) as store:
         figures = store_measurer(agent, settings, trials, store)(list(chosen) + extra)
         info = agent.info()
     picked = {s.key: figures[s.key] for s in chosen if s.key in figures}

@@ -30,18 +30,21 @@ COMMANDS = {
                "ssh:pi@board"],
     "profile-device": ["profile-device", "--space", "tiny", "--device", "ssh:pi@board"],
 }
+TRANSFER = ["transfer", "--from", "a.parquet", "--device", "ssh:pi@board", "--out", "b.parquet"]
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("command", [*COMMANDS, "transfer"])
 def test_every_device_command_takes_the_same_device_flags(command: str) -> None:
-    argv = [*COMMANDS[command], *DEVICE_FLAGS, "--accelerator", "gpu"]
+    # transfer measures blocks under table A's runtime and threads: it has no --accelerator
+    argv = [*TRANSFER, *DEVICE_FLAGS] if command == "transfer" else \
+        [*COMMANDS[command], *DEVICE_FLAGS, "--accelerator", "gpu"]
     args = build_parser(argv).parse_args(argv)
     options = agent_options(args)
     assert options.remote.runner == Path("/opt/bm") and options.remote.runner_kind == "litert"
     assert options.remote.runner_args == ("--use_gpu=true",) and options.remote.max_temp_c == 40.0
     assert (options.ssh.key, options.ssh.known_hosts, options.ssh.remote_python) == \
         (Path("/k"), Path("/kh"), "py3")
-    assert args.accelerator == "gpu"
+    assert getattr(args, "accelerator", "gpu") == "gpu"
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -125,8 +128,8 @@ def test_search_verify_on_a_board_over_ssh(sshd: Sshd, tmp_path: Path, monkeypat
         monkeypatch.delenv(name, raising=False)
     table = _table(tmp_path / "t.parquet", device(), RunSettings(runtime="onnxruntime"))
     out = tmp_path / "search"
-    assert main(["search", "--table", str(table), "--target-ms", "1.5", "--window-ms", "0.4", "--out", str(out),
-                 "--seed", "1", "--population", "16", "--generations", "2",
+    assert main(["search", "--table", str(table), "--target-ms", "1.5", "--window-ms", "0.4",
+                 "--out", str(out), "--seed", "1", "--population", "16", "--generations", "2",
                  "--verify-on", sshd.address, "--verify-trials", "1", "--accelerator", "cpu",
                  *_ssh_flags(sshd)]) == 0
     check = json.loads((out / "best.json").read_text())["verification"]
