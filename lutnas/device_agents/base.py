@@ -22,7 +22,7 @@ from typing import Any
 
 from lutnas.errors import BadInputError
 
-RUNTIMES = ("tflite", "onnxruntime", "torch")
+RUNTIMES = ("tflite", "onnxruntime", "torch", "executorch")
 ACCELERATORS = ("cpu", "gpu", "nnapi", "npu")
 PRECISIONS = ("fp32", "fp16", "int8")
 OK = "ok"

@@ -164,6 +164,39 @@ class TorchRunner(Runner):
         return invoke
 
 
+# ExecuTorch's ScalarType codes (TensorInfo.dtype()) of the input types lutnas's files take.
+_ET_DTYPES = {6: np.float32, 5: np.float16, 1: np.int8, 0: np.uint8, 3: np.int32, 4: np.int64}
+
+
+class ExecutorchRunner(Runner):
+    """A .pte through ExecuTorch's Python runtime (`executorch.runtime`, XNNPACK registered).
+
+    Threads: XNNPACK runs on ExecuTorch's own thread pool, sized here before any file loads (its
+    default is the number of cores). The runtime takes torch tensors, so torch is imported too."""
+
+    def __init__(self, threads: int) -> None:
+        from importlib import metadata
+
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        portable_lib._unsafe_reset_threadpool(threads)
+        self.torch, self.runtime = torch, Runtime.get()
+        self.name, self.version = "executorch", metadata.version("executorch")
+
+    def load(self, path: str, threads: int) -> Callable[[], Any]:
+        from executorch.runtime import Verification
+
+        method = self.runtime.load_program(path, verification=Verification.Minimal).load_method("forward")
+        meta = method.metadata
+        inputs = []
+        for index in range(meta.num_inputs()):
+            info = meta.input_tensor_meta(index)
+            inputs.append(self.torch.from_numpy(_random(info.sizes(), _ET_DTYPES[int(info.dtype())])))
+        return lambda: method.execute(inputs)
+
+
 def make_runner(runtime: str, threads: int) -> Runner:
     if runtime == "tflite":
         return TfliteRunner()
@@ -171,6 +204,8 @@ def make_runner(runtime: str, threads: int) -> Runner:
         return OnnxRunner()
     if runtime == "torch":
         return TorchRunner(threads)
+    if runtime == "executorch":
+        return ExecutorchRunner(threads)
     raise ValueError(f"unknown runtime {runtime!r}")
 
 

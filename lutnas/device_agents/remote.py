@@ -94,8 +94,8 @@ class RemoteAgent(DeviceAgent):
         if self._info is None:
             info = self.platform.device_info(self.shell(self.platform.probe_script), self.address)
             self._info = info  # the runner checks below read it (the ABI)
-            programs = [RUNNER_KINDS[self.options.runner_kind]] + [
-                p for p in SHELL_RUNNERS.values() if p.runtime != "tflite"]
+            programs = [RUNNER_KINDS[self.options.runner_kind]] + [  # --runner's binary listed once
+                p for p in SHELL_RUNNERS.values() if p.host_option != "runner"]
             for program in programs:
                 if any(self._binary(program)):
                     info.libraries[program.name] = self._runner(program)[1].version

@@ -1,5 +1,6 @@
 """Pure parsers for the text on-device runners print: TFLite `benchmark_model` (classic and LiteRT
-CompiledModel), TF 1.x summaries, op-profiling tables, `onnxruntime_perf_test`.
+CompiledModel), TF 1.x summaries, op-profiling tables, `onnxruntime_perf_test`, ExecuTorch's
+`executor_runner` (at the end of this file).
 
 The runners report statistics, not raw samples, and their format drifts between releases (line
 prefixes such as `INFO: `, `INFO: [file.cc:12] `, logcat's `I tflite  : ` and timestamps;
@@ -484,3 +485,75 @@ def _regular_table(tables: tuple[OpTable, ...], title: str) -> OpTable | None:
     found = [t for t in tables if t.title.lower() == title]
     regular = [t for t in found if "regular" in t.section.lower()]
     return (regular or found or [None])[-1]
+
+
+# ------------------------------------------------------------------------------------------------
+# ExecuTorch's `executor_runner` (examples/portable/executor_runner; the XNNPACK build is the same
+# source linked with the XNNPACK backend). It prints through ET_LOG, whose posix PAL writes
+# `I 00:00:00.012345 executorch:executor_runner.cpp:123] message` to stderr (the Android PAL sends
+# it to logcat instead, leaving nothing to read). Releases up to 1.x print one total,
+# `Model executed successfully N time(s) in X ms.`; newer ones also print every execution,
+# `Iteration i of N: X ms`, and `Model loaded in X ms.`. It has no warm-up option: every execution
+# is in the total.
+
+_ET_LOG = re.compile(r"^[DIWEF]\s+\d+:\d\d:\d\d\.\d+\s+executorch:[\w./-]+:\d+\]\s?")
+_ET_TOTAL = re.compile(
+    rf"^Model executed successfully\s+(\d+)\s+time\(s\)\s+in\s+({_NUMBER})\s*(ms|us|s)\.?$")
+_ET_ITERATION = re.compile(rf"^Iteration\s+(\d+)\s+of\s+(\d+):\s*({_NUMBER})\s*(ms|us|s)$")
+_ET_LOADED = re.compile(rf"^Model loaded in\s+({_NUMBER})\s*(ms|us|s)\.?$")
+
+
+@dataclass(frozen=True)
+class ExecutorRunnerOutput:
+    """What one `executor_runner` run reported, in microseconds."""
+
+    executions: int  # how many times it ran the method (--num_executions)
+    total_us: float  # all executions together
+    iterations_us: tuple[float, ...] = ()  # each execution, in order, when the runner prints them
+    load_us: float | None = None  # loading the method, when printed
+
+    @property
+    def mean_us(self) -> float:
+        return self.total_us / self.executions
+
+
+def parse_executor_runner(text: str) -> ExecutorRunnerOutput:
+    """Parse `executor_runner`'s log: its total, and its per-execution times when printed.
+
+    RunnerOutputError when no total is found (naming the posix PAL when the output holds no
+    ExecuTorch log line at all), when a line about executions or iterations matches no rule, or when
+    the per-execution lines do not add up to the count the total names.
+    """
+    total: tuple[int, float] | None = None
+    iterations: dict[int, float] = {}
+    load_us: float | None = None
+    logged = False
+    for raw in text.splitlines():
+        line, count = _ET_LOG.subn("", raw.rstrip("\r"))
+        logged = logged or count > 0
+        line = line.strip()
+        if match := _ET_TOTAL.match(line):
+            total = int(match.group(1)), to_us(float(match.group(2)), match.group(3))
+        elif match := _ET_ITERATION.match(line):
+            iterations[int(match.group(1))] = to_us(float(match.group(3)), match.group(4))
+        elif match := _ET_LOADED.match(line):
+            load_us = to_us(float(match.group(1)), match.group(2))
+        elif re.match(r"^(?:Model executed|Iteration\s+\d)", line):
+            raise RunnerOutputError(f"executor_runner printed a timing line lutnas does not read: "
+                                    f"{line!r}; report it with the runner's version")
+    if total is None:
+        why = ("" if logged else "; no ExecuTorch log line at all: build executor_runner with the posix "
+               "PAL (-DEXECUTORCH_PAL_DEFAULT=posix), the android PAL logs to logcat")
+        raise RunnerOutputError(f"executor_runner output has no 'Model executed successfully' total"
+                                f"{why}: {first_lines(text)}")
+    executions, total_us = total
+    if executions < 1:
+        raise RunnerOutputError(f"executor_runner says it ran the model {executions} times")
+    ordered: tuple[float, ...] = ()
+    if iterations:
+        if sorted(iterations) != list(range(1, executions + 1)):
+            raise RunnerOutputError(f"executor_runner printed {len(iterations)} iteration lines for "
+                                    f"{executions} executions: output cut or interleaved")
+        ordered = tuple(iterations[i] for i in range(1, executions + 1))
+    return ExecutorRunnerOutput(executions=executions, total_us=total_us, iterations_us=ordered,
+                                load_us=load_us)

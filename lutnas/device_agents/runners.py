@@ -23,7 +23,9 @@ from lutnas.device_agents.policy import mark_deterministic
 from lutnas.device_agents.runner_output import (
     STAT_AVERAGE,
     STAT_RUNNER_MEDIAN,
+    STAT_SAMPLE_MEDIAN,
     parse_benchmark_model,
+    parse_executor_runner,
     parse_onnxruntime_perf_test,
 )
 from lutnas.errors import DeviceError, RunnerOutputError
@@ -137,6 +139,37 @@ def perf_test_stats(output: str, settings: RunSettings) -> dict[str, Any]:
                 flags=[] if p50 is not None else ["average-as-median"], peak_mem_mb=perf.peak_memory_mb)
 
 
+def executor_runner_args(model_path: str, settings: RunSettings) -> list[str]:
+    """ExecuTorch `executor_runner` arguments: warm-up and timed runs as one `--num_executions`
+    (it has no warm-up option; `executor_runner_stats` drops the warm-up executions)."""
+    return [f"--model_path={model_path}", f"--num_executions={settings.warmup + settings.runs}",
+            f"--cpu_threads={settings.threads}", "--print_output=none"]
+
+
+def executor_runner_stats(output: str, settings: RunSettings) -> dict[str, Any]:
+    """Measurement fields of one run, in ms.
+
+    A runner that prints every execution (`Iteration i of N`) gives samples: the warm-up executions
+    are dropped and the statistics come from the rest (median of samples). One that prints only its
+    total gives the mean over all executions, warm-up included (statistic "average", flagged
+    "average-as-median" and "warmup-included").
+    """
+    parsed = parse_executor_runner(output)
+    if parsed.iterations_us:
+        samples = [us / 1000.0 for us in parsed.iterations_us[settings.warmup:]] or \
+                  [us / 1000.0 for us in parsed.iterations_us]
+        ordered = sorted(samples)
+        middle = len(ordered) // 2
+        median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        mean = sum(samples) / len(samples)
+        std = (sum((x - mean) ** 2 for x in samples) / len(samples)) ** 0.5
+        p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
+        return dict(samples_ms=samples, median_ms=median, mean_ms=mean, std_ms=std, min_ms=ordered[0],
+                    p90_ms=p90, statistic=STAT_SAMPLE_MEDIAN, flags=[])
+    return dict(median_ms=_ms(parsed.mean_us), mean_ms=_ms(parsed.mean_us), statistic=STAT_AVERAGE,
+                flags=["average-as-median"] + (["warmup-included"] if settings.warmup else []))
+
+
 BENCHMARK_MODEL = RunnerProgram(
     name="benchmark_model", runtime="tflite", accelerators=("cpu", "gpu", "nnapi"),
     host_option="runner", device_option="runner_on_device",
@@ -157,8 +190,17 @@ ONNXRUNTIME_PERF_TEST = RunnerProgram(
     needs="onnxruntime_perf_test built for it",
     args=perf_test_args, parse=perf_test_stats)
 
+# ExecuTorch's executor_runner (its XNNPACK build, for .pte files lowered to XNNPACK); supplied with
+# --runner like benchmark_model, since one profiling run uses one runtime.
+EXECUTOR_RUNNER = RunnerProgram(
+    name="executor_runner", runtime="executorch", accelerators=("cpu",),
+    host_option="runner", device_option="runner_on_device",
+    needs="ExecuTorch's executor_runner built for it with XNNPACK and the posix PAL",
+    args=executor_runner_args, parse=executor_runner_stats)
+
 # The runner of each runtime on a device reached through a shell (the default for --runner-kind).
-SHELL_RUNNERS: dict[str, RunnerProgram] = {p.runtime: p for p in (BENCHMARK_MODEL, ONNXRUNTIME_PERF_TEST)}
+SHELL_RUNNERS: dict[str, RunnerProgram] = {p.runtime: p for p in (BENCHMARK_MODEL, ONNXRUNTIME_PERF_TEST,
+                                                                  EXECUTOR_RUNNER)}
 # --runner-kind: the TFLite runner programs by the name the flag takes.
 RUNNER_KINDS: dict[str, RunnerProgram] = {"benchmark_model": BENCHMARK_MODEL,
                                           "litert": LITERT_COMPILED_MODEL}
@@ -183,7 +225,7 @@ class WorkerProgram:
     module: str = "lutnas.device_agents.local_worker"
     runtime_modules: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "tflite": ("ai_edge_litert", "tflite_runtime", "tensorflow"),
-        "onnxruntime": ("onnxruntime",), "torch": ("torch",)})
+        "onnxruntime": ("onnxruntime",), "torch": ("torch",), "executorch": ("executorch",)})
 
     def args(self, python: str) -> list[str]:
         return [python, "-m", self.module]

@@ -51,4 +51,5 @@ def load_tflite_interpreter_named(model_path: str, threads: int = 1) -> tuple[An
 
 def runtime_versions() -> dict[str, str]:
     return {dist: package_version(dist) for dist in
-            ("ai-edge-litert", "tflite-runtime", "tensorflow", "onnxruntime", "torch", "numpy")}
+            ("ai-edge-litert", "tflite-runtime", "tensorflow", "onnxruntime", "torch", "executorch",
+             "numpy")}

@@ -29,13 +29,14 @@ from torch import nn
 import lutnas
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.profiler import quantize
+from lutnas.profiler import export_executorch, quantize
 from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
 FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt",
-           "tflite-int8": ".tflite", "tflite-fp16": ".tflite"}  # the last two: profiler/quantize.py
-RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscript"}
+           "tflite-int8": ".tflite", "tflite-fp16": ".tflite",  # these two: profiler/quantize.py
+           "pte": ".pte"}  # ExecuTorch (XNNPACK): profiler/export_executorch.py
+RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscript", "executorch": "pte"}
 # Relative tolerance of the numerical check: fp32 conversions here agree to ~1e-6 of the output scale
 # (toolchain.md: 3e-6); a wrong graph is off by the scale itself.
 TOLERANCE = 1e-3
@@ -213,6 +214,8 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
                     errors = _write_tflite(module, example, spatial, tmp)
                 elif fmt == "onnx":
                     errors = _write_onnx(module, example, tmp)
+                elif fmt == "pte":
+                    errors = _error(*export_executorch.write_pte(module, example, tmp))
                 else:
                     errors = _write_torchscript(module, example, tmp)
         except ExportError as exc:
@@ -366,6 +369,8 @@ def export_subnets(space: SearchSpace, configs: Sequence[SubnetConfig], fmt: str
 
 def _quantizer_of(fmt: str) -> dict[str, str]:
     """A quantized file also depends on the quantizer's version and calibration set (cache key)."""
+    if fmt == "pte":
+        return export_executorch.cache_identity()
     return quantize.cache_identity() if fmt in quantize.FORMATS else {}
 
 
