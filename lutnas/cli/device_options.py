@@ -45,8 +45,10 @@ def add_device_flags(parser: argparse.ArgumentParser, title: str = "device optio
     group = parser.add_argument_group(title, f"reaching the device ({DEVICE_FORMS}) and running "
                                              f"models on it")
     group.add_argument("--runner", type=Path,
-                       help="host path of the benchmark_model built for the device (phone or board)")
-    group.add_argument("--runner-on-device", help="a benchmark_model already on the device (phone or board)")
+                       help="host path of the benchmark_model (or, with --runtime executorch, the "
+                            "executor_runner) built for the device (phone or board)")
+    group.add_argument("--runner-on-device", help="a benchmark_model (or executor_runner) already on the "
+                                                  "device (phone or board)")
     group.add_argument("--onnx-runner", type=Path,
                        help="host path of onnxruntime_perf_test for the device (phone or board)")
     group.add_argument("--runner-kind", default="benchmark_model", choices=tuple(RUNNER_KINDS),
