@@ -199,3 +199,29 @@ def test_predict_on_a_table_lacking_a_block_still_names_it(
     capsys.readouterr()
     assert main(["predict", "--table", str(path), "--config", "largest"]) == 2
     assert "13 block keys missing from the table" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its_file_is_gone(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The issue's case end to end on the host (onnxruntime, a `tiny` copy at 32 px, two trials,
+    no extra QC trials): runs used to keep only the name, so build-table stopped with `unknown
+    search space 'mytiny'` unless --space repeated the deleted file's path."""
+    space_path = _space_file(tmp_path)
+    store, table = tmp_path / "m.sqlite", tmp_path / "t.parquet"
+    assert main(["profile-device", "--space", str(space_path), "--runtime", "onnxruntime",
+                 "--resolution", "32", "--trials", "2", "--max-trials", "2", "--runs", "5",
+                 "--warmup", "2", "--export-workers", "1", "--store", str(store)]) == 0
+    space_path.unlink()
+    assert main(["build-table", "--store", str(store), "--out", str(table), "--calibrate", "3",
+                 "--trials", "2"]) == 0
+    loaded = LatencyTable.load(table)
+    assert loaded.space == "mytiny" and loaded.correction and loaded.metadata["space_yaml"]
+    smallest = _predict_json(capsys, table, "--config", "smallest")
+    assert smallest["ms"] > 0 and smallest["corrected_ms"] > 0
+    assert main(["evaluate", "--table", str(table), "--samples", "3", "--trials", "2", "--store",
+                 str(store), "--plot", str(tmp_path / "e.png")]) == 0
+    assert "held-out mytiny subnets" in capsys.readouterr().out
+    assert main(["search", "--table", str(table), "--target-ms", f"{2 * smallest['ms']:.4f}",
+                 "--window-ms", f"{2 * smallest['ms']:.4f}", "--population", "8", "--generations",
+                 "2", "--no-export", "--out", str(tmp_path / "s")]) == 0
