@@ -10,17 +10,21 @@ resumes cleanly and never leaves a half-written model that looks finished.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
 import os
 import tempfile
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,20 +144,26 @@ def model_seed(key: str) -> int:
     return zlib.crc32(key.encode())
 
 
-def _write_tflite(module: nn.Module, example: torch.Tensor, spatial: bool, out: Path) -> np.ndarray:
+def _write_tflite(module: nn.Module, example: torch.Tensor, spatial: bool,
+                  out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Convert with litert-torch; returns (the file's output, PyTorch's) on `example`, NHWC when
+    `spatial`. One PyTorch forward: the channel-last wrapper only permutes, so the reference is the
+    module's own output permuted (bit for bit what the wrapper returns)."""
     import litert_torch
 
+    with torch.no_grad():
+        reference = module(example)
     if spatial:
-        output_is_map = module(example).dim() == 4
+        output_is_map = reference.dim() == 4
         wrapped = litert_torch.to_channel_last_io(
             module, args=[0], outputs=[0] if output_is_map else []
         )
         feed = example.permute(0, 2, 3, 1).contiguous()
+        if output_is_map:
+            reference = reference.permute(0, 2, 3, 1)
     else:
         wrapped, feed = module, example
     litert_torch.convert(wrapped.eval(), (feed,)).export(str(out))
-    with torch.no_grad():
-        reference = wrapped(feed).numpy()
     from lutnas.device_agents.runtimes import load_tflite_interpreter
 
     interpreter = load_tflite_interpreter(str(out), threads=1)
@@ -161,10 +171,10 @@ def _write_tflite(module: nn.Module, example: torch.Tensor, spatial: bool, out: 
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed.numpy())
     interpreter.invoke()
     produced = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    return _error(produced, reference)
+    return produced, reference.numpy()
 
 
-def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path) -> np.ndarray:
+def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path) -> tuple[np.ndarray, np.ndarray]:
     import onnxruntime
 
     # The legacy TorchScript exporter: 0.01-0.03 s a model against ~0.6 s for dynamo (toolchain.md),
@@ -175,10 +185,11 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path) -> np.ndarr
         reference = module(example).numpy()
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     produced = session.run(None, {"input": example.numpy()})[0]
-    return _error(produced, reference)
+    return produced, reference
 
 
-def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path) -> np.ndarray:
+def _write_torchscript(module: nn.Module, example: torch.Tensor,
+                       out: Path) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         traced = torch.jit.trace(module, (example,))
         reference = module(example).numpy()
@@ -186,13 +197,66 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor, out: Path) -> n
     loaded = torch.jit.load(str(out))
     with torch.no_grad():
         produced = loaded(example).numpy()
-    return _error(produced, reference)
+    return produced, reference
+
+
+_CIA_MEMO: dict[tuple[int, int], object] = {}
+
+
+def _memoize_cia_ops() -> None:
+    """Let torch.export reuse its set of CompositeImplicitAutograd ops between decompositions.
+
+    Every `run_decompositions` (litert-torch runs 3-4 per model) walks all op namespaces to rebuild
+    that set, ~0.15 s a block here (6% of a conversion, measured), though it changes only when an
+    op is registered; torch does not cache it because custom ops can be registered later. Keyed on
+    the count of registered CIA kernels and op namespaces it is recomputed exactly then. The files
+    written are byte-identical (checked on every `elasticvit` block kind). Idempotent; a torch
+    without this private function is left alone.
+    """
+    from torch.export import exported_program
+
+    original = getattr(exported_program, "_collect_all_valid_cia_ops", None)
+    if original is None or getattr(original, "lutnas_memo", False):
+        return
+
+    def collect() -> object:
+        key = (len(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd")),
+               len(torch.ops._dir))
+        if key not in _CIA_MEMO:
+            _CIA_MEMO.clear()
+            _CIA_MEMO[key] = original()
+        return _CIA_MEMO[key]
+
+    collect.lutnas_memo = True  # type: ignore[attr-defined]
+    exported_program._collect_all_valid_cia_ops = collect
 
 
 def _error(produced: np.ndarray, reference: np.ndarray) -> np.ndarray:
     if produced.shape != reference.shape:
         raise ExportError(f"output shape {produced.shape} differs from PyTorch's {reference.shape}")
     return np.abs(produced.astype(np.float64) - reference.astype(np.float64))
+
+
+def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: bool, fmt: str,
+                   out: Path) -> tuple[float, float]:
+    """Write `out` and run it on `example`: (max abs error against PyTorch, output scale).
+    Quantized formats are checked by quantize's own criterion (scale 0: no tolerance applies here)."""
+    if fmt.startswith("tflite"):
+        _memoize_cia_ops()
+    if fmt in quantize.FORMATS:
+        check = quantize.convert(module, example, spatial, out, quantize.FORMATS[fmt], key=key)
+        return float(check.max_abs_error), 0.0
+    if fmt == "tflite":
+        produced, reference = _write_tflite(module, example, spatial, out)
+    elif fmt == "onnx":
+        produced, reference = _write_onnx(module, example, out)
+    elif fmt == "pte":
+        produced, reference = export_executorch.write_pte(module, example, out)
+    else:
+        produced, reference = _write_torchscript(module, example, out)
+    errors = _error(produced, reference)
+    scale = max(1.0, float(np.abs(reference).max())) if reference.size else 1.0
+    return (float(errors.max()) if errors.size else 0.0), scale
 
 
 def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: bool, fmt: str,
@@ -207,17 +271,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
         native = _NativeOutput()
         try:
             with native:
-                if fmt in quantize.FORMATS:  # int8 / fp16: checked by quantize's own criterion
-                    check = quantize.convert(module, example, spatial, tmp, quantize.FORMATS[fmt], key=key)
-                    errors = np.array([check.max_abs_error])
-                elif fmt == "tflite":
-                    errors = _write_tflite(module, example, spatial, tmp)
-                elif fmt == "onnx":
-                    errors = _write_onnx(module, example, tmp)
-                elif fmt == "pte":
-                    errors = _error(*export_executorch.write_pte(module, example, tmp))
-                else:
-                    errors = _write_torchscript(module, example, tmp)
+                max_error, scale = _write_checked(key, module, example, spatial, fmt, tmp)
         except ExportError as exc:
             if isinstance(exc, quantize.QuantizationError):
                 raise  # already names the block and the converter's reason
@@ -226,9 +280,6 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
             raise ExportError(
                 f"{key}: {fmt} export failed: {type(exc).__name__}: {exc}{native.last_line()}"
             ) from None
-        with torch.no_grad():
-            scale = max(1.0, float(module(example).abs().max()))
-        max_error = float(errors.max()) if errors.size else 0.0
         if max_error > TOLERANCE * scale and fmt not in quantize.FORMATS:
             raise ExportError(
                 f"{key}: {fmt} file disagrees with PyTorch (max abs error {max_error:.3g} at output "
@@ -295,34 +346,100 @@ def import_plugins() -> list[str]:
     return names
 
 
-def _worker_init() -> None:
+def _worker_init(preload: tuple[str, ...]) -> None:
+    """Once per export worker: one thread, the user's plugins, the converters of `preload` imported
+    before the first job, then `gc.freeze()`. The ~400k objects torch, JAX and litert-torch create at
+    import never become garbage, yet every full collection walked them: GC took 0.8 s of a block's
+    conversion unfrozen and 0.2 s frozen (measured on `elasticvit` blocks)."""
     torch.set_num_threads(1)
     import_plugins()
+    if any(fmt.startswith("tflite") for fmt in preload):
+        import litert_torch  # noqa: F401  (import and JAX start-up: seconds, paid at pool start)
+
+        _memoize_cia_ops()
+    if "onnx" in preload:
+        import onnxruntime  # noqa: F401
+    gc.collect()
+    gc.freeze()
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: dict[str, Any] = {}
+
+
+def export_pool(workers: int, preload: Sequence[str] = ()) -> ProcessPoolExecutor:
+    """The process pool exports run in: started once, then reused by every later call with the same
+    `workers` and LUTNAS_PLUGINS, so process start and imports (5-10 s a worker here) are paid once
+    per session, not per call. A broken pool (a worker killed) is replaced on the next call."""
+    key = (workers, os.environ.get("LUTNAS_PLUGINS", ""))
+    with _POOL_LOCK:
+        pool = _POOL.get("executor")
+        if pool is not None and (_POOL["key"] != key or getattr(pool, "_broken", False)):
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = None
+        if pool is None:
+            context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                       initializer=_worker_init, initargs=(tuple(preload),))
+            _POOL.update(key=key, executor=pool)
+        return pool
+
+
+def _pool_running() -> bool:
+    """Whether warm workers exist: then even one export goes to them (GC frozen, converter imported)
+    instead of importing the converter into this process."""
+    return "executor" in _POOL
+
+
+def shutdown_export_pool() -> None:
+    """Stop the export workers (they hold ~1 GB each); the next export starts new ones."""
+    with _POOL_LOCK:
+        pool = _POOL.pop("executor", None)
+        _POOL.clear()
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_pid(pause_s: float) -> int:
+    time.sleep(pause_s)
+    return os.getpid()
+
+
+def warm_export_pool(workers: int, fmt: str) -> float:
+    """Start `workers` export processes for `fmt` and wait until each has run its start-up;
+    returns the seconds it took (the cold start an export pays once)."""
+    start = time.perf_counter()
+    pool = export_pool(workers, (fmt,))
+    seen: set[int] = set()
+    for _ in range(50):  # a worker still importing takes no job: ask until every one has answered
+        seen |= {f.result() for f in [pool.submit(_worker_pid, 0.2) for _ in range(workers)]}
+        if len(seen) >= workers:
+            break
+    return time.perf_counter() - start
 
 
 def _export_job(spec_key: str, fmt: str, cache_root: str) -> ExportedModel:
     return export_spec(BlockSpec.parse(spec_key), fmt, ModelCache(Path(cache_root)))
 
 
-def _export_in_pool(todo: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers: int,
-                    done: Callable[[ExportedModel], None]) -> None:
-    context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
-        pending = {pool.submit(_export_job, s.key, fmt, str(cache.root)) for s in todo}
-        while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                error = future.exception()
-                if error is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise error if isinstance(error, ExportError) else ExportError(str(error))
-                done(future.result())
+def _collect(futures: set[Future[Any]], done: Callable[[Any], None]) -> None:
+    """Hand each result to `done` as it finishes; the first failure cancels the rest and raises."""
+    pending = set(futures)
+    while pending:
+        finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            error = future.exception()
+            if error is not None:
+                for other in pending:
+                    other.cancel()
+                raise error if isinstance(error, ExportError) else ExportError(
+                    f"an export worker failed: {type(error).__name__}: {error}")
+            done(future.result())
 
 
 def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers: int = 2,
                 on_done: Callable[[ExportedModel], None] | None = None) -> dict[str, ExportedModel]:
-    """Export every spec not yet cached, in a process pool; returns key -> entry for all of them.
+    """Export every spec not yet cached, in the shared process pool; returns key -> entry for all.
 
     The first failure stops the pool and raises ExportError naming the block; what was exported
     before it stays in the cache, so a rerun continues from there.
@@ -341,11 +458,12 @@ def export_many(specs: Sequence[BlockSpec], fmt: str, cache: ModelCache, workers
             todo.append(spec)
         else:
             done(entry)
-    if workers <= 1 or len(todo) <= 1:
+    if workers <= 1 or (len(todo) <= 1 and not _pool_running()):
         for spec in todo:
             done(export_spec(spec, fmt, cache))
-    elif todo:
-        _export_in_pool(todo, fmt, cache, workers, done)
+    else:
+        pool = export_pool(workers, (fmt,))
+        _collect({pool.submit(_export_job, s.key, fmt, str(cache.root)) for s in todo}, done)
     return results
 
 
@@ -355,15 +473,13 @@ def _export_subnet_job(space: SearchSpace, config_json: str, fmt: str, cache_roo
 
 def export_subnets(space: SearchSpace, configs: Sequence[SubnetConfig], fmt: str, cache: ModelCache,
                    workers: int = 2) -> list[ExportedModel]:
-    """Whole subnets exported in parallel (a 128 px `elasticvit` subnet takes ~50 s on one core);
-    entries in the order of `configs`. ExportError names the first subnet that failed."""
+    """Whole subnets exported in parallel in the shared pool, one subnet a worker; entries in the
+    order of `configs`. ExportError names the first subnet that failed."""
     todo = [c for c in configs if cache.get(subnet_key(space, c), fmt) is None]
-    if workers > 1 and len(todo) > 1:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context,
-                                 initializer=_worker_init) as pool:
-            list(pool.map(_export_subnet_job, [space] * len(todo), [c.to_json() for c in todo],
-                          [fmt] * len(todo), [str(cache.root)] * len(todo)))
+    if workers > 1 and (len(todo) > 1 or (todo and _pool_running())):
+        pool = export_pool(workers, (fmt,))
+        _collect({pool.submit(_export_subnet_job, space, c.to_json(), fmt, str(cache.root))
+                  for c in todo}, lambda _entry: None)
     return [export_subnet(space, c, fmt, cache) for c in configs]  # cached: a lookup each
 
 

@@ -12,11 +12,15 @@ from lutnas.device_agents.runtimes import load_tflite_interpreter
 from lutnas.errors import ExportError
 from lutnas.profiler.export import (
     ModelCache,
+    _memoize_cia_ops,
     export_many,
     export_module,
+    export_pool,
     export_spec,
     export_subnet,
+    export_subnets,
     model_seed,
+    shutdown_export_pool,
 )
 from lutnas.space import SearchSpace
 from lutnas.supernet.blocks import build_block, example_input
@@ -110,3 +114,32 @@ def test_torchscript_export_runs(tiny_space, tmp_path) -> None:
     entry = export_spec(spec, "torchscript", ModelCache(tmp_path))
     loaded = torch.jit.load(str(entry.path))
     assert loaded(example_input(spec)).shape == example_input(spec).shape
+
+
+def test_the_export_pool_is_started_once_and_reused(tiny_space, tmp_path) -> None:
+    specs = tiny_space.unique_blocks([32])[:6]
+    try:
+        first = export_many(specs[:3], "onnx", ModelCache(tmp_path), workers=2)
+        pool = export_pool(2)
+        second = export_many(specs[3:], "onnx", ModelCache(tmp_path), workers=2)
+        assert export_pool(2) is pool  # the second call reused the running workers
+        assert set(first) | set(second) == {s.key for s in specs}
+        # a single subnet goes to the warm workers too, and is checked against PyTorch there
+        config = tiny_space.sample(random.Random(2))
+        [entry] = export_subnets(tiny_space, [config], "onnx", ModelCache(tmp_path), workers=2)
+        assert entry.max_abs_error < 1e-4
+    finally:
+        shutdown_export_pool()
+
+
+def test_memoized_cia_ops_are_torchs_own_set() -> None:
+    from torch.export import exported_program
+
+    _memoize_cia_ops()
+    memoized = exported_program._collect_all_valid_cia_ops
+    assert getattr(memoized, "lutnas_memo", False)
+    _memoize_cia_ops()  # idempotent: never wraps the wrapper
+    assert exported_program._collect_all_valid_cia_ops is memoized
+    from torch._export.utils import _collect_all_valid_cia_ops
+
+    assert set(memoized()) == set(_collect_all_valid_cia_ops())
