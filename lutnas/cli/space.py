@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("space", help="inspect search spaces")
     sub = parser.add_subparsers(dest="space_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="count subnets, unique blocks per kind and operators")
-    show.add_argument("space", help="built-in space name (elasticvit, tiny) or a space YAML file")
+    show.add_argument("space", help="built-in space name (elasticvit, tiny, evmini) or a space YAML file")
     show.add_argument("--resolution", type=int, action="append", help="only these resolutions")
     show.set_defaults(handler=show_space)
     register_more(sub)

@@ -32,7 +32,7 @@ __all__ = ["BUILTIN_SPACES", "MBCONV", "TRANSFORMER", "STEM_FIELDS", "SearchSpac
 # A block's slot: (group, position). Group 0 is the stem (position 0 its conv), groups 1..n the
 # stages, group n+1 the head.
 Slot = tuple[int, int]
-BUILTIN_SPACES = ("elasticvit", "tiny")
+BUILTIN_SPACES = ("elasticvit", "tiny", "evmini")
 STEM_FIELDS = ("width", "depth", "kernel")
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class SearchSpace:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
-        """A built-in name (`elasticvit`, `tiny`) or the path of a YAML file."""
+        """A built-in name (`elasticvit`, `tiny`, `evmini`) or the path of a YAML file."""
         text_name = str(name_or_path)
         if text_name in BUILTIN_SPACES:
             text = resources.files("lutnas.space.builtin").joinpath(f"{text_name}.yaml").read_text()
