@@ -173,7 +173,11 @@ class ModelFile:
 
 @dataclass
 class Measurement:
-    """One file measured in one trial. Times in milliseconds."""
+    """One file measured in one trial. Times in milliseconds.
+
+    Every field is stored (the measurement store's schema 3 keeps `statistic`, the delegation
+    counts, `partitions`, `peak_mem_mb` and `flags` as columns of their own; `notes()` repeats them
+    in the raw output for whoever reads that alone)."""
 
     key: str
     model_sha256: str
