@@ -92,6 +92,10 @@ def _resolutions(table: LatencyTable, space: SearchSpace, given: Sequence[int] |
 
 HOST_TOLERANCE = 0.03  # the reference block within +-3% of its table figure: the host is as it was
 HOST_REFUSE = 0.30  # beyond +-30% the host is too different to normalise: refuse
+# A reference block faster than this is dominated by per-invoke and cache effects (benchmarks/lut_gap.py:
+# blocks under ~50 us do not time like their in-model selves), so its ratio says nothing of the host:
+# the check is skipped (recorded as no check), never used to normalise or refuse.
+HOST_CHECK_MIN_MS = 0.05
 
 
 @dataclass
@@ -203,6 +207,8 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
             continue
         check = _host_check(store, device_id, settings, table, BlockSpec.parse(refs[0].split(":", 2)[2]),
                             int(run_id))
+        if table.latency_ms(check.reference) < HOST_CHECK_MIN_MS:
+            continue
         if abs(check.ratio - 1.0) > HOST_REFUSE:
             raise DeviceError(
                 f"the host ran the table's block {check.reference} {check.ratio - 1:+.0%} off its "
