@@ -9,6 +9,7 @@ to be shared can be read by others on a shared machine.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -51,3 +52,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write `text` (UTF-8) to `path` atomically; returns the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes (read in 1 MiB chunks). OSError when it cannot be read."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

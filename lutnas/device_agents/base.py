@@ -10,7 +10,6 @@ aborts the rest of the batch.
 
 from __future__ import annotations
 
-import hashlib
 import operator
 import statistics
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lutnas.errors import BadInputError
+from lutnas.fileio import sha256_of  # noqa: F401  (re-exported: callers import it from here)
 
 RUNTIMES = ("tflite", "onnxruntime", "torch", "executorch")
 ACCELERATORS = ("cpu", "gpu", "nnapi", "npu")
@@ -286,10 +286,3 @@ class DeviceAgent(ABC):
         self.close()
 
 
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

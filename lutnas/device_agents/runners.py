@@ -60,10 +60,15 @@ def _ms(value_us: float | None) -> float | None:
     return None if value_us is None else value_us / 1000.0
 
 
+def _timing_args(model_path: str, settings: RunSettings) -> list[str]:
+    """The flags both `benchmark_model` flavours share: the model, threads, warm-up and timed runs."""
+    return [f"--graph={model_path}", f"--num_threads={settings.threads}",
+            f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}"]
+
+
 def benchmark_model_args(model_path: str, settings: RunSettings) -> list[str]:
     """TFLite `benchmark_model` arguments for one model under `settings`."""
-    args = [f"--graph={model_path}", f"--num_threads={settings.threads}",
-            f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}"]
+    args = _timing_args(model_path, settings)
     if settings.accelerator == "gpu":
         args.append("--use_gpu=true")
     elif settings.accelerator == "nnapi":
@@ -76,8 +81,7 @@ def benchmark_model_args(model_path: str, settings: RunSettings) -> list[str]:
 def litert_args(model_path: str, settings: RunSettings) -> list[str]:
     """LiteRT CompiledModel `benchmark_model` arguments (from its flag list in benchmark_litert_model.h;
     `--dispatch_library_path` and the like come through --runner-arg)."""
-    args = [f"--graph={model_path}", f"--num_threads={settings.threads}",
-            f"--warmup_runs={settings.warmup}", f"--num_runs={settings.runs}"]
+    args = _timing_args(model_path, settings)
     if settings.accelerator == "gpu":
         args.append("--use_gpu=true")
     elif settings.accelerator == "npu":

@@ -12,7 +12,6 @@ and is never read without it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import lutnas
 from lutnas.device_agents.base import DeviceInfo
 from lutnas.errors import TableError
-from lutnas.fileio import atomic_write_text
+from lutnas.fileio import atomic_write_text, sha256_of
 from lutnas.tables.context import TableContext, split_metadata
 
 SIDECAR_FORMAT = 1
@@ -34,13 +33,6 @@ def sidecar_path(table_path: str | Path) -> Path:
     return table_path.with_name(f".{table_path.name}.lookup.json")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 (hex) of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -61,7 +53,7 @@ class TableLookup(TableContext):
         path = Path(path)
         if not path.is_file():
             raise TableError(f"table {path} does not exist; build one with `lutnas build-table`")
-        digest = file_digest(path)
+        digest = sha256_of(path)
         cached = _read_sidecar(sidecar_path(path), digest)
         if cached is not None:
             return cached
@@ -95,7 +87,7 @@ def write_sidecar(table_path: str | Path, metadata: dict[str, Any], latency: dic
     """Write the lookup sidecar of the table file just written at `table_path` from its metadata
     (`full_metadata`) and key -> median ms; a directory that refuses it only costs speed."""
     try:
-        digest = file_digest(Path(table_path))
+        digest = sha256_of(Path(table_path))
     except OSError:
         return
     _write(sidecar_path(table_path), digest, metadata, latency)
