@@ -68,7 +68,12 @@ class Sshd:
         return f"ssh:{self.user}@127.0.0.1:{self.port}"
 
     def _write_config(self) -> None:
+        # SHLVL=1: bash sources ~/.bashrc for a shell sshd starts at level 1 (Debian's
+        # SSH_SOURCE_BASHRC); on these machines it runs `pyenv rehash`, and a session killed
+        # mid-rehash (the drop and kill tests) leaves pyenv's lock file behind, after which every
+        # later session waits 60 s for it. The tests measure lutnas, not the account's dotfiles.
         self.config.write_text("\n".join([
+            "SetEnv SHLVL=1",
             f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}", "PidFile none",
             f"AuthorizedKeysFile {self.authorized_keys}", "StrictModes no", "UsePAM no",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",

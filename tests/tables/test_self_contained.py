@@ -222,6 +222,10 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
     assert main(["evaluate", "--table", str(table), "--samples", "3", "--trials", "2", "--store",
                  str(store), "--plot", str(tmp_path / "e.png")]) == 0
     assert "held-out mytiny subnets" in capsys.readouterr().out
-    assert main(["search", "--table", str(table), "--target-ms", f"{2 * smallest['ms']:.4f}",
-                 "--window-ms", f"{2 * smallest['ms']:.4f}", "--population", "8", "--generations",
+    # search predicts with the correction, so the target sits inside the corrected range (a fixed
+    # multiple of the smallest can land above the slowest subnet of a 32 px space)
+    largest = _predict_json(capsys, table, "--config", "largest")
+    low, high = smallest["corrected_ms"], largest["corrected_ms"]
+    assert main(["search", "--table", str(table), "--target-ms", f"{(low + high) / 2:.4f}",
+                 "--window-ms", f"{high - low:.4f}", "--population", "8", "--generations",
                  "2", "--no-export", "--out", str(tmp_path / "s")]) == 0
