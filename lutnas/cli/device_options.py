@@ -2,7 +2,7 @@
 
 `profile-device`, `devices`, `evaluate`, `build-table --calibrate-on` and `search --verify-on` all
 reach a device by address (`local`, `adb:HOST[:PORT]`, `usb[:SERIAL]`, `ssh:USER@HOST[:PORT]`), and
-all need the same runner, cool-down and SSH options to do it: `add_device_flags` adds them as one
+all need the same runner, cool-down, ADB-key and SSH options to do it: `add_device_flags` adds them as one
 argument group and `agent_options` turns them into the `AgentOptions` that `open_agent` reads.
 `--accelerator` is `add_accelerator_flag`. Light at import: the agents (asyncssh, adb-shell) are
 imported when a command runs.
@@ -60,7 +60,15 @@ def add_device_flags(parser: argparse.ArgumentParser, title: str = "device optio
     group.add_argument("--max-temp", type=float, default=45.0,
                        help="wait while the device is hotter, in C (default 45)")
     group.add_argument("--keep-files", action="store_true", help="leave pushed files on the device")
+    add_adb_flags(group)
     add_ssh_flags(group)
+
+
+def add_adb_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The ADB flag (`--device adb:HOST[:PORT]` or `usb[:SERIAL]`); `devices` takes it too."""
+    parser.add_argument("--adb-key", type=Path, metavar="PATH",
+                        help="ADB private key (default $LUTNAS_ADB_KEY, else ~/.android/adbkey; "
+                             "created when missing)")
 
 
 def add_ssh_flags(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -82,6 +90,13 @@ def ssh_options(args: argparse.Namespace) -> Any:
     return SshOptions(key=args.ssh_key, known_hosts=args.ssh_known_hosts, remote_python=args.remote_python)
 
 
+def adb_options(args: argparse.Namespace) -> Any:
+    """AdbOptions from `--adb-key` (left out: $LUTNAS_ADB_KEY, else ~/.android/adbkey)."""
+    from lutnas.device_agents.adb import AdbOptions
+
+    return AdbOptions(adb_key=args.adb_key)
+
+
 def agent_options(args: argparse.Namespace) -> AgentOptions:
     """The AgentOptions of `add_device_flags`'s flags (RemoteOptions checks --runner-kind)."""
     from lutnas.device_agents.factory import AgentOptions
@@ -91,4 +106,4 @@ def agent_options(args: argparse.Namespace) -> AgentOptions:
                                              onnx_runner=args.onnx_runner, max_temp_c=args.max_temp,
                                              keep_files=args.keep_files, runner_kind=args.runner_kind,
                                              runner_args=tuple(args.runner_arg)),
-                        ssh=ssh_options(args))
+                        adb=adb_options(args), ssh=ssh_options(args))

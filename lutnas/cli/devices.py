@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 
 from rich.table import Table
 
 from lutnas.cli._common import console
-from lutnas.cli.device_options import DEVICE_FORMS, add_ssh_flags, ssh_options
+from lutnas.cli.device_options import DEVICE_FORMS, adb_options, add_adb_flags, add_ssh_flags, ssh_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,9 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    help=f"fingerprint devices ({DEVICE_FORMS})")
     parser.add_argument("--device", action="append", required=True,
                         help="device address; repeat for several")
-    parser.add_argument("--adb-key", type=Path,
-                        help="ADB private key (default $LUTNAS_ADB_KEY, else ~/.android/adbkey; "
-                             "created when missing)")
+    add_adb_flags(parser)
     add_ssh_flags(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per device command")
     parser.add_argument("--json", action="store_true", help="print DeviceInfo as JSON")
@@ -29,10 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def show_devices(args: argparse.Namespace) -> int:
     """`devices`: each device's fingerprint and current temperatures, as a table or JSON."""
-    from lutnas.device_agents.adb import AdbOptions
     from lutnas.device_agents.factory import AgentOptions, open_agent
 
-    options = AgentOptions(adb=AdbOptions(adb_key=args.adb_key, command_timeout_s=args.timeout),
+    options = AgentOptions(adb=replace(adb_options(args), command_timeout_s=args.timeout),
                            ssh=replace(ssh_options(args), command_timeout_s=args.timeout))
     found = []
     for address in args.device:

@@ -18,11 +18,14 @@ from lutnas.device_agents.base import DeviceInfo, RunSettings
 from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import LatencyTable
+from tests.adbd import SimulatedAdbd
+from tests.adbd.fixtures import _session_adb_key  # noqa: F401 - a pytest fixture
 from tests.sshd import Sshd, sshd_missing
 from tests.tables.synthetic import add_trials, device
 
 DEVICE_FLAGS = ["--runner", "/opt/bm", "--runner-kind", "litert", "--runner-arg=--use_gpu=true",
-                "--max-temp", "40", "--ssh-key", "/k", "--ssh-known-hosts", "/kh", "--remote-python", "py3"]
+                "--max-temp", "40", "--ssh-key", "/k", "--ssh-known-hosts", "/kh", "--remote-python", "py3",
+                "--adb-key", "/a"]
 COMMANDS = {
     "evaluate": ["evaluate", "--table", "t.parquet", "--device", "ssh:pi@board"],
     "build-table": ["build-table", "--out", "t.parquet", "--calibrate-on", "ssh:pi@board"],
@@ -44,7 +47,26 @@ def test_every_device_command_takes_the_same_device_flags(command: str) -> None:
     assert options.remote.runner_args == ("--use_gpu=true",) and options.remote.max_temp_c == 40.0
     assert (options.ssh.key, options.ssh.known_hosts, options.ssh.remote_python) == \
         (Path("/k"), Path("/kh"), "py3")
+    assert options.adb.adb_key == Path("/a")
     assert getattr(args, "accelerator", "gpu") == "gpu"
+
+
+def test_every_command_that_reaches_a_device_takes_adb_key() -> None:
+    """A command with the runner flags can reach a phone, so it takes --adb-key too (a new command
+    that adds its own device flags instead of add_device_flags fails here)."""
+    import argparse
+
+    from lutnas.cli import COMMANDS
+
+    def options_of(command: str) -> dict[str, argparse.Action]:
+        parser = build_parser([command])  # only the command named is registered in full
+        (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return commands.choices[command]._option_string_actions
+
+    options = {command: options_of(command) for command in COMMANDS}
+    reaching = {command for command, flags in options.items() if "--runner" in flags}
+    assert {"profile-device", "evaluate", "build-table", "search", "transfer"} <= reaching
+    assert sorted(c for c in reaching | {"devices"} if "--adb-key" not in options[c]) == []
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -63,6 +85,16 @@ def _table(path: Path, info: DeviceInfo, settings: RunSettings) -> Path:
     return LatencyTable.from_latencies(keys, info, settings, "tiny").save(path)
 
 
+def _store(path: Path, settings: RunSettings) -> Path:
+    """Two trials of every tiny block at 32 px, measured on the synthetic host under `settings`."""
+    with MeasurementStore(path) as db:
+        db.upsert_device(device())
+        run = db.start_run("host-test", settings, "tiny", "block", [])
+        for spec in SearchSpace.load("tiny").unique_blocks([32]):
+            add_trials(db, run, "host-test", settings, spec.key, [0.1, 0.11], kind=spec.kind)
+    return path
+
+
 @pytest.mark.parametrize("command", ["evaluate", "search"])
 def test_an_accelerator_other_than_the_tables_is_refused(command: str, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture) -> None:
@@ -74,6 +106,38 @@ def test_an_accelerator_other_than_the_tables_is_refused(command: str, tmp_path:
     err = capsys.readouterr().err
     assert "--accelerator gpu" in err and "holds cpu latencies" in err
     assert "build-table --accelerator gpu" in err
+
+
+def test_adb_key_reaches_the_phone_from_evaluate_and_calibrate_on(
+        _session_adb_key: Path, tmp_path: Path, capsys: pytest.CaptureFixture,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulated phone trusts only the key given by --adb-key; $LUTNAS_ADB_KEY names another
+    path. Both commands read the phone's fingerprint with the given key (no "allow USB debugging"
+    prompt, no key created at the environment's path) and are then refused only because the table
+    was measured on another device."""
+    from lutnas.device_agents.adb_keys import KEY_ENV
+
+    key = tmp_path / "mine" / "adbkey"
+    key.parent.mkdir()
+    for suffix in ("", ".pub"):
+        key.with_name(f"adbkey{suffix}").write_bytes(Path(f"{_session_adb_key}{suffix}").read_bytes())
+    key.chmod(0o600)
+    elsewhere = tmp_path / "env" / "adbkey"
+    monkeypatch.setenv(KEY_ENV, str(elsewhere))
+    settings = RunSettings(runtime="tflite")
+    table = _table(tmp_path / "t.parquet", device(), settings)
+    store = _store(tmp_path / "m.sqlite", settings)
+    with SimulatedAdbd(tmp_path / "pixel7", "pixel7", trusted_keys=[Path(f"{key}.pub")]) as phone:
+        address = f"adb:{phone.address}"
+        assert main(["evaluate", "--device", address, "--table", str(table), "--samples", "2",
+                     "--resolution", "32", "--store", str(tmp_path / "e.sqlite"), "--adb-key", str(key)]) == 2
+        assert "the device given is android:google-pixel-7" in capsys.readouterr().err
+        assert main(["build-table", "--store", str(store), "--out", str(tmp_path / "b.parquet"),
+                     "--calibrate", "2", "--resolution", "32", "--calibrate-on", address,
+                     "--adb-key", str(key)]) == 2
+        assert "the device given is android:google-pixel-7" in capsys.readouterr().err
+        assert phone.prompts == 0
+    assert not elsewhere.exists()
 
 
 @pytest.fixture
@@ -105,12 +169,7 @@ def test_evaluate_and_calibrate_on_reach_the_board_with_the_ssh_flags(sshd: Sshd
     assert main([*evaluate, *_ssh_flags(sshd)]) == 2
     err = capsys.readouterr().err
     assert "measured on host-test, but the device given is linux:" in err
-    store = tmp_path / "m.sqlite"
-    with MeasurementStore(store) as db:
-        db.upsert_device(device())
-        run = db.start_run("host-test", settings, "tiny", "block", [])
-        for spec in SearchSpace.load("tiny").unique_blocks([32]):
-            add_trials(db, run, "host-test", settings, spec.key, [0.1, 0.11], kind=spec.kind)
+    store = _store(tmp_path / "m.sqlite", settings)
     build = ["build-table", "--store", str(store), "--out", str(tmp_path / "b.parquet"), "--calibrate",
              "2", "--resolution", "32", "--calibrate-on", sshd.address]
     assert main([*build, *_ssh_flags(sshd)]) == 2
