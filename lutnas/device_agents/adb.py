@@ -16,7 +16,13 @@ from typing import Any, TypeVar
 
 from lutnas.device_agents.adb_keys import key_path, load_signer
 from lutnas.device_agents.android import ANDROID
-from lutnas.device_agents.policy import DeviceLostError, RetryPolicy, TransientError, retry_transient
+from lutnas.device_agents.policy import (
+    DeviceLostError,
+    Reconnecting,
+    RetryPolicy,
+    TransientError,
+    retry_transient,
+)
 from lutnas.device_agents.remote import RemoteAgent, RemoteOptions
 from lutnas.device_agents.transport import FileRefusedError, ShellTransport
 from lutnas.errors import BadInputError, DeviceError, LutnasError
@@ -114,26 +120,10 @@ class AdbTransport(ShellTransport):
                      adb_exc.AdbConnectionError, adb_exc.InvalidResponseError, adb_exc.InvalidCommandError,
                      adb_exc.InvalidChecksumError, adb_exc.UsbReadFailedError, adb_exc.UsbWriteFailedError,
                      ConnectionError)
-
-        def attempt(_attempt: int) -> T:
-            if self._device is None:
-                self._connect()  # reconnecting has its own back-off
-            try:
-                return action(self._device)
-            except transient as exc:
-                self._close_device()
-                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
-
-        def on_retry(_attempt: int, exc: TransientError) -> None:
-            self.on_message(f"{self.address}: {what}: {exc}; reconnecting")
-
-        attempts = self.retry.command_attempts
-        try:
-            return retry_transient(attempt, (0.0,) * (attempts - 1), on_retry)
-        except TransientError as exc:
-            raise DeviceLostError(f"{self.address}: {what} failed {attempts} times, last with {exc} "
-                                  f"(timeout {self.command_timeout_s:g} s a command); the device "
-                                  "stopped answering") from exc
+        calls = Reconnecting(self.address, lambda: self._device is not None, self._connect,
+                             self._close_device, transient, lambda text: self.on_message(text))
+        return calls.call(what, lambda: action(self._device), self.retry.command_attempts,
+                          f"(timeout {self.command_timeout_s:g} s a command); the device stopped answering")
 
     # -- ShellTransport ----------------------------------------------------------------------------
     def shell(self, command: str, timeout_s: float | None = None) -> str:

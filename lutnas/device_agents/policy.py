@@ -82,6 +82,56 @@ def retry_transient(action: Callable[[int], T], delays_s: Sequence[float],
     raise AssertionError("unreachable")
 
 
+def describe_failure(exc: BaseException) -> str:
+    """`Type: message` of a library's exception; a bare timeout (empty message) says so."""
+    text = str(exc) or ("timed out" if isinstance(exc, TimeoutError) else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """How a transport runs one command over a connection that may drop, per `RetryPolicy`.
+
+    `connected`: whether a connection is open; `connect`: open one (it has its own back-off and
+    raises `DeviceLostError` when that runs out); `drop`: forget a connection that failed, so the
+    next attempt reopens it; `transient`: the library's exceptions that mean the connection dropped
+    or stuck (anything else propagates at once); `say`: where the "reconnecting" notice goes.
+    """
+
+    address: str  # how notices and errors name the device
+    connected: Callable[[], bool]
+    connect: Callable[[], None]
+    drop: Callable[[], None]
+    transient: tuple[type[BaseException], ...]
+    say: Callable[[str], None]
+
+    def call(self, what: str, action: Callable[[], T], attempts: int, lost_detail: str) -> T:
+        """`action()` (connecting first when needed), retried `attempts` times in all when it
+        raises a transient exception, the connection reopened in between.
+
+        `what` names the command in notices ("shell command"); `lost_detail` ends the
+        `DeviceLostError` raised when every attempt failed, e.g. "(timeout 300 s); the board
+        stopped answering"."""
+
+        def attempt(_attempt: int) -> T:
+            if not self.connected():
+                self.connect()
+            try:
+                return action()
+            except self.transient as exc:
+                self.drop()
+                raise TransientError(describe_failure(exc)) from exc
+
+        def on_retry(_attempt: int, exc: TransientError) -> None:
+            self.say(f"{self.address}: {what}: {exc}; reconnecting")
+
+        try:
+            return retry_transient(attempt, (0.0,) * (attempts - 1), on_retry)
+        except TransientError as exc:
+            raise DeviceLostError(f"{self.address}: {what} failed {attempts} times, last with {exc} "
+                                  f"{lost_detail}") from exc
+
+
 @dataclass(frozen=True)
 class CoolDown:
     """Wait while the device's hottest CPU zone is above `max_temp_c` (None: never wait).

@@ -168,21 +168,27 @@ class RemoteAgent(DeviceAgent):
     def _check_abi(self, program: RunnerProgram, local: Path) -> None:
         """BadInputError (one line, exit 2) when `local` is an ELF built for an ABI the device lacks.
 
-        Read on the host before pushing: the phone would only answer with exit 126. Files that are
-        not ELF (a script) are left to the device."""
+        Read on the host before pushing: the device would only answer with exit 126. Files that are
+        not ELF (a script) are left to the device, and so is a device whose ABIs are unknown."""
         with open(local, "rb") as handle:
             found = elf_abi(handle.read(20))
-        if found is None:
+        device_abis = self._device_abis()
+        if found is None or not device_abis or any(_abi_matches(found, abi) for abi in device_abis):
             return
+        raise BadInputError(self._abi_mismatch(found, device_abis, program, local))
+
+    def _device_abis(self) -> list[str]:
+        """The ABIs a runner may be built for here: Android's ro.product.cpu.abilist, else its abi."""
         info = self.info()
         device_abis = [a for a in str(info.extra.get("abilist", "")).split(",") if a] or [info.abi]
-        device_abis = [a for a in device_abis if a]
-        if not device_abis or any(_abi_matches(found, abi) for abi in device_abis):
-            return
-        raise BadInputError(
-            f"runner {local} is built for {found} but {info.model} runs {info.abi or device_abis[0]} "
-            f"(ro.product.cpu.abi; abilist {','.join(device_abis)}): use a {info.abi or device_abis[0]} "
-            f"build of {program.name}")
+        return [a for a in device_abis if a]
+
+    def _abi_mismatch(self, found: str, device_abis: list[str], program: RunnerProgram, local: Path) -> str:
+        """The error line for a runner built for `found`, which none of `device_abis` runs."""
+        info = self.info()
+        abi = info.abi or device_abis[0]
+        return (f"runner {local} is built for {found} but {info.model} runs {abi} (ro.product.cpu.abi; "
+                f"abilist {','.join(device_abis)}): use a {abi} build of {program.name}")
 
     def _check_runner(self, program: RunnerProgram, device_path: str) -> None:
         quoted = shlex.quote(device_path)

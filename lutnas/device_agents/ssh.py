@@ -9,7 +9,7 @@ as synchronous (and single-threaded) as the ADB one.
 
 `SshAgent` is a `RemoteAgent` on the Linux platform (`linux.py`): a `benchmark_model` built for the
 board (`--runner`, its ELF machine checked against `uname -m` before upload, by
-`RemoteAgent._check_abi`), or lutnas's own
+`RemoteAgent._check_abi` with the board's `_device_abis`), or lutnas's own
 worker (`local_worker.py`, uploaded with the two modules it imports) run by the board's Python
 (`--remote-python`) in a fresh process per trial, like the host's.
 """
@@ -23,28 +23,27 @@ import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from lutnas.device_agents.base import (
-    DeviceInfo,
-    Measurement,
-    ModelFile,
-    RunnerInfo,
-    RunSettings,
-    sha256_of,
-)
+from lutnas.device_agents.base import DeviceInfo, Measurement, ModelFile, RunnerInfo, RunSettings
 from lutnas.device_agents.linux import LINUX
-from lutnas.device_agents.policy import DeviceLostError, RetryPolicy, TransientError, retry_transient
-from lutnas.device_agents.remote import RemoteAgent, RemoteOptions, _abi_matches, elf_abi
+from lutnas.device_agents.policy import (
+    DeviceLostError,
+    Reconnecting,
+    RetryPolicy,
+    TransientError,
+    retry_transient,
+)
+from lutnas.device_agents.remote import RemoteAgent, RemoteOptions
 from lutnas.device_agents.runner_output import first_lines
 from lutnas.device_agents.runners import LOCAL_WORKER, RunnerProgram, WorkerProgram
 from lutnas.device_agents.transport import FileRefusedError, ShellTransport
 from lutnas.errors import BadInputError, DeviceError
+from lutnas.fileio import sha256_of
 
 DEFAULT_SSH_PORT = 22
 ADDRESS_FORMS = "'ssh:USER@HOST[:PORT]'"
 KEY_ENV, KNOWN_HOSTS_ENV, PYTHON_ENV = "LUTNAS_SSH_KEY", "LUTNAS_SSH_KNOWN_HOSTS", "LUTNAS_REMOTE_PYTHON"
-T = TypeVar("T")
 
 # What the remote worker needs of lutnas (local_worker imports runtimes, which imports errors).
 WORKER_MODULES = ("errors.py", "device_agents/local_worker.py", "device_agents/runtimes.py")
@@ -201,25 +200,10 @@ class SshTransport(ShellTransport):
 
     def _call(self, what: str, action: Callable[[Any], Any], timeout_s: float) -> Any:
         """`await action(conn)`; a dropped or stuck connection is reopened and the action retried."""
-
-        def attempt(_attempt: int) -> Any:
-            if self._conn is None:
-                self._connect()
-            try:
-                return self._run(action(self._conn), timeout_s)
-            except (TimeoutError, OSError, *_disconnects()) as exc:
-                self._drop()
-                raise TransientError(f"{type(exc).__name__}: {exc or 'timed out'}") from exc
-
-        def on_retry(_attempt: int, exc: TransientError) -> None:
-            self.on_message(f"{self.address}: {what}: {exc}; reconnecting")
-
-        attempts = self.retry.command_attempts
-        try:
-            return retry_transient(attempt, (0.0,) * (attempts - 1), on_retry)
-        except TransientError as exc:
-            raise DeviceLostError(f"{self.address}: {what} failed {attempts} times, last with {exc} "
-                                  f"(timeout {timeout_s:g} s); the board stopped answering") from exc
+        calls = Reconnecting(self.address, lambda: self._conn is not None, self._connect, self._drop,
+                             (TimeoutError, OSError, *_disconnects()), lambda text: self.on_message(text))
+        return calls.call(what, lambda: self._run(action(self._conn), timeout_s), self.retry.command_attempts,
+                          f"(timeout {timeout_s:g} s); the board stopped answering")
 
     # -- ShellTransport ----------------------------------------------------------------------------
     def shell(self, command: str, timeout_s: float | None = None) -> str:
@@ -419,14 +403,14 @@ class SshAgent(RemoteAgent):
                                 f"{self.address} (none of {', '.join(modules)} imports): pip install "
                                 "it there, or pass --runner with a benchmark_model for the board")
 
-    def _check_abi(self, program: RunnerProgram, local: Path) -> None:
-        """RemoteAgent's check before upload, against `uname -m` (a board has no Android ABI list)."""
-        with open(local, "rb") as handle:
-            found = elf_abi(handle.read(20))
-        board = self.info().abi
-        if found is not None and board and not _abi_matches(found, board):
-            raise BadInputError(f"runner {local} is built for {found} but {self.address} is {board} "
-                                f"(uname -m): pass --runner with a {program.name} built for {board}")
+    def _device_abis(self) -> list[str]:
+        """The board's `uname -m` (it has no Android ABI list); empty when unknown."""
+        return [self.info().abi] if self.info().abi else []
+
+    def _abi_mismatch(self, found: str, device_abis: list[str], program: RunnerProgram, local: Path) -> str:
+        board = device_abis[0]
+        return (f"runner {local} is built for {found} but {self.address} is {board} (uname -m): pass "
+                f"--runner with a {program.name} built for {board}")
 
     # -- measuring with lutnas's worker -------------------------------------------------------------
     def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from lutnas.device_agents.base import RunSettings, parse_cores
-from lutnas.device_agents.policy import CoolDown, TransientError, retry_transient
+from lutnas.device_agents.policy import (
+    CoolDown,
+    DeviceLostError,
+    Reconnecting,
+    TransientError,
+    describe_failure,
+    retry_transient,
+)
 from lutnas.errors import BadInputError, DeviceError
 
 
@@ -39,6 +46,61 @@ def test_a_failure_that_will_repeat_is_not_retried():
     with pytest.raises(DeviceError, match="ABI"):
         retry_transient(refused, (0.0, 0.0, 0.0))
     assert calls == [0]
+
+
+class _Link:
+    """A connection double for `Reconnecting`: counts opens and drops, fails the first `drops`
+    commands with `error` (what a transport's library raises when the link drops)."""
+
+    def __init__(self, drops: int, error: BaseException) -> None:
+        self.open, self.opens, self.closes, self.drops, self.error = False, 0, 0, drops, error
+        self.notices: list[str] = []
+
+    def connect(self) -> None:
+        self.open, self.opens = True, self.opens + 1
+
+    def drop(self) -> None:
+        self.open, self.closes = False, self.closes + 1
+
+    def command(self) -> str:
+        assert self.open, "a command ran without a connection"
+        if self.drops:
+            self.drops -= 1
+            raise self.error
+        return "output"
+
+    def calls(self, transient: tuple[type[BaseException], ...] = (OSError,)) -> Reconnecting:
+        return Reconnecting("phone:5555", lambda: self.open, self.connect, self.drop, transient,
+                            self.notices.append)
+
+
+def test_a_dropped_command_is_reconnected_and_retried():
+    link = _Link(drops=2, error=ConnectionResetError("peer closed"))
+    assert link.calls().call("shell command", link.command, 3, "(timeout 5 s)") == "output"
+    assert (link.opens, link.closes) == (3, 2)  # connected once, reopened after each drop
+    assert link.notices == ["phone:5555: shell command: ConnectionResetError: peer closed; reconnecting"] * 2
+
+
+def test_a_command_that_keeps_dropping_is_a_lost_device():
+    link = _Link(drops=5, error=TimeoutError())
+    with pytest.raises(DeviceLostError) as lost:
+        link.calls().call("push of m.tflite", link.command, 3, "(timeout 5 s); the board stopped answering")
+    assert str(lost.value) == ("phone:5555: push of m.tflite failed 3 times, last with TimeoutError: "
+                               "timed out (timeout 5 s); the board stopped answering")
+    assert (link.opens, link.closes, link.drops) == (3, 3, 2) and len(link.notices) == 2
+
+
+def test_an_error_outside_the_transient_ones_is_not_retried():
+    link = _Link(drops=1, error=DeviceError("key rejected"))
+    with pytest.raises(DeviceError, match="key rejected"):
+        link.calls().call("shell command", link.command, 3, "")
+    assert (link.opens, link.closes, link.notices) == (1, 0, [])
+
+
+def test_describe_failure_names_the_type_and_a_bare_timeout():
+    assert describe_failure(OSError("no route")) == "OSError: no route"
+    assert describe_failure(TimeoutError()) == "TimeoutError: timed out"
+    assert describe_failure(ConnectionResetError()) == "ConnectionResetError"
 
 
 def test_cool_down_waits_while_hot_and_notes_it():
