@@ -24,7 +24,7 @@ from lutnas.profiler.plan import GRANULARITIES
 
 if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to register the command
     from lutnas.device_agents.factory import AgentOptions
-    from lutnas.profiler.run import ProfileSummary
+    from lutnas.profiler.run import KeysResult, ProfileSummary, QualitySettings
     from lutnas.profiler.run import Progress as LoopProgress
 
 __all__ = ["parse_cores", "profile_device", "register"]  # parse_cores: cli/table.py reads --cores too
@@ -167,7 +167,9 @@ class _RichProgress:
             self.bars.console.print(f"[yellow]{event.device}: {event.message}[/]")
 
 
-def print_summary(summary: ProfileSummary) -> None:
+def print_summary(summary: ProfileSummary, qc: QualitySettings | None = None) -> None:
+    """The run's table, one line per device with failed keys, and one line of advice per device
+    with never-settled blocks (`qc`: the bounds they missed; left out, the advice names none)."""
     table = Table(title=f"profiled into {summary.store}")
     for column in ("device", "run", "measured", "skipped", "re-measured", "flagged", "failed",
                    "measurements", "drift events", "median CV", "wall s"):
@@ -187,6 +189,22 @@ def print_summary(summary: ProfileSummary) -> None:
             console.print(f"[red]{device}: {len(result.failed)} key(s) failed, the first with "
                           f"{first}; see `lutnas measurements --device {device} --all`[/]",
                           soft_wrap=True)
+        advice = qc_advice(device, result, qc)
+        if advice:
+            console.print(f"[yellow]{escape(advice)}[/]", soft_wrap=True)
+
+
+def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None) -> str | None:
+    """What to do about `result`'s never-settled blocks (README, "Measurements you can trust"), as
+    one line; None when none. Below-resolution blocks need nothing (fine inside a sum)."""
+    if not result.flagged:
+        return None
+    bound = f" (95% interval wider than ±{qc.ci_bound * 100:g}% after up to {qc.max_trials} trials)" \
+        if qc else ""
+    return (f"{device}: {result.flagged} block(s) never settled{bound}: quiet the device (stop other "
+            f"jobs, let a phone cool, pin --cores), then rerun the same command with a larger --trials "
+            f"(and --max-trials), or accept a looser --ci-bound; `lutnas measurements --device {device}` "
+            f"flags them never-settled")
 
 
 def profile_device(args: argparse.Namespace) -> int:
@@ -235,7 +253,7 @@ def profile_device(args: argparse.Namespace) -> int:
             print(f"stopped during export; nothing measured was lost. Run the same command again to "
                   f"resume (store {args.store}).", file=sys.stderr)
             return 130
-    print_summary(summary)
+    print_summary(summary, qc)
     if summary.interrupted:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
               f"resume where it stopped.", file=sys.stderr)

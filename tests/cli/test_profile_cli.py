@@ -85,6 +85,32 @@ def test_tflite_profile_in_process(tmp_path):
     assert frame["key"].nunique() == 2
 
 
+def test_never_settled_blocks_get_one_line_of_advice(tmp_path, capsys):
+    """A bound no two trials can meet flags every block never-settled; the summary then says what
+    to do (README's QC table: quiet the device, more trials, or a looser --ci-bound)."""
+    store = tmp_path / "m.sqlite"
+    argv = ["profile-device", "--space", "tiny", "--limit", "2", "--trials", "2", "--max-trials", "2",
+            "--ci-bound", "0.00001", "--runs", "5", "--warmup", "2", "--seed", "1", "--runtime",
+            "onnxruntime", "--store", str(store)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    (advice,) = [line for line in out.splitlines() if "never settled" in line]
+    assert "2 block(s) never settled (95% interval wider than ±0.001% after up to 2 trials)" in advice
+    for words in ("quiet the device", "larger --trials", "--max-trials", "looser --ci-bound"):
+        assert words in advice
+
+
+def test_no_advice_without_flagged_blocks():
+    from lutnas.cli.profile import qc_advice
+    from lutnas.profiler.run import KeysResult, QualitySettings
+
+    assert qc_advice("host", KeysResult("host", measured=4, below_resolution=2), QualitySettings()) is None
+    advice = qc_advice("host", KeysResult("host", measured=4, flagged=1), QualitySettings(ci_bound=0.05))
+    assert advice is not None and advice.startswith("host: 1 block(s) never settled (95% interval wider "
+                                                    "than ±5% after up to 20 trials): quiet the device")
+    assert "\n" not in advice
+
+
 def _wait_for_measurements(store: Path, count: int, process: subprocess.Popen, limit_s: float = 240) -> int:
     deadline = time.time() + limit_s
     while time.time() < deadline:
