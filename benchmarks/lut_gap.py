@@ -48,11 +48,15 @@ from typing import Any
 
 import numpy as np
 
+from lutnas.device_agents.local_worker import EVICT_L2_FACTOR, l2_bytes
+
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_CACHE = Path(tempfile.gettempdir()) / "lutnas-predictor-accuracy" / "cache"
 FLUSH_BYTES = 64 << 20  # 2x the host's 32 MiB L3: touching it evicts every block's weights
 L2_BYTES = 2 << 20  # this host's per-core L2 (lscpu)
-L2_FLUSH_BYTES = 2 * L2_BYTES  # evicts L2, leaves most of L3
+# evicts L2, leaves most of L3: the same buffer as the host worker's --cache cold-l2 (4 x the
+# per-core L2 from sysfs = 4 MiB here, what results/lut_gap.json's "l2flushed" was measured with)
+L2_FLUSH_BYTES = EVICT_L2_FACTOR * l2_bytes()
 
 
 # ---------------------------------------------------------------------- timing one run

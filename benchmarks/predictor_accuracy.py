@@ -10,6 +10,10 @@ Target (issue 9): LUT + correction within +-5 % for >= 95 % of held-out subnets,
         --subnet-blocks --calibrate 6 --samples 20 --trials 10
 
 `--subnet-blocks` profiles only the blocks of the sampled subnets (all of them), not the whole plan.
+`--cache cold-l2` (the default) evicts L2 before every timed run of blocks and subnets alike: a
+block timed back to back keeps its weights in L2, which it never does inside a whole model, and the
+raw LUT sum came out 17-21 % under whole subnets (benchmarks/results/lut_gap.json); `--cache warm`
+measures as benchmark_model on a phone does. The cache state is part of the result's file name.
 
 The store and model cache persist under --work, so a rerun reuses every measurement.
 """
@@ -58,6 +62,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runtime", default="tflite")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cores", help="pin to these cores, e.g. 0")
+    parser.add_argument("--cache", default="cold-l2", choices=("warm", "cold-l2"),
+                        help="cache state each timed run starts from (RunSettings.cache)")
     parser.add_argument("--trials", type=int, default=20, help="fresh processes per block and subnet")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per trial")
     parser.add_argument("--warmup", type=int, default=5)
@@ -83,11 +89,12 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LUTNAS_CACHE", str(args.work / "cache"))
     tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
-        f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "")
+        f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
+        "-coldl2" if args.cache == "cold-l2" else "")
     store_path = args.work / f"{tag}.sqlite"
     cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
-                           runs=args.runs)
+                           runs=args.runs, cache=args.cache)
     qc = QualitySettings(ci_bound=args.ci_bound, max_trials=args.max_trials, drift_bound=args.drift_bound)
     timings = {}
     specs = _subnet_blocks(args) if args.subnet_blocks else None

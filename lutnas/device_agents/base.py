@@ -25,6 +25,11 @@ from lutnas.fileio import sha256_of  # noqa: F401  (re-exported: callers import 
 RUNTIMES = ("tflite", "onnxruntime", "torch", "executorch")
 ACCELERATORS = ("cpu", "gpu", "nnapi", "npu")
 PRECISIONS = ("fp32", "fp16", "int8")
+# The cache state each timed run starts from: "warm" (runs back to back, as benchmark_model does)
+# or "cold-l2" (the host worker rewrites a buffer of 4x the core's L2 before every run, so a
+# block starts the way it does inside a whole model: with a cache its predecessor filled;
+# benchmarks/results/lut_gap.json).
+CACHE_STATES = ("warm", "cold-l2")
 OK = "ok"
 
 
@@ -87,8 +92,11 @@ class RunSettings:
     accelerator: str = "cpu"
     op_profiling: bool = False
     precision: str = "fp32"  # fp32 | fp16 (weights) | int8 (full-integer); part of the identity
+    cache: str = "warm"  # CACHE_STATES; a table refuses measurements that mix them
 
     def __post_init__(self) -> None:
+        if self.cache not in CACHE_STATES:
+            raise BadInputError(f"unknown cache state {self.cache!r}; use {' or '.join(CACHE_STATES)}")
         if self.precision not in PRECISIONS:
             raise BadInputError(f"unknown precision {self.precision!r}; use --precision "
                                 f"{' or '.join(PRECISIONS)}")
@@ -244,6 +252,10 @@ class Measurement:
 class DeviceAgent(ABC):
     """One device. Agents are used from one thread; a device farm runs one agent per worker."""
 
+    # Cache states its timing loop can start runs from (RunSettings.cache); benchmark_model on a
+    # phone times runs back to back, so only "warm" unless the agent owns the loop (the host).
+    cache_states: tuple[str, ...] = ("warm",)
+
     @abstractmethod
     def info(self) -> DeviceInfo:
         """Fingerprint of the device and its runtimes (cheap after the first call)."""
@@ -286,3 +298,8 @@ class DeviceAgent(ABC):
         self.close()
 
 
+def check_cache_state(agent: DeviceAgent, settings: RunSettings) -> None:
+    """BadInputError when `agent`'s timing loop cannot start runs from `settings.cache`."""
+    if settings.cache not in agent.cache_states:
+        raise BadInputError(f"{type(agent).__name__} times runs back to back and cannot give them a "
+                            f"{settings.cache} cache; use --cache {' or '.join(agent.cache_states)}")

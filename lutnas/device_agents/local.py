@@ -25,6 +25,7 @@ from importlib.util import find_spec
 from typing import IO, Any
 
 from lutnas.device_agents.base import (
+    CACHE_STATES,
     CpuCluster,
     DeviceAgent,
     DeviceInfo,
@@ -155,6 +156,8 @@ class LocalProcess:
 
 class LocalAgent(DeviceAgent):
     """Measures model files on this machine's CPU, one fresh worker process per batch."""
+
+    cache_states = CACHE_STATES  # its worker owns the timing loop, so it can evict L2 between runs
 
     def __init__(self, options: LocalOptions | None = None, worker: WorkerProgram = LOCAL_WORKER) -> None:
         self.options = options or LocalOptions()

@@ -209,10 +209,45 @@ def make_runner(runtime: str, threads: int) -> Runner:
     raise ValueError(f"unknown runtime {runtime!r}")
 
 
+L2_FALLBACK_BYTES = 1 << 20  # when sysfs does not say (this host's per-core L2, lscpu/sysfs)
+EVICT_L2_FACTOR = 4  # buffer = 4x L2: benchmarks/lut_gap.py's "l2flushed" (4 MiB here), well under L3
+
+
+def l2_bytes(core: int = 0) -> int:
+    """Size of `core`'s level-2 cache in bytes from sysfs; L2_FALLBACK_BYTES when it is not there."""
+    for index in sorted(glob.glob(f"/sys/devices/system/cpu/cpu{core}/cache/index*")):
+        try:
+            with open(f"{index}/level") as level, open(f"{index}/size") as size:
+                if level.read().strip() != "2":
+                    continue
+                text = size.read().strip().upper()
+        except OSError:
+            continue
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    return L2_FALLBACK_BYTES
+
+
+def l2_evictor(core: int = 0) -> Callable[[], None]:
+    """A callable that reads and writes EVICT_L2_FACTOR x L2 bytes: afterwards the model's weights
+    and activations are out of L2 (still in L3), as when a predecessor block ran before it."""
+    buffer = np.ones(EVICT_L2_FACTOR * l2_bytes(core) // 8)
+
+    def evict() -> None:
+        buffer.__iadd__(1.0)
+
+    return evict
+
+
 def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
-            op_profiling: bool) -> tuple[list[float], dict[str, float] | None]:
+            op_profiling: bool, before: Callable[[], Any] | None = None,
+            ) -> tuple[list[float], dict[str, float] | None]:
+    """`runs` timed invokes after `warmup` untimed ones -> (ms per run, per-operator ms or None).
+    `before` runs untimed ahead of every warm-up and timed invoke (the cold-L2 eviction)."""
     invoke = runner.load(path, threads)
     for _ in range(warmup):
+        if before is not None:
+            before()
         invoke()
     samples: list[float] = []
     clock = time.perf_counter_ns
@@ -220,6 +255,8 @@ def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
     gc.disable()  # a collection inside a timed run would be charged to the block
     try:
         for _ in range(runs):
+            if before is not None:
+                before()
             start = clock()
             invoke()
             samples.append((clock() - start) / 1e6)
@@ -243,6 +280,10 @@ def main() -> int:
         if cores:
             os.sched_setaffinity(0, cores)  # before the runtime creates its thread pool
         runner = make_runner(request["runtime"], int(request["threads"]))
+        cache = request.get("cache") or "warm"
+        if cache not in ("warm", "cold-l2"):
+            raise ValueError(f"unknown cache state {cache!r}")
+        evict = l2_evictor(cores[0] if cores else 0) if cache == "cold-l2" else None
     except Exception as exc:
         emit({"fatal": f"{type(exc).__name__}: {exc}"})
         return 3
@@ -252,8 +293,8 @@ def main() -> int:
         try:
             samples, operators = measure(runner, item["path"], int(request["threads"]),
                                          int(request["warmup"]), int(request["runs"]),
-                                         bool(request.get("op_profiling")))
-            record.update(samples_ms=samples, operator_ms=operators, status="ok")
+                                         bool(request.get("op_profiling")), evict)
+            record.update(samples_ms=samples, operator_ms=operators, status="ok", cache=cache)
         except Exception as exc:  # one bad file must not abort the batch
             record.update(samples_ms=[], operator_ms=None, status=f"error: {type(exc).__name__}: {exc}")
         record.update(runner_name=runner.name, runner_version=runner.version,

@@ -239,7 +239,7 @@ class WorkerProgram:
         return json.dumps({"runtime": settings.runtime, "threads": settings.threads,
                            "cores": list(settings.cores) if settings.cores else None,
                            "warmup": settings.warmup, "runs": settings.runs,
-                           "op_profiling": settings.op_profiling,
+                           "op_profiling": settings.op_profiling, "cache": settings.cache,
                            "files": [{"path": str(f.path), "key": f.key} for f in files]}).encode()
 
     def parse_line(self, record: dict[str, Any], file: ModelFile, trial_index: int,

@@ -13,6 +13,23 @@ differently. The correction models the causes, each with a physical sign:
   the host was loaded), so the fit stops at the bound and says so.
 - `overhead_ms` (>= 0): whole-model cost the blocks lack (layout conversions at the boundaries).
 
+What the scale carries depends on how the blocks were timed (measured on `elasticvit` 128 px,
+1 thread, 3 subnets, benchmarks/results/lut_gap.json):
+
+- warm blocks (run back to back: their weights stay in L2, which they never do inside the whole
+  model; benchmark_model on a phone times this way): whole / block sum 1.195-1.297 (onnxruntime),
+  1.119-1.310 (LiteRT). The spread across subnets (+-4 %, +-8 %) is what one scale cannot fit.
+- cold-L2 blocks (`RunSettings.cache = "cold-l2"`: the host worker evicts L2 before every timed
+  run, blocks and whole subnets alike): whole / block sum 1.059-1.073 (onnxruntime), 1.068-1.195
+  (LiteRT). The cause of the warm error is removed at the measurement; the scale keeps the rest.
+- a per-byte cache term (c x min(block bytes, L2)) was tried instead of cold timing and rejected:
+  per block it explains little of the chained - warm difference (R^2 -0.2..0.31 by subnet), and
+  per subnet it left -2.6..+5.1 % (onnxruntime), so it is not a term here.
+
+Constants: SCALE_BOUNDS (0.5, 2) hold every ratio above with margin and exclude the -1.83 fitted on
+a loaded host (issue 19); POINTS_PER_TERM = 3 is issue 19's "fewer than ~3 points per parameter
+fits noise"; _SLACK and _GRID are numerical (float tolerance, invoke grid before refinement).
+
 Free parameters are added in that order of robustness (scale, overhead, invoke) and never more than
 one per three calibration subnets: two points give a scale only, nine all three. The fit minimises
 relative residuals (the accuracy that matters is the +-5 % share), under the bounds, exactly: every

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lutnas.device_agents.base import DeviceAgent, Measurement, ModelFile, RunSettings
+from lutnas.device_agents.base import DeviceAgent, Measurement, ModelFile, RunSettings, check_cache_state
 from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.device_agents.policy import is_deterministic
 from lutnas.errors import BadInputError, LutnasError
@@ -373,6 +373,7 @@ def measure_keys(agent: DeviceAgent, files: dict[str, ModelFile], kinds: dict[st
     if trials < 1:
         raise BadInputError(f"--trials must be at least 1, got {trials}")
     agent.check_settings(settings)
+    check_cache_state(agent, settings)
     loop = _KeyLoop(agent, files, kinds, settings, trials, store, run_id, qc or QualitySettings(),
                     progress, stop, seed, label or agent.info().device_id)
     return loop.run()
@@ -539,6 +540,7 @@ def run_profile(devices: Sequence[str | DeviceAgent], space: SearchSpace | str, 
             agents.append(agent)
         for agent in agents:
             agent.check_settings(settings)
+            check_cache_state(agent, settings)
         store = MeasurementStore(store_path)  # created only once every check passed
         closing.callback(store.close)
         return _profile_devices(agents, store, store_path, space, settings, plan_specs, trials,

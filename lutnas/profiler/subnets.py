@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
+from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings, check_cache_state
 from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.errors import BadInputError, DeviceError, SearchError, TableError
 from lutnas.predictors.base import Predictor, PredictorContext
@@ -160,6 +160,7 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
         raise TableError(f"the table was measured on {table.device.device_id}, but the device given "
                          f"is {info.device_id}; evaluate a table on its own device")
     agent.check_settings(settings)
+    check_cache_state(agent, settings)
     keys = [subnet_key(space, c) for c in configs]
     finished = store.finished_keys(info.device_id, settings)
     todo = [(k, c) for k, c in zip(keys, configs) if k not in finished]

@@ -116,6 +116,8 @@ class LatencyTable(TableContext):
                     "warmup": int(run.warmup), "runs": int(run.runs)}
         if run.precision != DEFAULT_PRECISION:
             settings["precision"] = run.precision
+        if run.cache != "warm":  # tables from before cache states were all warm
+            settings["cache"] = run.cache
         return settings
 
     def run_settings(self) -> RunSettings:
@@ -131,7 +133,7 @@ class LatencyTable(TableContext):
         kwargs: dict[str, Any] = {"runtime": str(s["runtime"]), "threads": int(s.get("threads") or 1),
                                   "cores": _cores_of_mask(str(s.get("core_mask") or "all")),
                                   "accelerator": str(s.get("accelerator") or "cpu"),
-                                  "precision": self.precision}
+                                  "precision": self.precision, "cache": str(s.get("cache") or "warm")}
         for name in ("warmup", "runs"):
             if isinstance(s.get(name), int):  # a list means the table mixed counts: keep the defaults
                 kwargs[name] = int(s[name])
@@ -336,6 +338,9 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     settings["runs"] = _common_value(frame, "runs")
     runners = sorted({f"{n}=={v}" for n, v in zip(frame["runner_name"], frame["runner_version"])})
     run_ids = sorted(int(r) for r in frame["run_id"].unique())
+    cache = _cache_state(store, run_ids)
+    if cache != "warm":
+        settings["cache"] = cache
     space_name, text = _space_of(store, run_ids, space)
     metadata = {"runners": runners, "runs": run_ids, "space_yaml": text,
                 "space_digest": space_digest(text) if text else None,
@@ -344,6 +349,20 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
                 "lutnas_version": lutnas.__version__, "ci95_ms": _intervals(frame)}
     return LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
                                        settings, space_name, metadata)
+
+
+def _cache_state(store: Any, run_ids: list[int]) -> str:
+    """The one cache state (RunSettings.cache) the runs `run_ids` measured under; TableError when
+    they mix warm and cold runs (a cold-L2 block is ~13 % slower: benchmarks/results/lut_gap.json)."""
+    if not hasattr(store, "runs_frame"):
+        return "warm"
+    runs = store.runs_frame()
+    states = {str((s or {}).get("cache") or "warm")
+              for r, s in zip(runs["run_id"], runs["settings"]) if int(r) in set(run_ids)}
+    if len(states) > 1:
+        raise TableError(f"the store's block measurements mix cache states ({', '.join(sorted(states))}); "
+                         f"profile into a separate store per --cache")
+    return states.pop() if states else "warm"
 
 
 def _intervals(frame: pd.DataFrame) -> dict[str, list[float]]:
