@@ -208,6 +208,9 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
     no extra QC trials): runs used to keep only the name, so build-table stopped with `unknown
     search space 'mytiny'` unless --space repeated the deleted file's path."""
     space_path = _space_file(tmp_path)
+    # one resolution, so that `largest` (below) is made of profiled blocks as `smallest` is
+    space_path.write_text(space_path.read_text().replace("resolutions: [32, 48]", "resolutions: [32]"))
+    assert "resolutions: [32]" in space_path.read_text()
     store, table = tmp_path / "m.sqlite", tmp_path / "t.parquet"
     assert main(["profile-device", "--space", str(space_path), "--runtime", "onnxruntime",
                  "--resolution", "32", "--trials", "2", "--max-trials", "2", "--runs", "5",
