@@ -40,6 +40,40 @@ from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import build_table
 
 RESULTS = Path(__file__).parent / "results"
+WEIGHTED = "LUT + correction + weights"
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+
+
+def weight_mib(space, configs, precision: str) -> list[float]:
+    """Each subnet's weights in MiB: its blocks' parameters (space.complexity) x bytes a parameter."""
+    from lutnas.space.complexity import block_complexity
+
+    size = BYTES_PER_PARAM[precision]
+    return [sum(block_complexity(b).params for b in space.blocks_of(c)) * size / 2**20 for c in configs]
+
+
+def with_weight_term(result, table, space, correction: dict, precision: str) -> dict:
+    """Adds the WEIGHTED predictor to `result` (held-out subnets): a Correction with the weight term
+    (lutnas.predictors.correction) fitted on the same calibration subnets, block sums and measured
+    invoke as the table's correction; returns it as a dict."""
+    import numpy as np
+
+    from lutnas.predictors.correction import Correction
+    from lutnas.predictors.lut import LutPredictor
+    from lutnas.predictors.metrics import accuracy
+    from lutnas.space import SubnetConfig
+
+    lut = LutPredictor(space).fit(table)
+    cal = [SubnetConfig.from_dict(c) for c in correction["configs"]]
+    sums, _, blocks = lut.block_sums(cal)
+    fit = Correction.fit(sums, correction["measured_ms"], blocks,
+                         correction["invoke_ms"] if correction.get("invoke_measured") else None,
+                         weight_mib=weight_mib(space, cal, precision))
+    sums, _, blocks = lut.block_sums(result.configs)
+    predicted = fit.apply(sums, blocks, weight_mib(space, result.configs, precision))
+    result.predictions[WEIGHTED] = np.asarray(predicted, dtype=float)
+    result.reports.append(accuracy(WEIGHTED, predicted, result.measured_ms))
+    return fit.to_dict()
 
 
 def _subnet_blocks(args: argparse.Namespace) -> list:
@@ -123,6 +157,7 @@ def main() -> None:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed + 2, store, args.trials,
                                     resolutions=args.resolution, checks=eval_checks)
         timings["evaluate_s"] = time.perf_counter() - start
+        weighted = with_weight_term(result, table, space, correction, settings.precision)
         subnet_cv = store.quality_frame(device_id=table.device.device_id)
         subnet_cv = subnet_cv[subnet_cv["key"].str.startswith("subnet:")]["cv"].dropna()
 
@@ -159,6 +194,7 @@ def main() -> None:
         "bias_pct": {name: float(100 * ((p - result.measured_ms) / result.measured_ms).mean())
                      for name, p in result.predictions.items()},
         "correction_full": {k: v for k, v in correction.items() if k != "configs"},
+        "correction_with_weights": weighted,
         "reports": [r.to_dict() for r in result.reports],
         "subnets": result.to_dict()["subnets"], "plot": plot.name,
         "target": {"within_5": 0.95, "mape": 2.0},

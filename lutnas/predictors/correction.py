@@ -3,7 +3,8 @@
 A subnet's blocks were measured one at a time, so their sum misses what the whole model does
 differently. The correction models the causes, each with a physical sign:
 
-    whole_ms = scale * (block_sum_ms - blocks * invoke_ms) + invoke_ms + overhead_ms
+    whole_ms = scale * (block_sum_ms - blocks * invoke_ms) + weight_ms_per_mib * weight_mib
+               + invoke_ms + overhead_ms
 
 - `invoke_ms` (>= 0): the per-invoke cost (interpreter call, input copy) that each isolated block's
   figure includes and the whole model pays once. Best measured (an empty model, measured the same
@@ -12,6 +13,11 @@ differently. The correction models the causes, each with a physical sign:
   A scale outside this range is not physics but a machine state (e.g. calibration measured while
   the host was loaded), so the fit stops at the bound and says so.
 - `overhead_ms` (>= 0): whole-model cost the blocks lack (layout conversions at the boundaries).
+- `weight_ms_per_mib` (in [0, WEIGHT_MS_PER_MIB_MAX]), only when the subnets' weight MiB are given:
+  a whole model larger than the last-level cache streams every block's weights from DRAM on each
+  invoke, while an isolated block, run again and again, finds its own weights in L3 (or L2). The
+  extra time per MiB of weights is 1/DRAM - 1/L3 bandwidth; portable (phones included: weight bytes
+  are known without the device).
 
 What the scale carries depends on how the blocks were timed (measured on `elasticvit` 128 px,
 1 thread, 3 subnets, benchmarks/results/lut_gap.json):
@@ -26,9 +32,20 @@ What the scale carries depends on how the blocks were timed (measured on `elasti
   per block it explains little of the chained - warm difference (R^2 -0.2..0.31 by subnet), and
   per subnet it left -2.6..+5.1 % (onnxruntime), so it is not a term here.
 
-Constants: SCALE_BOUNDS (0.5, 2) hold every ratio above with margin and exclude the -1.83 fitted on
-a loaded host (issue 19); POINTS_PER_TERM = 3 is issue 19's "fewer than ~3 points per parameter
-fits noise"; _SLACK and _GRID are numerical (float tolerance, invoke grid before refinement).
+Measured in the proof (benchmarks/results/predictor_accuracy_elasticvit-onnxruntime-t1-r128-coldl2
+.json, quiet host, 10 calibration and 50 held-out subnets): in fresh worker processes the cold-L2
+block sums were still 1.20-1.49x under whole subnets, a ratio that grows with the subnet's weights
+(27-100 MiB, beyond the 32 MiB L3; correlation 0.53). Fitted on the 10, scale + weight term (+
+overhead) predicts the 50 held-out with MAPE 3.2 % (74 % within +-5 %) where the scale alone gives
+4.6 % (62 %); fitted on the 50 themselves the two-term ceiling is MAPE 2.8 % (84 %). onnxruntime's
+per-node profile (lut_gap.json) puts the whole model's extra time in Gemm/Conv (+1.5-3.1 ms), the
+weight-heavy kernels.
+
+Constants: WEIGHT_MS_PER_MIB_MAX = 1 ms/MiB (1 GB/s: slower than any DRAM this runs on, so a
+larger fit is a machine state); SCALE_BOUNDS (0.5, 2) hold every ratio above with margin and
+exclude the -1.83 fitted on a loaded host (issue 19); POINTS_PER_TERM = 3 is issue 19's "fewer than
+~3 points per parameter fits noise"; _SLACK and _GRID are numerical (float tolerance, invoke grid
+before refinement).
 
 Free parameters are added in that order of robustness (scale, overhead, invoke) and never more than
 one per three calibration subnets: two points give a scale only, nine all three. The fit minimises
@@ -52,7 +69,9 @@ from lutnas.errors import PredictorError
 SCALE_BOUNDS = (0.5, 2.0)
 POINTS_PER_TERM = 3  # fewer calibration subnets per free parameter would fit their noise
 MIN_SUBNETS = 2
-_BOUNDS = {"scale": SCALE_BOUNDS, "overhead_ms": (0.0, math.inf), "invoke_ms": (0.0, math.inf)}
+WEIGHT_MS_PER_MIB_MAX = 1.0
+_BOUNDS = {"scale": SCALE_BOUNDS, "overhead_ms": (0.0, math.inf), "invoke_ms": (0.0, math.inf),
+           "weight_ms_per_mib": (0.0, WEIGHT_MS_PER_MIB_MAX)}
 _SLACK = 1e-9  # relative float slack when checking a fitted value against its bound
 _GRID = 64  # invoke values tried before the golden-section refinement (when it is fitted)
 
@@ -87,6 +106,7 @@ class Correction:
     std_errors: Mapping[str, float] = field(default_factory=dict)
     covariance: tuple[tuple[float, ...], ...] = ()
     subnets: tuple[str, ...] = ()
+    weight_ms_per_mib: float = 0.0
 
     def __post_init__(self) -> None:
         for name, (low, high) in _BOUNDS.items():
@@ -114,9 +134,17 @@ class Correction:
         return self.invoke_ms + self.overhead_ms
 
     def apply(self, block_sum_ms: Sequence[float] | np.ndarray,
-              blocks: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
-        """Corrected whole-model ms per subnet from its block sum (ms) and its number of blocks."""
+              blocks: Sequence[float] | np.ndarray | None = None,
+              weight_mib: Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+        """Corrected whole-model ms per subnet from its block sum (ms), its number of blocks and,
+        for a correction with a weight term, its weights (MiB). PredictorError when one is missing."""
         raw = np.asarray(block_sum_ms, dtype=float)
+        if self.weight_ms_per_mib:
+            if weight_mib is None:
+                raise PredictorError("this correction charges each MiB of weights streamed from DRAM; "
+                                     "pass the weight MiB of each subnet")
+            weights = self.weight_ms_per_mib * np.asarray(weight_mib, dtype=float)
+            return Correction(**{**self.__dict__, "weight_ms_per_mib": 0.0}).apply(raw, blocks) + weights
         if self.invoke_ms == 0.0:
             return self.scale * raw + self.overhead_ms
         if blocks is None:
@@ -133,6 +161,8 @@ class Correction:
         if not free or len(self.covariance) != len(free):
             return np.full(raw.shape, np.nan)
         count = np.zeros_like(raw) if blocks is None else np.asarray(blocks, dtype=float)
+        if "weight_ms_per_mib" in free:
+            return np.full(raw.shape, np.nan)  # needs the weight MiB: reported as unknown
         jac = _jacobian(free, self.scale, self.invoke_ms, raw, count)
         cov = np.asarray(self.covariance, dtype=float)
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", jac, cov, jac), 0.0))
@@ -142,6 +172,8 @@ class Correction:
         text = f"{self.scale:.4f} x block sum"
         if self.invoke_ms:
             text += f" {self.per_block_ms:+.4f} ms x blocks"
+        if self.weight_ms_per_mib:
+            text += f" {self.weight_ms_per_mib:+.4f} ms x weight MiB"
         text += f" {self.intercept_ms:+.4f} ms"
         if not self.fitted:
             return text
@@ -163,7 +195,8 @@ class Correction:
                 "rel_sigma": _nan_to_none(self.rel_sigma),
                 "std_errors": {k: _nan_to_none(v) for k, v in self.std_errors.items()},
                 "covariance": [list(row) for row in self.covariance], "subnets": list(self.subnets),
-                "intercept": self.intercept_ms, "per_block_ms": self.per_block_ms}
+                "intercept": self.intercept_ms, "per_block_ms": self.per_block_ms,
+                "weight_ms_per_mib": self.weight_ms_per_mib}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Correction":
@@ -182,7 +215,8 @@ class Correction:
                        _none_to_nan(data.get("rmse_ms")), _none_to_nan(data.get("rel_sigma")),
                        {str(k): _none_to_nan(v) for k, v in (data.get("std_errors") or {}).items()},
                        tuple(tuple(float(v) for v in row) for row in data.get("covariance") or ()),
-                       tuple(str(k) for k in data.get("subnets") or ()))
+                       tuple(str(k) for k in data.get("subnets") or ()),
+                       float(data.get("weight_ms_per_mib") or 0.0))
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorError(f"whole-model correction record is malformed ({type(exc).__name__}: "
                                  f"{exc}); refit it (build-table --calibrate K)") from None
@@ -191,11 +225,13 @@ class Correction:
     @classmethod
     def fit(cls, block_sum_ms: Sequence[float] | np.ndarray, measured_ms: Sequence[float] | np.ndarray,
             blocks: Sequence[float] | np.ndarray | None = None, invoke_ms: float | None = None,
-            subnets: Sequence[str] = ()) -> "Correction":
+            subnets: Sequence[str] = (),
+            weight_mib: Sequence[float] | np.ndarray | None = None) -> "Correction":
         """Fit on subnets measured end to end: their block sums (ms), measured ms and block counts.
 
         `invoke_ms`, when given (an empty model measured like the blocks), is used as is and not
-        fitted. Raises PredictorError for fewer than 2 usable subnets or identical block sums.
+        fitted. `weight_mib` (each subnet's weights, MiB) makes the weight term a candidate, second
+        after the scale. Raises PredictorError for fewer than 2 usable subnets or identical block sums.
         """
         raw, measured = np.asarray(block_sum_ms, float), np.asarray(measured_ms, float)
         if raw.shape != measured.shape or raw.ndim != 1:
@@ -207,20 +243,27 @@ class Correction:
         ok = np.isfinite(raw) & np.isfinite(measured) & (measured > 0)
         if count is not None:
             ok &= np.isfinite(count)
+        weights = None if weight_mib is None else np.asarray(weight_mib, float)
+        if weights is not None:
+            if weights.shape != raw.shape:
+                raise PredictorError(f"{weights.size} weight sizes for {raw.size} subnets")
+            ok &= np.isfinite(weights)
         _check_data(raw[ok], invoke_ms, count)
         x, y = raw[ok], measured[ok]
         n_blocks = count[ok] if count is not None else np.zeros_like(x)
-        terms = _terms_for(int(ok.sum()), n_blocks if count is not None else None, invoke_ms)
-        params = _solve(terms, x, y, n_blocks, invoke_ms or 0.0)
+        w = weights[ok] if weights is not None else np.zeros_like(x)
+        terms = _terms_for(int(ok.sum()), n_blocks if count is not None else None, invoke_ms,
+                           w if weights is not None else None)
+        params = _solve(terms, x, y, n_blocks, invoke_ms or 0.0, w)
         keys = tuple(str(k) for k, good in zip(subnets, ok)) if len(subnets) == raw.size else ()
-        return cls._with_uncertainty(terms, params, x, y, n_blocks, invoke_ms is not None, keys)
+        return cls._with_uncertainty(terms, params, x, y, n_blocks, invoke_ms is not None, keys, w)
 
     @classmethod
     def _with_uncertainty(cls, terms: tuple[str, ...], params: dict[str, float], x: np.ndarray,
                           y: np.ndarray, n_blocks: np.ndarray, invoke_measured: bool,
-                          subnets: tuple[str, ...]) -> "Correction":
-        scale, invoke = params["scale"], params["invoke_ms"]
-        predicted = scale * (x - n_blocks * invoke) + invoke + params["overhead_ms"]
+                          subnets: tuple[str, ...], w: np.ndarray) -> "Correction":
+        scale, invoke, per_mib = params["scale"], params["invoke_ms"], params["weight_ms_per_mib"]
+        predicted = scale * (x - n_blocks * invoke) + per_mib * w + invoke + params["overhead_ms"]
         at_bound = tuple(t for t in terms if _at_bound(t, params[t]))
         free = [t for t in terms if t not in at_bound]
         relative = (y - predicted) / y
@@ -229,14 +272,14 @@ class Correction:
         std_errors: dict[str, float] = {}
         covariance: tuple[tuple[float, ...], ...] = ()
         if free and dof > 0:
-            jac = _jacobian(free, scale, invoke, x, n_blocks) / y[:, None]
+            jac = _jacobian(free, scale, invoke, x, n_blocks, w) / y[:, None]
             cov = rel_sigma ** 2 * np.linalg.pinv(jac.T @ jac)
             if np.isfinite(cov).all():
                 std_errors = {t: float(np.sqrt(max(cov[i, i], 0.0))) for i, t in enumerate(free)}
                 covariance = tuple(tuple(float(v) for v in row) for row in cov)
         return cls(scale, params["overhead_ms"], invoke, invoke_measured, terms, at_bound, len(y),
                    float(np.sqrt(np.mean((y - predicted) ** 2))), rel_sigma, std_errors, covariance,
-                   subnets)
+                   subnets, per_mib)
 
 
 def _check_data(x: np.ndarray, invoke_ms: float | None, count: np.ndarray | None) -> None:
@@ -253,9 +296,12 @@ def _check_data(x: np.ndarray, invoke_ms: float | None, count: np.ndarray | None
             raise PredictorError("a measured per-invoke overhead needs each subnet's block count")
 
 
-def _terms_for(n: int, count: np.ndarray | None, invoke_ms: float | None) -> tuple[str, ...]:
+def _terms_for(n: int, count: np.ndarray | None, invoke_ms: float | None,
+               weights: np.ndarray | None = None) -> tuple[str, ...]:
     """The free parameters `n` subnets can carry: one per POINTS_PER_TERM, at least a scale."""
     candidates = ["scale", "overhead_ms"]
+    if weights is not None and np.ptp(weights) > 0:
+        candidates.insert(1, "weight_ms_per_mib")
     if invoke_ms is None and count is not None and np.ptp(count) > 0:
         candidates.append("invoke_ms")  # identifiable only when block counts differ
     return tuple(candidates[:max(1, n // POINTS_PER_TERM)])
@@ -268,34 +314,39 @@ def _at_bound(term: str, value: float) -> bool:
 
 
 def _jacobian(free: Sequence[str], scale: float, invoke: float, x: np.ndarray,
-              n_blocks: np.ndarray) -> np.ndarray:
+              n_blocks: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     """d(prediction)/d(term) per subnet, one column per free term."""
     columns = {"scale": x - n_blocks * invoke, "overhead_ms": np.ones_like(x),
-               "invoke_ms": 1.0 - scale * n_blocks}
+               "invoke_ms": 1.0 - scale * n_blocks,
+               "weight_ms_per_mib": np.zeros_like(x) if w is None else w}
     return np.column_stack([columns[t] for t in free])
 
 
 def _solve(terms: tuple[str, ...], x: np.ndarray, y: np.ndarray, n_blocks: np.ndarray,
-           invoke_fixed: float) -> dict[str, float]:
+           invoke_fixed: float, mib: np.ndarray) -> dict[str, float]:
     """Bounded weighted least squares of the correction's free `terms`; the others keep their
-    neutral value (scale 1, overhead 0) or the measured invoke."""
+    neutral value (scale 1, overhead 0, weight term 0) or the measured invoke."""
     if "invoke_ms" not in terms:
-        scale, overhead, _ = _fit_at_invoke(terms, x, y, n_blocks, invoke_fixed)
-        return {"scale": scale, "overhead_ms": overhead, "invoke_ms": invoke_fixed}
+        scale, overhead, per_mib, _ = _fit_at_invoke(terms, x, y, n_blocks, invoke_fixed, mib)
+        return {"scale": scale, "overhead_ms": overhead, "invoke_ms": invoke_fixed,
+                "weight_ms_per_mib": per_mib}
     # The model is bilinear in (scale, invoke). Its expanded form is linear: when the unconstrained
     # optimum maps back inside the bounds it is the answer; otherwise profile over invoke.
     w = 1.0 / y
-    design = np.column_stack([x, n_blocks, np.ones_like(x)]) * w[:, None]
-    (a, b, c), *_ = np.linalg.lstsq(design, y * w, rcond=None)
+    with_mib = "weight_ms_per_mib" in terms
+    columns = [x, n_blocks, np.ones_like(x)] + ([mib] if with_mib else [])
+    solution, *_ = np.linalg.lstsq(np.column_stack(columns) * w[:, None], y * w, rcond=None)
+    a, b, c = solution[:3]
     invoke_max = float(np.min(x / np.maximum(n_blocks, 1.0)))  # the compute part stays >= 0
     if a > 0:
         invoke = -b / a
-        candidate = {"scale": float(a), "invoke_ms": float(invoke), "overhead_ms": float(c - invoke)}
+        candidate = {"scale": float(a), "invoke_ms": float(invoke), "overhead_ms": float(c - invoke),
+                     "weight_ms_per_mib": float(solution[3]) if with_mib else 0.0}
         if all(_inside(t, v) for t, v in candidate.items()) and invoke <= invoke_max:
             return candidate
-    invoke = _profile_invoke(terms, x, y, n_blocks, invoke_max)
-    scale, overhead, _ = _fit_at_invoke(terms, x, y, n_blocks, invoke)
-    return {"scale": scale, "overhead_ms": overhead, "invoke_ms": invoke}
+    invoke = _profile_invoke(terms, x, y, n_blocks, invoke_max, mib)
+    scale, overhead, per_mib, _ = _fit_at_invoke(terms, x, y, n_blocks, invoke, mib)
+    return {"scale": scale, "overhead_ms": overhead, "invoke_ms": invoke, "weight_ms_per_mib": per_mib}
 
 
 def _inside(term: str, value: float) -> bool:
@@ -304,18 +355,19 @@ def _inside(term: str, value: float) -> bool:
 
 
 def _fit_at_invoke(terms: tuple[str, ...], x: np.ndarray, y: np.ndarray, n_blocks: np.ndarray,
-                   invoke: float) -> tuple[float, float, float]:
-    """(scale, overhead, weighted SSR) with invoke fixed: a box-constrained linear problem."""
+                   invoke: float, mib: np.ndarray) -> tuple[float, float, float, float]:
+    """(scale, overhead, weight ms per MiB, weighted SSR) with invoke fixed: a box-constrained
+    linear problem."""
     compute, target = x - n_blocks * invoke, y - invoke
     w = 1.0 / y
-    free = [t for t in ("scale", "overhead_ms") if t in terms]
-    fixed = {"scale": 1.0, "overhead_ms": 0.0}
-    columns = {"scale": compute, "overhead_ms": np.ones_like(x)}
+    free = [t for t in ("scale", "overhead_ms", "weight_ms_per_mib") if t in terms]
+    fixed = {"scale": 1.0, "overhead_ms": 0.0, "weight_ms_per_mib": 0.0}
+    columns = {"scale": compute, "overhead_ms": np.ones_like(x), "weight_ms_per_mib": mib}
     rest = target - sum(fixed[t] * columns[t] for t in fixed if t not in free)
     design = np.column_stack([columns[t] for t in free]) * w[:, None]
     theta, ssr = _box_lstsq(design, rest * w, [_BOUNDS[t] for t in free])
     values = dict(fixed) | dict(zip(free, theta))
-    return float(values["scale"]), float(values["overhead_ms"]), ssr
+    return float(values["scale"]), float(values["overhead_ms"]), float(values["weight_ms_per_mib"]), ssr
 
 
 def _box_lstsq(design: np.ndarray, target: np.ndarray,
@@ -343,14 +395,14 @@ def _box_lstsq(design: np.ndarray, target: np.ndarray,
 
 
 def _profile_invoke(terms: tuple[str, ...], x: np.ndarray, y: np.ndarray, n_blocks: np.ndarray,
-                    invoke_max: float) -> float:
+                    invoke_max: float, mib: np.ndarray) -> float:
     """The invoke in [0, invoke_max] whose best (scale, overhead) fits best: a grid, then a
     golden-section search in the bracket around the grid's best point."""
     if invoke_max <= 0:
         return 0.0
 
     def ssr(invoke: float) -> float:
-        return _fit_at_invoke(terms, x, y, n_blocks, invoke)[2]
+        return _fit_at_invoke(terms, x, y, n_blocks, invoke, mib)[3]
 
     grid = np.linspace(0.0, invoke_max, _GRID + 1)
     values = [ssr(v) for v in grid]

@@ -13,7 +13,7 @@ from lutnas.errors import PredictorError
 from lutnas.predictors.analytic import AnalyticPredictor
 from lutnas.predictors.base import PredictorContext
 from lutnas.predictors.blocksum import BlockSumPredictor
-from lutnas.predictors.correction import SCALE_BOUNDS, Correction
+from lutnas.predictors.correction import SCALE_BOUNDS, WEIGHT_MS_PER_MIB_MAX, Correction
 from lutnas.predictors.registry import build_available
 from lutnas.predictors.serialize import load_predictor_file, save_predictor
 from lutnas.space import SearchSpace, subnet_key
@@ -164,3 +164,40 @@ def test_every_block_sum_predictor_gets_the_same_correction(tiny_space: SearchSp
     assert all(type(c) is Correction and c.n == 9 for c in corrected.values())
     assert len({c.subnets for c in corrected.values()}) == 1  # fitted on the same subnets
     assert len({c.terms for c in corrected.values()}) == 1  # with the same rule
+
+
+def _weighted_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Subnets priced like the cold-L2 proof: whole = 1.1 x block sum + 0.03 ms per MiB of weights."""
+    rng = np.random.default_rng(seed)
+    raw = rng.uniform(5.0, 12.0, n)
+    blocks = rng.integers(25, 56, n).astype(float)
+    mib = rng.uniform(27.0, 100.0, n)
+    return raw, blocks, mib, 1.1 * raw + 0.03 * mib
+
+
+def test_the_weight_term_comes_second_and_recovers_dram_streaming() -> None:
+    raw, blocks, mib, measured = _weighted_data(6)
+    fit = Correction.fit(raw, measured, blocks, invoke_ms=0.0, weight_mib=mib)
+    assert fit.terms == ("scale", "weight_ms_per_mib")
+    assert fit.scale == pytest.approx(1.1, rel=1e-6)
+    assert fit.weight_ms_per_mib == pytest.approx(0.03, rel=1e-5)
+    assert np.allclose(fit.apply(raw, blocks, mib), measured)
+    assert "ms x weight MiB" in fit.describe()
+    with pytest.raises(PredictorError, match="weight MiB"):
+        fit.apply(raw, blocks)
+    again = Correction.from_dict(fit.to_dict())
+    assert again.weight_ms_per_mib == fit.weight_ms_per_mib
+    assert np.allclose(again.apply(raw, blocks, mib), measured)
+    # Without weight sizes the term is never a candidate: old callers keep their fits.
+    assert Correction.fit(raw, measured, blocks, invoke_ms=0.0).terms == ("scale", "overhead_ms")
+
+
+def test_the_weight_term_keeps_its_physical_sign_and_bound() -> None:
+    raw, blocks, mib, _ = _weighted_data(9, seed=3)
+    faster_when_heavier = 1.2 * raw - 0.05 * mib + 3.0  # a machine state, not DRAM streaming
+    fit = Correction.fit(raw, faster_when_heavier, blocks, invoke_ms=0.0, weight_mib=mib)
+    assert fit.weight_ms_per_mib == 0.0 and "weight_ms_per_mib" in fit.at_bound
+    with pytest.raises(PredictorError, match="weight_ms_per_mib"):
+        Correction(weight_ms_per_mib=WEIGHT_MS_PER_MIB_MAX * 2)
+    with pytest.raises(PredictorError, match="weight sizes"):
+        Correction.fit(raw, faster_when_heavier, blocks, weight_mib=mib[:-1])
