@@ -100,7 +100,12 @@ def _predict_lut_light(args: argparse.Namespace) -> Any:
         from lutnas.predictors.correction import Correction  # numpy: only for a calibrated table
 
         correction = Correction.from_dict(table.correction)
-        corrected_ms = float(correction.apply([raw], [len(specs)])[0])
+        weights = None
+        if correction.weight_ms_per_mib:  # the same weight MiB as LutPredictor's, torch-free
+            from lutnas.space.complexity import weight_mib
+
+            weights = [weight_mib(specs, table.precision)]
+        corrected_ms = float(correction.apply([raw], [len(specs)], weights)[0])
     _print_lut(args, table, config, raw, correction, corrected_ms, None)
     return None
 

@@ -10,7 +10,9 @@ of the configs. The grids are built from the space's own `stem_blocks` / `stage_
 
 The sum of isolated blocks misses per-inference overhead and cache effects between blocks; the
 whole-model `Correction` (one for every block-sum predictor), fitted on a few subnets measured end
-to end, is stored in the table's metadata and applied when `corrected=True`.
+to end, is stored in the table's metadata and applied when `corrected=True`. Its optional weight
+term needs each subnet's weight MiB: the index carries a params grid beside the latency one (one
+more gather per slot), and `LutPredictor.calibrate` offers the term to the fit.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from lutnas.errors import ConfigError, PredictorError
 from lutnas.predictors.base import BlockPredictor, Predictor, check_fitted
 from lutnas.predictors.blocksum import BlockSumPredictor
 from lutnas.predictors.correction import Correction
-from lutnas.space import STEM_FIELDS, BlockSpec, SearchSpace, StageChoice, SubnetConfig, conv_out
+from lutnas.space import STEM_FIELDS, BlockSpec, SearchSpace, StageChoice, SubnetConfig, conv_out, subnet_key
+from lutnas.space.complexity import MIB, block_complexity, bytes_per_param
 from lutnas.tables.table import LatencyTable
 
 
@@ -42,14 +45,17 @@ class _Slot:
     grid: np.ndarray  # summed ms; NaN where a block is missing
     filled: np.ndarray  # number of blocks priced by the fallback block predictor
     blocks: np.ndarray  # number of blocks executed (for the per-block overhead term)
+    params: np.ndarray  # summed weights (parameters; for the correction's weight term)
 
 
 class SpaceIndex:
     """Integer encoding of configs and per-slot latency grids for one space and one key pricing."""
 
-    def __init__(self, space: SearchSpace, latency: dict[str, float], filled: set[str]) -> None:
+    def __init__(self, space: SearchSpace, latency: dict[str, float], filled: set[str],
+                 params: dict[str, float] | None = None) -> None:
         self.space = space
         self.latency, self._filled = latency, filled  # key -> ms (table + filled)
+        self._params = params or {}  # key -> parameters; without it the params grids are zero
         self.missing: set[str] = set()
         # Encoding columns: resolution, stem fields, then each stage's fields.
         self._choices: list[tuple[int, ...]] = [space.resolutions]
@@ -67,10 +73,12 @@ class SpaceIndex:
         self.slots.append(self._head_slot())
 
     # -------------------------------------------------------------- grids
-    def _price(self, blocks: Sequence[BlockSpec]) -> tuple[np.ndarray, np.ndarray]:
+    def _price(self, blocks: Sequence[BlockSpec]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Plain Python per block, numpy once per list: this runs ~200k times per index.
         ms: list[float] = []
         filled: list[bool] = []
+        params = self._params
+        weights = [params.get(spec.key, 0.0) for spec in blocks] if params else [0.0] * len(blocks)
         for spec in blocks:
             key = spec.key
             value = self.latency.get(key)
@@ -81,7 +89,7 @@ class SpaceIndex:
             else:
                 ms.append(value)
                 filled.append(key in self._filled)
-        return np.array(ms, dtype=float), np.array(filled, dtype=float)
+        return np.array(ms, dtype=float), np.array(filled, dtype=float), np.array(weights, dtype=float)
 
     def _stage_hw(self, resolution: int) -> list[int]:
         hw = [conv_out(resolution, self.space.stem.stride)]
@@ -91,12 +99,12 @@ class SpaceIndex:
 
     def _stem_slot(self) -> _Slot:
         shape = tuple(len(self._choices[c]) for c in range(4))
-        grid, filled, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        grid, filled, count, params = (np.zeros(shape) for _ in range(4))
         for idx in itertools.product(*(range(n) for n in shape)):
             res, width, depth, kernel = (self._choices[c][i] for c, i in enumerate(idx))
-            ms, fl = self._price(self.space.stem_blocks(res, width, depth, kernel))
-            grid[idx], filled[idx], count[idx] = ms.sum(), fl.sum(), len(ms)
-        return _Slot("stem", (0, 1, 2, 3), grid, filled, count)
+            ms, fl, pa = self._price(self.space.stem_blocks(res, width, depth, kernel))
+            grid[idx], filled[idx], count[idx], params[idx] = ms.sum(), fl.sum(), len(ms), pa.sum()
+        return _Slot("stem", (0, 1, 2, 3), grid, filled, count, params)
 
     def _stage_slot(self, index: int) -> _Slot:
         stage = self.space.stages[index]
@@ -105,7 +113,7 @@ class SpaceIndex:
         cin_col = 1 if index == 0 else self._stage_cols[index - 1]["width"]
         columns = (0, cin_col, *(cols[f] for f in fields))
         shape = tuple(len(self._choices[c]) for c in columns)
-        grid, filled, count = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        grid, filled, count, params = (np.zeros(shape) for _ in range(4))
         depths = self._choices[cols["depth"]]
         other = [f for f in fields if f != "depth"]
         # A stage of depth d executes a prefix of the blocks of the deepest stage (checked below),
@@ -117,14 +125,15 @@ class SpaceIndex:
                     values = {f: self._choices[cols[f]][i] for f, i in zip(other, rest)}
                     deepest = self.space.stage_blocks(stage, hw, cin,
                                                       StageChoice(depth=max(depths), **values))
-                    ms, fl = self._price(deepest)
-                    cum_ms, cum_fl = np.cumsum(ms), np.cumsum(fl)
+                    ms, fl, pa = self._price(deepest)
+                    cum_ms, cum_fl, cum_pa = np.cumsum(ms), np.cumsum(fl), np.cumsum(pa)
                     for d, depth in enumerate(depths):
                         n = self._length(index, depth, hw, cin, values, deepest)
                         grid[(r, c, d, *rest)] = cum_ms[n - 1]
                         filled[(r, c, d, *rest)] = cum_fl[n - 1]
                         count[(r, c, d, *rest)] = n
-        return _Slot(stage.name, columns, grid, filled, count)
+                        params[(r, c, d, *rest)] = cum_pa[n - 1]
+        return _Slot(stage.name, columns, grid, filled, count, params)
 
     def _length(self, index: int, depth: int, hw: int, cin: int, values: dict[str, int],
                 deepest: list[BlockSpec]) -> int:
@@ -141,13 +150,13 @@ class SpaceIndex:
     def _head_slot(self) -> _Slot:
         last_col = self._stage_cols[-1]["width"]
         shape = (len(self.space.resolutions), len(self._choices[last_col]))
-        grid, filled, count = np.zeros(shape), np.zeros(shape), np.ones(shape)
+        grid, filled, count, params = np.zeros(shape), np.zeros(shape), np.ones(shape), np.zeros(shape)
         for r, res in enumerate(self.space.resolutions):
             hw = self._stage_hw(res)[-1]
             for w, width in enumerate(self._choices[last_col]):
-                ms, fl = self._price([self.space.head_block(hw, width)])
-                grid[r, w], filled[r, w] = ms.sum(), fl.sum()
-        return _Slot("head", (0, last_col), grid, filled, count)
+                ms, fl, pa = self._price([self.space.head_block(hw, width)])
+                grid[r, w], filled[r, w], params[r, w] = ms.sum(), fl.sum(), pa.sum()
+        return _Slot("head", (0, last_col), grid, filled, count, params)
 
     # -------------------------------------------------------------- encoding and sums
     def encode(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
@@ -185,6 +194,28 @@ class SpaceIndex:
             filled += slot.filled[index]
             count += slot.blocks[index]
         return total, filled, count
+
+    def sum_all(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Summed values, fallback-priced blocks, blocks executed and summed parameters."""
+        total, filled, count, params = (np.zeros(len(encoded)) for _ in range(4))
+        for slot in self.slots:
+            index = tuple(encoded[:, c] for c in slot.columns)
+            total += slot.grid[index]
+            filled += slot.filled[index]
+            count += slot.blocks[index]
+            params += slot.params[index]
+        return total, filled, count, params
+
+    def sum_for_correction(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per config: summed values, blocks executed and summed parameters (zero without the
+        index's `params`): what a whole-model correction with a weight term needs."""
+        total, count, params = (np.zeros(len(encoded)) for _ in range(3))
+        for slot in self.slots:
+            index = tuple(encoded[:, c] for c in slot.columns)
+            total += slot.grid[index]
+            count += slot.blocks[index]
+            params += slot.params[index]
+        return total, count, params
 
 
 @dataclass(frozen=True)
@@ -260,21 +291,34 @@ class LutPredictor(BlockSumPredictor):
         """The whole-space index (per-stage grids of summed latency), built on first use."""
         if self.__dict__.get("_index") is None:
             check_fitted(self)
-            self._index = SpaceIndex(self.space_, self.latency_, self.filled_keys_)
+            params = {s.key: float(block_complexity(s).params) for s in self.space_.unique_blocks()}
+            self._index = SpaceIndex(self.space_, self.latency_, self.filled_keys_, params)
         return self._index
 
-    def _sums(self, configs: list[SubnetConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per config: summed ms (NaN where a key is missing), fallback-priced blocks, blocks."""
+    def _sums(self, configs: list[SubnetConfig]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per config: summed ms (NaN where a key is missing), fallback-priced blocks, blocks and
+        summed parameters (the correction's weight term)."""
         if self.__dict__.get("_index") is not None or len(configs) > self.direct_limit:
-            return self.index_.sum_encoded_with_blocks(self.index_.encode(configs))
-        total, filled, count = (np.zeros(len(configs)) for _ in range(3))
+            return self.index_.sum_all(self.index_.encode(configs))
+        total, filled, count, params = (np.zeros(len(configs)) for _ in range(4))
         for i, config in enumerate(configs):
             for spec in self.space_.blocks_of(config):  # validates: ConfigError naming the field
                 ms = self.latency_.get(spec.key)
                 total[i] += ms if ms is not None and np.isfinite(ms) else np.nan
                 filled[i] += spec.key in self.filled_keys_
                 count[i] += 1
-        return total, filled, count
+                params[i] += block_complexity(spec).params
+        return total, filled, count, params
+
+    def weight_mib(self, params: np.ndarray) -> np.ndarray:
+        """Summed parameters -> weight MiB at the table's precision (the same figure as
+        `lutnas.space.complexity.weight_mib` over the subnet's blocks)."""
+        return np.asarray(params, dtype=float) * bytes_per_param(self.table_.precision) / MIB
+
+    def _correct(self, total: np.ndarray, blocks: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """The table's correction applied, with each subnet's weight MiB when it has a weight term."""
+        weights = self.weight_mib(params) if self.correction_.weight_ms_per_mib else None
+        return self.correction_.apply(total, blocks, weights)
 
     @property
     def wants_calibration(self) -> bool:
@@ -282,8 +326,22 @@ class LutPredictor(BlockSumPredictor):
 
     def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
                   invoke_ms: float | None = None) -> LutPredictor:
-        """Fit the whole-model correction and keep it in the table's metadata (save to persist)."""
-        super().calibrate(configs, measured_ms, invoke_ms)
+        """Fit the whole-model correction and keep it in the table's metadata (save to persist).
+
+        Each subnet's weight MiB (at the table's precision) makes the weight term a candidate;
+        `Correction.fit` keeps it only when it lowers the leave-one-out error. PredictorError for
+        mismatched lengths or a block the table lacks."""
+        check_fitted(self)
+        configs = list(configs)
+        measured = np.asarray(measured_ms, dtype=float)
+        if len(configs) != len(measured) or not configs:
+            raise PredictorError(f"calibrate needs one measured latency per config, got "
+                                 f"{len(configs)} configs and {len(measured)} latencies")
+        sums, _, blocks = self.block_sums(configs)  # a missing key: the error naming it
+        params = self._sums(configs)[3]
+        self.correction_ = Correction.fit(sums, measured, blocks, invoke_ms,
+                                          subnets=[subnet_key(self.space_, c) for c in configs],
+                                          weight_mib=self.weight_mib(params))
         self.table_.set_correction(self.correction_.to_dict())
         return self
 
@@ -303,7 +361,7 @@ class LutPredictor(BlockSumPredictor):
         a missing key is a PredictorError naming it."""
         check_fitted(self)
         configs = list(configs)
-        total, _, blocks = self._sums(configs)
+        total, _, blocks, _ = self._sums(configs)
         holes = np.flatnonzero(np.isnan(total))
         if holes.size:
             raise PredictorError(self._missing_message(holes.size, len(configs),
@@ -319,10 +377,10 @@ class LutPredictor(BlockSumPredictor):
     def predict_encoded(self, encoded: np.ndarray) -> np.ndarray:
         """Fast path for search: configs already encoded with `self.index_.encode`."""
         check_fitted(self)
-        total, _, blocks = self.index_.sum_encoded_with_blocks(encoded)
+        total, blocks, params = self.index_.sum_for_correction(encoded)
         if np.isnan(total).any():
             raise PredictorError(self._missing_message(int(np.isnan(total).sum()), len(total), None))
-        return self.correction_.apply(total, blocks) if self.corrected else total
+        return self._correct(total, blocks, params) if self.corrected else total
 
     def _predict_blocks(self, specs: list[BlockSpec], use_measured: bool) -> tuple[np.ndarray, np.ndarray]:
         latency = self.latency_
@@ -339,9 +397,9 @@ class LutPredictor(BlockSumPredictor):
     def _predict(self, configs: Sequence[SubnetConfig], corrected: bool) -> Prediction:
         check_fitted(self)
         configs = list(configs)
-        total, filled, blocks = self._sums(configs)
+        total, filled, blocks, params = self._sums(configs)
         used = filled > 0
-        out = self.correction_.apply(total, blocks) if corrected else total.copy()
+        out = self._correct(total, blocks, params) if corrected else total.copy()
         holes = np.flatnonzero(np.isnan(total))
         if holes.size:
             if self.fallback is None or isinstance(self.fallback, BlockPredictor):

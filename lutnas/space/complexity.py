@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from lutnas.errors import ConfigError
 from lutnas.space.blockspec import BlockSpec
 
 BYTES_PER_VALUE = 4  # fp32
@@ -74,3 +75,26 @@ def total_complexity(specs: Iterable[BlockSpec]) -> Complexity:
     for spec in specs:
         total = total + block_complexity(spec)
     return total
+
+
+# Bytes a stored weight takes at a table's precision (`RunSettings.precision`): fp16 models keep
+# fp16 weights, int8 (full-integer) models int8 ones.
+BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
+MIB = 2 ** 20
+
+
+def bytes_per_param(precision: str) -> int:
+    """Bytes of one weight at `precision` (fp32 4, fp16 2, int8 1); ConfigError for another."""
+    try:
+        return BYTES_PER_PARAM[precision]
+    except KeyError:
+        raise ConfigError(f"unknown precision {precision!r}; use one of "
+                          f"{', '.join(BYTES_PER_PARAM)}") from None
+
+
+def weight_mib(specs: Iterable[BlockSpec], precision: str = "fp32") -> float:
+    """A subnet's weights in MiB, from its blocks alone (`space.blocks_of(config)`): the parameters
+    of every block (`block_complexity`) x `bytes_per_param(precision)` / 2**20. What the whole-model
+    `Correction`'s weight term charges per MiB (lutnas.predictors.correction); the LUT predictor
+    sums the same parameters through its per-stage index for batches (`SpaceIndex` params grid)."""
+    return sum(block_complexity(s).params for s in specs) * bytes_per_param(precision) / MIB

@@ -13,7 +13,14 @@ from lutnas.errors import PredictorError
 from lutnas.predictors.analytic import AnalyticPredictor
 from lutnas.predictors.base import PredictorContext
 from lutnas.predictors.blocksum import BlockSumPredictor
-from lutnas.predictors.correction import SCALE_BOUNDS, WEIGHT_MS_PER_MIB_MAX, Correction
+from lutnas.predictors.correction import (
+    SCALE_BOUNDS,
+    WEIGHT_MS_PER_MIB_MAX,
+    Correction,
+    _at_bound,
+    _loo_error,
+    _solve,
+)
 from lutnas.predictors.registry import build_available
 from lutnas.predictors.serialize import load_predictor_file, save_predictor
 from lutnas.space import SearchSpace, subnet_key
@@ -196,8 +203,58 @@ def test_the_weight_term_keeps_its_physical_sign_and_bound() -> None:
     raw, blocks, mib, _ = _weighted_data(9, seed=3)
     faster_when_heavier = 1.2 * raw - 0.05 * mib + 3.0  # a machine state, not DRAM streaming
     fit = Correction.fit(raw, faster_when_heavier, blocks, invoke_ms=0.0, weight_mib=mib)
-    assert fit.weight_ms_per_mib == 0.0 and "weight_ms_per_mib" in fit.at_bound
+    # Pinned at its bound (0) the term cannot lower the leave-one-out error, so it is left out.
+    assert fit.weight_ms_per_mib == 0.0 and "weight_ms_per_mib" not in fit.terms
+    pinned = _solve(("scale", "weight_ms_per_mib", "overhead_ms"), raw, faster_when_heavier, blocks,
+                    0.0, mib)
+    assert pinned["weight_ms_per_mib"] == 0.0 and _at_bound("weight_ms_per_mib", 0.0)
     with pytest.raises(PredictorError, match="weight_ms_per_mib"):
         Correction(weight_ms_per_mib=WEIGHT_MS_PER_MIB_MAX * 2)
     with pytest.raises(PredictorError, match="weight sizes"):
         Correction.fit(raw, faster_when_heavier, blocks, weight_mib=mib[:-1])
+
+
+def test_the_weight_term_is_left_out_where_weights_explain_nothing() -> None:
+    """evmini / tiny subnets: weights (well under 1 MiB) fit in cache and the whole model differs
+    from the block sum by a fixed overhead. The weight term would take the overhead's place and
+    predict left-out subnets worse, so the leave-one-out rule keeps scale + overhead."""
+    rng = np.random.default_rng(5)
+    raw = rng.uniform(0.2, 1.5, 10)
+    blocks = rng.integers(6, 14, 10).astype(float)
+    mib = rng.uniform(0.01, 0.5, 10)
+    measured = 1.1 * raw + 0.4
+    fit = Correction.fit(raw, measured, blocks, invoke_ms=0.0, weight_mib=mib)
+    assert fit.terms == ("scale", "overhead_ms") and fit.weight_ms_per_mib == 0.0
+    assert fit.scale == pytest.approx(1.1, rel=1e-6) and fit.overhead_ms == pytest.approx(0.4, rel=1e-6)
+    assert np.allclose(fit.apply(raw, blocks), measured)  # no weight MiB needed to apply it
+    with_weight = _loo_error(("scale", "weight_ms_per_mib", "overhead_ms"), raw, measured, blocks,
+                             0.0, mib)
+    assert with_weight > _loo_error(("scale", "overhead_ms"), raw, measured, blocks, 0.0, mib)
+
+
+def test_the_weight_term_is_taken_where_it_predicts_left_out_subnets_better() -> None:
+    """The proof's shape, with 1 % measurement noise: DRAM streaming of 27-100 MiB of weights."""
+    raw, blocks, mib, exact = _weighted_data(10, seed=7)
+    measured = exact * (1 + 0.01 * np.random.default_rng(8).standard_normal(10))
+    fit = Correction.fit(raw, measured, blocks, invoke_ms=0.0, weight_mib=mib)
+    assert fit.terms[:2] == ("scale", "weight_ms_per_mib")
+    assert fit.weight_ms_per_mib == pytest.approx(0.03, rel=0.5)
+    without = Correction.fit(raw, measured, blocks, invoke_ms=0.0)
+    assert "weight_ms_per_mib" not in without.terms
+    held_raw, held_blocks, held_mib, held = _weighted_data(50, seed=9)
+    error = np.abs(fit.apply(held_raw, held_blocks, held_mib) / held - 1).mean()
+    assert error < 0.5 * np.abs(without.apply(held_raw, held_blocks) / held - 1).mean()
+
+
+def test_an_old_correction_dict_without_the_weight_field_loads() -> None:
+    """Tables calibrated before the weight term: no `weight_ms_per_mib` key, or the expanded form."""
+    old = {"scale": 1.2, "overhead_ms": 0.3, "invoke_ms": 0.01, "invoke_measured": True,
+           "terms": ["scale", "overhead_ms"], "at_bound": [], "n": 6, "rmse_ms": 0.1,
+           "rel_sigma": 0.02, "std_errors": {"scale": 0.01}, "covariance": [], "subnets": [],
+           "intercept": 0.31, "per_block_ms": -0.012, "seed": 0, "configs": [], "measured_ms": []}
+    loaded = Correction.from_dict(old)
+    assert loaded.weight_ms_per_mib == 0.0 and loaded.scale == 1.2
+    assert loaded.apply([5.0], [10])[0] == pytest.approx(1.2 * (5.0 - 0.1) + 0.31)
+    oldest = Correction.from_dict({"scale": 1.2, "intercept": 0.31, "per_block_ms": -0.012})
+    assert oldest.weight_ms_per_mib == 0.0 and oldest.apply([5.0], [10])[0] == pytest.approx(
+        loaded.apply([5.0], [10])[0])

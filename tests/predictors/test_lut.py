@@ -164,3 +164,58 @@ def test_fitted_correction_is_applied_and_saved_with_the_table(tiny_space: Searc
 def test_space_comes_from_the_table_when_not_given(tiny_space: SearchSpace, make_table) -> None:
     table = make_table(tiny_space, lambda s: 1.0)
     assert LutPredictor().fit(table).space_ == tiny_space
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_weight_term_is_applied_with_each_subnets_weight_mib(tiny_space: SearchSpace, make_table,
+                                                              values, precision: str) -> None:
+    """The weight MiB are the space's parameters x bytes of the table's precision, the same through
+    the block-by-block path, the index, `predict_encoded` and search's cost model."""
+    from lutnas.search.constraints import CostModel
+    from lutnas.space.complexity import block_complexity, weight_mib
+
+    table = make_table(tiny_space, values(4))
+    table.settings["precision"] = precision
+    table.set_correction(Correction(scale=1.1, overhead_ms=0.2, weight_ms_per_mib=0.5,
+                                    terms=("scale", "weight_ms_per_mib", "overhead_ms"), n=9).to_dict())
+    rng = random.Random(11)
+    configs = [tiny_space.sample(rng) for _ in range(100)] + [tiny_space.largest()]
+    lookup = table.lookup()
+    size = {"fp32": 4, "fp16": 2}[precision]
+    mib = [weight_mib(tiny_space.blocks_of(c), precision) for c in configs]
+    params = sum(block_complexity(b).params for b in tiny_space.blocks_of(configs[-1]))
+    assert mib[-1] == params * size / 2**20
+    expected = [1.1 * sum(lookup[b.key] for b in tiny_space.blocks_of(c)) + 0.5 * m + 0.2
+                for c, m in zip(configs, mib)]
+    few = LutPredictor(tiny_space, corrected=True).fit(table)
+    np.testing.assert_allclose(few.predict(configs[:5]), expected[:5], rtol=1e-12)  # block by block
+    assert few.__dict__.get("_index") is None
+    many = LutPredictor(tiny_space, corrected=True).fit(table)
+    np.testing.assert_allclose(many.predict(configs), expected, rtol=1e-12)  # through the index
+    np.testing.assert_allclose(many.predict_encoded(many.index_.encode(configs)), expected, rtol=1e-12)
+    np.testing.assert_allclose(LutPredictor(tiny_space).fit(table).as_corrected().predict(configs[:3]),
+                               expected[:3], rtol=1e-12)
+    model = CostModel(tiny_space, many)
+    assert model._encoded_latency is not None  # search prices encoded rows with the weight term
+    costs = model.costs(configs)
+    np.testing.assert_allclose(costs.latency_ms, expected, rtol=1e-12)
+
+
+def test_calibrate_offers_the_weight_term_and_keeps_it_only_when_it_helps(tiny_space: SearchSpace,
+                                                                          make_table, values) -> None:
+    from lutnas.space.complexity import weight_mib
+
+    table = make_table(tiny_space, values(5))
+    predictor = LutPredictor(tiny_space).fit(table)
+    rng = random.Random(2)
+    configs = [tiny_space.sample(rng) for _ in range(10)]
+    raw = predictor.predict(configs)
+    mib = np.array([weight_mib(tiny_space.blocks_of(c)) for c in configs])
+    predictor.calibrate(configs, 1.05 * raw + 0.1)  # a fixed overhead: weights explain nothing
+    assert "weight_ms_per_mib" not in predictor.correction_.terms
+    predictor.calibrate(configs, 1.05 * raw + 0.8 * mib)  # grows with the weights
+    assert predictor.correction_.terms[:2] == ("scale", "weight_ms_per_mib")
+    assert predictor.correction_.weight_ms_per_mib == pytest.approx(0.8, rel=1e-6)
+    assert table.correction["weight_ms_per_mib"] == pytest.approx(0.8, rel=1e-6)
+    np.testing.assert_allclose(predictor.as_corrected().predict(configs), 1.05 * raw + 0.8 * mib,
+                               rtol=1e-9)

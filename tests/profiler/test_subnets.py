@@ -133,3 +133,30 @@ def test_a_host_slower_than_when_profiled_is_normalised_or_refused(tmp_path: Pat
     with MeasurementStore(tmp_path / "m2.sqlite") as store, \
             pytest.raises(DeviceError, match="not in the state it was profiled in"):
         calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+
+
+def test_calibrate_takes_the_weight_term_when_whole_subnets_grow_with_their_weights(
+        tmp_path: Path, tiny_space: SearchSpace) -> None:
+    """Whole subnets = 1.1 x LUT sum + 0.9 ms per MiB of weights (DRAM streaming): calibrate offers
+    the weight term (the subnets' fp32 weight MiB) and the corrected LUT then predicts unseen subnets
+    exactly; `test_calibrate_then_evaluate_every_predictor` is the case where it is left out."""
+    from lutnas.predictors.lut import LutPredictor
+    from lutnas.space.complexity import weight_mib
+
+    table = _table(tiny_space)
+    lut = table.lookup()
+    configs = sample_configs(tiny_space, 40, 0, resolutions=[32])
+
+    def whole_ms(c: object) -> float:
+        blocks = tiny_space.blocks_of(c)
+        return 1.1 * sum(lut[b.key] for b in blocks) + 0.9 * weight_mib(blocks, "fp32")
+
+    device = ScriptedDevice(DEVICE, _WithReferences({subnet_key(tiny_space, c): whole_ms(c)
+                                                     for c in configs}, lut))
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        record = calibrate(device, table, tiny_space, 9, 0, store, trials=2, resolutions=[32])
+    assert record["terms"][:2] == ["scale", "weight_ms_per_mib"]
+    assert record["weight_ms_per_mib"] == pytest.approx(0.9, rel=1e-6)
+    held = [c for c in configs if subnet_key(tiny_space, c) not in set(record["subnets"])]
+    predictor = LutPredictor(tiny_space, corrected=True).fit(table)
+    np.testing.assert_allclose(predictor.predict(held), [whole_ms(c) for c in held], rtol=1e-6)

@@ -232,3 +232,37 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
     assert main(["search", "--table", str(table), "--target-ms", f"{(low + high) / 2:.4f}",
                  "--window-ms", f"{high - low:.4f}", "--population", "8", "--generations",
                  "2", "--no-export", "--out", str(tmp_path / "s")]) == 0
+
+
+def test_a_correction_with_a_weight_term_predicts_the_same_everywhere(
+        custom_store: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The sidecar fast path of `predict`, its full path (--explain), LutPredictor and search's
+    cost model apply a weight term with the same weight MiB (the space's parameters x 2 bytes at
+    fp16)."""
+    from lutnas.predictors.correction import Correction
+    from lutnas.predictors.lut import LutPredictor
+    from lutnas.search.constraints import CostModel
+    from lutnas.search.pipeline import load_latency_model
+    from lutnas.space.complexity import weight_mib
+
+    store_path, _ = custom_store
+    with MeasurementStore(store_path) as store:
+        table = build_table(store)
+    table.settings["precision"] = "fp16"
+    table.set_correction(Correction(scale=1.1, overhead_ms=0.25, weight_ms_per_mib=0.9,
+                                    terms=("scale", "weight_ms_per_mib", "overhead_ms"), n=9).to_dict())
+    path = table.save(tmp_path / "t.parquet")
+    space = table.load_space()
+    largest = space.largest()
+    raw = LutPredictor().fit(table).predict([largest])[0]
+    mib = weight_mib(space.blocks_of(largest), "fp16")
+    expected = 1.1 * raw + 0.9 * mib + 0.25
+    assert 0.9 * mib > 1e-3 * expected  # the term shows in the figures compared below
+    fast = _predict_json(capsys, path, "--config", "largest")
+    full = _predict_json(capsys, path, "--config", "largest", "--explain")
+    assert fast["corrected_ms"] == pytest.approx(expected, rel=1e-12)
+    assert full["corrected_ms"] == pytest.approx(expected, rel=1e-12)
+    assert "ms x weight MiB" in fast["correction"]
+    predictor, _, _ = load_latency_model(path, "lut", space)
+    assert predictor.predict([largest])[0] == pytest.approx(expected, rel=1e-12)
+    assert CostModel(space, predictor).costs([largest]).latency_ms[0] == pytest.approx(expected, rel=1e-12)
