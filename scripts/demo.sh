@@ -41,13 +41,16 @@ else
 fi
 
 step "6/7 search under a millisecond target, export the winner and measure it here"
-# Latency depends on the host: aim at 60% of the way from this table's fastest to slowest subnet.
+# Latency depends on the host: aim at 60% of the way from this table's fastest to slowest subnet,
+# priced as search prices them (the LUT with the table's correction).
 read -r TARGET WINDOW < <("$BIN/python" - "$TABLE" "$SPACE" <<'PY'
 import sys
 from lutnas.predictors.lut import LutPredictor
 from lutnas.space import SearchSpace
-space = SearchSpace.load(sys.argv[2])
-fast, slow = LutPredictor.load(sys.argv[1], space).predict([space.smallest(), space.largest()])
+from lutnas.tables.table import LatencyTable
+space, table = SearchSpace.load(sys.argv[2]), LatencyTable.load(sys.argv[1])
+predictor = LutPredictor(space, corrected=bool(table.correction)).fit(table)
+fast, slow = predictor.predict([space.smallest(), space.largest()])
 print(f"{fast + 0.6 * (slow - fast):.4f} {0.15 * (slow - fast):.4f}")
 PY
 )

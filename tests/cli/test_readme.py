@@ -83,14 +83,16 @@ def _adapt(command: str, micro: Path, targets: tuple[float, float] | None) -> st
 
 
 def _range(table: Path, micro: Path) -> tuple[float, float]:
-    """Predicted latency (ms) of the micro space's smallest and largest subnets (the table's LUT)."""
+    """Predicted latency (ms) of the micro space's smallest and largest subnets, as search prices
+    them: the table's LUT with its correction when it has one (the raw sum put a target above the
+    corrected slowest subnet once the correction's scale fell below 1)."""
     from lutnas.predictors.lut import LutPredictor
     from lutnas.space import SearchSpace
     from lutnas.tables.table import LatencyTable
 
     space = SearchSpace.load(str(micro))
     loaded = LatencyTable.load(table)
-    predictor = LutPredictor(space).fit(loaded)
+    predictor = LutPredictor(space, corrected=bool(loaded.correction)).fit(loaded)
     low, high = (float(v) for v in predictor.predict([space.smallest(), space.largest()]))
     return low, high
 
