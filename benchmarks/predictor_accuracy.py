@@ -41,15 +41,13 @@ from lutnas.tables.table import build_table
 
 RESULTS = Path(__file__).parent / "results"
 WEIGHTED = "LUT + correction + weights"
-BYTES_PER_PARAM = {"fp32": 4, "fp16": 2, "int8": 1}
 
 
 def weight_mib(space, configs, precision: str) -> list[float]:
-    """Each subnet's weights in MiB: its blocks' parameters (space.complexity) x bytes a parameter."""
-    from lutnas.space.complexity import block_complexity
+    """Each subnet's weights in MiB (lutnas.space.complexity.weight_mib, as the predictors charge)."""
+    from lutnas.space.complexity import weight_mib as subnet_weight_mib
 
-    size = BYTES_PER_PARAM[precision]
-    return [sum(block_complexity(b).params for b in space.blocks_of(c)) * size / 2**20 for c in configs]
+    return [subnet_weight_mib(space.blocks_of(c), precision) for c in configs]
 
 
 def with_weight_term(result, table, space, correction: dict, precision: str) -> dict:
