@@ -8,6 +8,8 @@ Target (issue 9): LUT + correction within +-5 % for >= 95 % of held-out subnets,
     .venv/bin/python benchmarks/predictor_accuracy.py --space tiny --samples 50 --calibrate 10 --trials 20
     .venv/bin/python benchmarks/predictor_accuracy.py --space elasticvit --resolution 128 \
         --subnet-blocks --calibrate 6 --samples 20 --trials 10
+    .venv/bin/python benchmarks/predictor_accuracy.py --space elasticvit --resolution 128 \
+        --subnet-blocks --runtime tflite --precision int8 --calibrate 10 --samples 50 --trials 10
 
 `--subnet-blocks` profiles only the blocks of the sampled subnets (all of them), not the whole plan.
 `--cache cold-l2` (the default) evicts L2 before every timed run of blocks and subnets alike: a
@@ -93,6 +95,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--sample", type=float, help="profile this share of the plan (elasticvit)")
     parser.add_argument("--runtime", default="tflite")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                        help="fp16/int8 need --runtime tflite (issue 15's int8 proof)")
     parser.add_argument("--cores", help="pin to these cores, e.g. 0")
     parser.add_argument("--cache", default="cold-l2", choices=("warm", "cold-l2"),
                         help="cache state each timed run starts from (RunSettings.cache)")
@@ -122,11 +126,12 @@ def main() -> None:
     os.environ.setdefault("LUTNAS_CACHE", str(args.work / "cache"))
     tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
         f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
-        "-coldl2" if args.cache == "cold-l2" else "")
+        "-coldl2" if args.cache == "cold-l2" else "") + (
+        f"-{args.precision}" if args.precision != "fp32" else "")
     store_path = args.work / f"{tag}.sqlite"
     cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
-                           runs=args.runs, cache=args.cache)
+                           runs=args.runs, cache=args.cache, precision=args.precision)
     qc = QualitySettings(ci_bound=args.ci_bound, max_trials=args.max_trials, drift_bound=args.drift_bound)
     timings = {}
     specs = _subnet_blocks(args) if args.subnet_blocks else None
@@ -143,7 +148,7 @@ def main() -> None:
 
     with MeasurementStore(store_path) as store, open_agent("local") as agent:
         table = build_table(store, runtime=args.runtime, threads=args.threads,
-                            core_mask=settings.core_mask)
+                            core_mask=settings.core_mask, precision=args.precision)
         space = table.load_space()
         start = time.perf_counter()
         correction = calibrate(agent, table, space, args.calibrate, args.seed + 1, store, args.trials,

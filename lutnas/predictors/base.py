@@ -64,8 +64,9 @@ class Predictor(ABC):
         return False
 
     def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
-                  invoke_ms: float | None = None) -> Predictor:
-        """Fit to whole subnets measured end to end; PredictorError where there is nothing to fit."""
+                  invoke_ms: float | None = None, precision: str | None = None) -> Predictor:
+        """Fit to whole subnets measured end to end; `precision` (the table's) prices weights where
+        the correction has a weight term. PredictorError where there is nothing to fit."""
         raise PredictorError(f"the {self.label} predictor has nothing to calibrate on whole subnets")
 
 

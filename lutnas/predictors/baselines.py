@@ -65,8 +65,9 @@ class FlopsLinearPredictor(Predictor):
         return self
 
     def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
-                  invoke_ms: float | None = None) -> FlopsLinearPredictor:
-        """Refit `a * MACs + b` on whole subnets (at least 2); `invoke_ms` is not used."""
+                  invoke_ms: float | None = None, precision: str | None = None) -> FlopsLinearPredictor:
+        """Refit `a * MACs + b` on whole subnets (at least 2); `invoke_ms` and `precision` are not
+        used."""
         y = np.asarray(measured_ms, dtype=float)
         if len(configs) != len(y) or len(y) < 2:
             raise PredictorError(f"FLOPs-linear fit needs >= 2 measured subnets with one latency each, "

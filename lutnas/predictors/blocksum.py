@@ -18,6 +18,7 @@ from lutnas.errors import PredictorError
 from lutnas.predictors.base import Predictor, check_fitted
 from lutnas.predictors.correction import Correction
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, as_specs, subnet_key
+from lutnas.space.complexity import weight_mib
 
 
 class BlockSumPredictor(Predictor):
@@ -26,10 +27,13 @@ class BlockSumPredictor(Predictor):
     Subclasses implement `fit(...)` (which resets `correction_` to the identity) and
     `_predict_blocks(specs, use_measured)`; `calibrate` fits the correction on measured subnets.
     `corrected` says whether `predict` applies the correction (the LUT makes it a hyper-parameter).
+    `weight_precision` (fp32 | fp16 | int8, the table's; set by `calibrate(precision=...)` and the
+    registry) prices each subnet's weights in MiB for the correction's weight term, as the LUT does.
     """
 
     name = "blocksum"
     corrected: bool = True
+    weight_precision: str = "fp32"
 
     def __init__(self, space: SearchSpace | None = None) -> None:
         self.space = space
@@ -76,13 +80,33 @@ class BlockSumPredictor(Predictor):
     def wants_calibration(self) -> bool:
         return self.corrected and not self.correction.fitted
 
+    def subnet_weight_mib(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        """Each config's weights in MiB at `weight_precision` (`lutnas.space.complexity.weight_mib`,
+        the figure the LUT's correction charges)."""
+        space = self._require_space()
+        return np.array([weight_mib(space.blocks_of(c), self.weight_precision) for c in configs],
+                        dtype=float)
+
+    def corrected_sums(self, configs: Sequence[SubnetConfig], sums: np.ndarray,
+                       blocks: np.ndarray) -> np.ndarray:
+        """The correction applied to block sums (ms) of `configs`, with their weight MiB when the
+        correction has a weight term."""
+        weights = self.subnet_weight_mib(configs) if self.correction.weight_ms_per_mib else None
+        return self.correction.apply(sums, blocks, weights)
+
     def predict(self, configs: Sequence[SubnetConfig]) -> np.ndarray:
+        configs = list(configs)
         sums, _, blocks = self.block_sums(configs)
-        return self.correction.apply(sums, blocks) if self.corrected else sums
+        return self.corrected_sums(configs, sums, blocks) if self.corrected else sums
 
     def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
-                  invoke_ms: float | None = None) -> BlockSumPredictor:
-        """Fit `correction_` on subnets measured end to end (see `Correction.fit`)."""
+                  invoke_ms: float | None = None, precision: str | None = None) -> BlockSumPredictor:
+        """Fit `correction_` on subnets measured end to end (see `Correction.fit`). Each subnet's
+        weight MiB at `precision` (default `weight_precision`) makes the weight term a candidate,
+        kept only when it lowers the leave-one-out error, as for the LUT. PredictorError for
+        mismatched lengths."""
+        if precision:
+            self.weight_precision = precision
         configs = list(configs)
         measured = np.asarray(measured_ms, dtype=float)
         if len(configs) != len(measured) or not configs:
@@ -91,7 +115,8 @@ class BlockSumPredictor(Predictor):
         sums, _, blocks = self.block_sums(configs)
         space = self._require_space()
         self.correction_ = Correction.fit(sums, measured, blocks, invoke_ms,
-                                          subnets=[subnet_key(space, c) for c in configs])
+                                          subnets=[subnet_key(space, c) for c in configs],
+                                          weight_mib=self.subnet_weight_mib(configs))
         return self
 
     def explain(self, config: SubnetConfig) -> pd.DataFrame:
@@ -110,10 +135,12 @@ class BlockSumPredictor(Predictor):
 
     # -------------------------------------------------------------- state (serialize.py)
     def _correction_state(self) -> dict[str, Any]:
-        return self.correction.to_dict()
+        # The precision travels with the correction: its weight term is priced in MiB at it.
+        return {**self.correction.to_dict(), "weight_precision": self.weight_precision}
 
     def _load_correction(self, header: dict[str, Any]) -> None:
         self.correction_ = Correction.from_dict(header["correction"])
+        self.weight_precision = str(header["correction"].get("weight_precision") or "fp32")
 
 
 def keyed_values(keys: Sequence[Any], values: np.ndarray) -> dict[str, float]:

@@ -143,7 +143,8 @@ class LearnedPredictor(BlockSumPredictor):
         ms = super().predict(configs)
         if not self.corrected:
             return ms, sum_lo, sum_hi
-        return ms, self.correction.apply(sum_lo, blocks), self.correction.apply(sum_hi, blocks)
+        return (ms, self.corrected_sums(configs, sum_lo, blocks),
+                self.corrected_sums(configs, sum_hi, blocks))
 
     def methods(self) -> dict[str, dict[str, Any]]:
         """Per kind: the method chosen and the held-out MAPE of each candidate."""

@@ -325,8 +325,9 @@ class LutPredictor(BlockSumPredictor):
         return False  # its correction is the table's, fitted by `build-table --calibrate`
 
     def calibrate(self, configs: Sequence[SubnetConfig], measured_ms: Sequence[float],
-                  invoke_ms: float | None = None) -> LutPredictor:
+                  invoke_ms: float | None = None, precision: str | None = None) -> LutPredictor:
         """Fit the whole-model correction and keep it in the table's metadata (save to persist).
+        `precision` is ignored: the table's own prices the weights.
 
         Each subnet's weight MiB (at the table's precision) makes the weight term a candidate;
         `Correction.fit` keeps it only when it lowers the leave-one-out error. PredictorError for

@@ -78,7 +78,8 @@ def fittable_names() -> tuple[str, ...]:
 
 def _calibrated(predictor: Predictor, context: PredictorContext) -> Predictor:
     if len(context.calibration_configs) and predictor.wants_calibration:
-        predictor.calibrate(context.calibration_configs, context.calibration_ms, context.invoke_ms)
+        predictor.calibrate(context.calibration_configs, context.calibration_ms, context.invoke_ms,
+                            precision=getattr(context.table, "precision", None))
     return predictor
 
 
