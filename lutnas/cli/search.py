@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from rich.progress import (
     BarColumn,
@@ -222,6 +223,19 @@ def _exporter(job: SearchJob, cache: Path | None) -> Exporter:
     return lambda config, out: export_winner(job.space, config, out, winner_module(job, config), cache)
 
 
+def _print_verify_context(check: Any) -> None:
+    """What tells a prediction error apart: the host check and the seeded-weights twin."""
+    host = check.host_check
+    if host is not None:
+        state = (f"normalised from {check.raw_ms:.3f} ms" if host.normalised
+                 else "within 3%, not normalised")
+        console.print(f"  host check: the table's block {host.reference} ran x{host.ratio:.3f} of its "
+                      f"table figure ({state})")
+    if check.static_ms is not None:
+        console.print(f"  the same subnet with the table's seeded weights: {check.static_ms:.3f} ms "
+                      f"(trained weights x{check.measured_ms / check.static_ms:.3f})")
+
+
 def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Outcome) -> None:
     from lutnas.profiler.subnets import verify_winner
     from lutnas.search.pipeline import winner_module
@@ -237,6 +251,7 @@ def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Ou
     console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
                   f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms, "
                   f"prediction error {check.error_pct:+.1f}%")
+    _print_verify_context(check)
     if not check.same_device:
         err_console.print(f"[yellow]warning: the table was measured on {check.table_device}, not on "
                           f"{check.device}; the comparison crosses devices[/]")

@@ -138,6 +138,30 @@ def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, 
     return HostCheck(reference.key, ratio, invoke)
 
 
+def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable, space: SearchSpace,
+                             configs: Sequence[SubnetConfig], files: list[ModelFile],
+                             settings: RunSettings, trials: int, store: MeasurementStore,
+                             cache: ModelCache, argv: Sequence[str] = (),
+                             progress: Callable[..., None] | None = None) -> int:
+    """One store run measuring `files` (whole models of `configs`) with the table's reference block
+    and an almost empty model in the same processes (the host check); returns the run id."""
+    fmt = format_for(settings.runtime, settings.precision)
+    store.upsert_device(info)
+    run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
+    reference = _reference_block(table, space, configs)
+    ref_entry = export_spec(reference, fmt, cache)
+    empty = export_empty(configs[0].resolution, fmt, cache)
+    checked = [ModelFile(ref_entry.path, f"hostref:{run_id}:{reference.key}", ref_entry.sha256),
+               ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
+    try:
+        measure_files(agent, list(files) + checked, SUBNET_KIND, settings, trials, store, run_id,
+                      progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked})
+    finally:
+        store.finish_run(run_id, {"subnets": len(files), "trials": trials,
+                                  "host_reference": reference.key})
+    return run_id
+
+
 def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
                     configs: Sequence[SubnetConfig], store: MeasurementStore, trials: int,
                     argv: Sequence[str] = (), cache: ModelCache | None = None,
@@ -171,19 +195,8 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
         if on_export:
             on_export(len(todo), len(todo))
         files = [ModelFile(e.path, k, e.sha256) for (k, _), e in zip(todo, exported)]
-        store.upsert_device(info)
-        run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
-        reference = _reference_block(table, space, [c for _, c in todo])
-        ref_entry = export_spec(reference, fmt, cache)
-        empty = export_empty(todo[0][1].resolution, fmt, cache)
-        files += [ModelFile(ref_entry.path, f"hostref:{run_id}:{reference.key}", ref_entry.sha256),
-                  ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
-        try:
-            measure_files(agent, files, SUBNET_KIND, settings, trials, store, run_id, progress=progress,
-                          kinds={f.key: HOST_CHECK_KIND for f in files[-2:]})
-        finally:
-            store.finish_run(run_id, {"subnets": len(todo), "trials": trials,
-                                      "host_reference": reference.key})
+        _measure_with_host_check(agent, info, table, space, [c for _, c in todo], files, settings,
+                                 trials, store, cache, argv, progress)
     done = store.trial_medians(info.device_id, settings, keys)
     failed = [k for k in keys if not done.get(k)]
     if failed:
@@ -276,6 +289,9 @@ class Verification:
     predicted_ms: float
     measured_ms: float
     trials: int
+    raw_ms: float | None = None  # measured before the host check's normalisation
+    host_check: HostCheck | None = None  # on the table's own device only
+    static_ms: float | None = None  # the same config with seeded weights, same processes
 
     @property
     def error_pct(self) -> float:
@@ -289,7 +305,8 @@ class Verification:
         return {"device": self.device, "table_device": self.table_device, "runtime": self.runtime,
                 "file": self.file.name, "predicted_ms": self.predicted_ms,
                 "measured_ms": self.measured_ms, "error_pct": self.error_pct, "trials": self.trials,
-                "same_device": self.same_device}
+                "same_device": self.same_device, "raw_ms": self.raw_ms, "static_ms": self.static_ms,
+                "host_check": self.host_check.to_dict() if self.host_check else None}
 
 
 def export_winner(space: SearchSpace, config: SubnetConfig, out: Path, module: Any = None,
@@ -314,21 +331,62 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
                   agent_options: AgentOptions | None = None, cache_root: Path | None = None,
                   progress: Callable[..., None] | None = None, module: Any = None) -> Verification:
     """Export the winner (`module`: with trained weights) and measure it end to end with the
-    table's settings (the profiling loop's trials) on the device at `address`."""
+    table's settings (the profiling loop's trials) on the device at `address`.
+
+    On the table's own device the winner is measured as calibration and evaluation measure subnets:
+    with the table's reference block and an empty model in the same processes (host check: the
+    figure is normalised beyond +-3%, refused beyond +-30%, DeviceError), and, when it carries
+    trained weights, next to the same config with the table's seeded weights (`static_ms`), so a
+    gap between prediction and measurement can be told apart from the host and from the weights.
+    SearchError when the device returned no latency."""
     settings = table.run_settings()
     fmt = format_for(settings.runtime, settings.precision)  # BadInputError: int8 of a non-TFLite runtime
     files = export_winner(space, config, out, module, cache_root, formats=[fmt])
-    key = subnet_key(space, config) + (":trained" if module is not None else "")
+    static_key = subnet_key(space, config)
+    key = static_key + (":trained" if module is not None else "")
     store_path = store_path or out / "verify.sqlite"
     with MeasurementStore(store_path) as store, open_agent(address, agent_options) as agent:
-        figures = measure_files(agent, [ModelFile.from_path(files[fmt], key)], SUBNET_KIND, settings,
-                                trials, store, progress=progress)
-        device = agent.info().device_id
-    if key not in figures:
-        raise SearchError(f"the winner {files[fmt].name} was not measured on {address}; see "
-                          f"`lutnas measurements` in {store_path}")
-    return Verification(device, table.device.device_id, settings.runtime, files[fmt],
-                        float(predicted_ms), float(figures[key]), trials)
+        info = agent.info()
+        if info.device_id != table.device.device_id:  # another device: no table figure to check
+            figures = measure_files(agent, [ModelFile.from_path(files[fmt], key)], SUBNET_KIND, settings,
+                                    trials, store, progress=progress)
+            if key not in figures:
+                raise SearchError(f"the winner {files[fmt].name} was not measured on {address}; see "
+                                  f"`lutnas measurements` in {store_path}")
+            return Verification(info.device_id, table.device.device_id, settings.runtime, files[fmt],
+                                float(predicted_ms), float(figures[key]), trials, float(figures[key]))
+        return _verify_on_table_device(agent, info, space, table, config, files[fmt], key, static_key,
+                                       float(predicted_ms), settings, trials, store, cache_root, progress)
+
+
+def _verify_on_table_device(agent: DeviceAgent, info: Any, space: SearchSpace, table: LatencyTable,
+                            config: SubnetConfig, path: Path, key: str, static_key: str,
+                            predicted_ms: float, settings: RunSettings, trials: int,
+                            store: MeasurementStore, cache_root: Path | None,
+                            progress: Callable[..., None] | None) -> Verification:
+    """`verify_winner` on the table's device: winner (+ seeded twin) with the host check."""
+    agent.check_settings(settings)
+    check_cache_state(agent, settings)
+    cache = ModelCache(cache_root)
+    files = [ModelFile.from_path(path, key)]
+    if key != static_key:
+        static = export_subnet(space, config, format_for(settings.runtime, settings.precision), cache)
+        files.append(ModelFile(static.path, static_key, static.sha256))
+    finished = store.finished_keys(info.device_id, settings)
+    if any(f.key not in finished for f in files):
+        _measure_with_host_check(agent, info, table, space, [config], files, settings, trials, store,
+                                 cache, ("search --verify-on",), progress)
+    done = store.trial_medians(info.device_id, settings, [f.key for f in files])
+    if not done.get(key):
+        raise SearchError(f"the winner {path.name} was not measured on {info.device_id}; see "
+                          f"`lutnas measurements` in {store.path}")
+    checks: list[HostCheck] = []
+    ratios = _session_ratios(store, info.device_id, settings, table, [key], checks)
+    ratio = ratios.get(key, 1.0)
+    raw = figure_of(done[key])
+    static_ms = figure_of(done[static_key]) / ratio if key != static_key and done.get(static_key) else None
+    return Verification(info.device_id, table.device.device_id, settings.runtime, path, predicted_ms,
+                        raw / ratio, trials, raw, checks[-1] if checks else None, static_ms)
 
 
 # ---------------------------------------------------------------------- transfer to a device

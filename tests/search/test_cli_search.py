@@ -152,6 +152,17 @@ def test_verify_on_local_end_to_end(tmp_path: Path) -> None:
     assert check["same_device"] is True and check["runtime"] == "onnxruntime"
     assert check["measured_ms"] > 0 and check["predicted_ms"] == pytest.approx(best["predicted_ms"])
     assert (out / "best.onnx").is_file() and (out / "best.tflite").is_file()
+    # Measured as evaluate measures subnets: the table's reference block and an empty model ran in
+    # the same processes (the host check), and the figure is the raw one divided by its ratio
+    # when the host moved beyond 3%.
+    from lutnas.tables.store import MeasurementStore
+
+    with MeasurementStore(out / "verify.sqlite") as verify_store:
+        keys = set(verify_store.measurements_frame()["key"])
+    assert any(k.startswith("hostref:") for k in keys) and any(k.startswith("invoke:") for k in keys)
+    host = check["host_check"]  # None where the reference block is under HOST_CHECK_MIN_MS (tiny)
+    ratio = host["ratio"] if host and host["normalised"] else 1.0
+    assert check["measured_ms"] == pytest.approx(check["raw_ms"] / ratio)
 
 
 def test_population_alone_and_an_imported_phone_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
