@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "(default: not pinned)")
     add_accelerator_flag(p, "where the runner runs the model (default cpu); a delegate the runner "
                             "does not apply fails the trial", default="cpu")
+    p.add_argument("--cache-state", default="warm", choices=("warm", "cold-l2"),
+                   help="cache state each timed run starts from: warm (back to back, as benchmark_model "
+                        "times) or cold-l2 (the host worker evicts L2 before every run; local only); "
+                        "a store keeps one state per device and settings (default warm)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
@@ -114,7 +118,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     cores = parse_cores(args.cores) if args.cores and args.cores not in CORE_NAMES else None
     return RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
                        runs=args.runs, op_profiling=args.op_profiling, precision=args.precision,
-                       accelerator=args.accelerator)
+                       accelerator=args.accelerator, cache=args.cache_state)
 
 
 def _pin_cores(args: argparse.Namespace, settings: RunSettings, options: AgentOptions) -> RunSettings:

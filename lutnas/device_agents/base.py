@@ -302,4 +302,4 @@ def check_cache_state(agent: DeviceAgent, settings: RunSettings) -> None:
     """BadInputError when `agent`'s timing loop cannot start runs from `settings.cache`."""
     if settings.cache not in agent.cache_states:
         raise BadInputError(f"{type(agent).__name__} times runs back to back and cannot give them a "
-                            f"{settings.cache} cache; use --cache {' or '.join(agent.cache_states)}")
+                            f"{settings.cache} cache; use --cache-state {' or '.join(agent.cache_states)}")

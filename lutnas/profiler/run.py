@@ -41,6 +41,7 @@ from lutnas.tables.store import (
     ci_half_width,
     cv_of,
     figure_of,
+    settings_identity,
 )
 
 REFERENCE = "reference"
@@ -437,9 +438,29 @@ def _register_devices(agents: Sequence[DeviceAgent], settings: RunSettings,
     ids = [agent.info().device_id for agent in agents]
     if len(set(ids)) != len(ids):
         raise BadInputError(f"the same device is given twice ({', '.join(ids)}); give each --device once")
+    _check_one_cache_state(store, ids, settings)
     for agent in agents:
         store.upsert_device(agent.info())
     return ids
+
+
+def _check_one_cache_state(store: MeasurementStore, ids: Sequence[str], settings: RunSettings) -> None:
+    """BadInputError when the store already holds measurements of one of `ids` with the same
+    settings but another cache state (RunSettings.cache): resume would count those keys finished,
+    and a table refuses the mix (a cold-L2 block is ~13 % slower, benchmarks/results/lut_gap.json)."""
+    runs = store.runs_frame()
+    if runs.empty:
+        return
+    for device_id in ids:
+        identity = settings_identity(device_id, settings)
+        for row in runs.itertuples(index=False):
+            mine = (row.device_id, row.runtime, int(row.threads), row.core_mask, row.accelerator,
+                    row.precision)
+            other = str((row.settings or {}).get("cache") or "warm")
+            if mine == identity and other != settings.cache:
+                raise BadInputError(f"the store holds {device_id} measurements with --cache-state {other} "
+                                    f"(run {row.run_id}); measuring --cache-state {settings.cache} into it "
+                                    f"would mix cache states: give another --store")
 
 
 def _export_plan(specs: Sequence[BlockSpec], ids: Sequence[str], settings: RunSettings, trials: int,

@@ -361,7 +361,7 @@ def _cache_state(store: Any, run_ids: list[int]) -> str:
               for r, s in zip(runs["run_id"], runs["settings"]) if int(r) in set(run_ids)}
     if len(states) > 1:
         raise TableError(f"the store's block measurements mix cache states ({', '.join(sorted(states))}); "
-                         f"profile into a separate store per --cache")
+                         f"profile into a separate store per --cache-state")
     return states.pop() if states else "warm"
 
 

@@ -94,7 +94,7 @@ def test_only_agents_that_own_the_timing_loop_accept_a_cold_cache() -> None:
     cold = RunSettings(runtime="onnxruntime", cache="cold-l2")
     check_cache_state(LocalAgent(), cold)
     check_cache_state(_BackToBack(), RunSettings())
-    with pytest.raises(BadInputError, match="--cache warm"):
+    with pytest.raises(BadInputError, match="--cache-state warm"):
         check_cache_state(_BackToBack(), cold)
 
 
@@ -123,3 +123,24 @@ def test_a_table_keeps_its_cache_state_and_refuses_a_mix(tmp_path) -> None:
         _add_run(store, cold, 1.1)
         with pytest.raises(TableError, match="mix cache states"):
             build_table(store)
+
+
+def test_profile_device_takes_cache_and_refuses_to_mix_states_in_one_store(tmp_path, capsys) -> None:
+    """`profile-device --cache-state cold-l2` records the state; measuring the other state into the same
+    store is one line and exit 2 before anything is measured (resume would count the keys done)."""
+    from lutnas.cli import main
+
+    store = tmp_path / "m.sqlite"
+    common = ["profile-device", "--space", "tiny", "--runtime", "onnxruntime", "--limit", "2",
+              "--trials", "2", "--warmup", "1", "--runs", "3", "--drift-bound", "1.0", "--store", str(store)]
+    assert main([*common, "--cache-state", "cold-l2"]) == 0
+    with MeasurementStore(store) as opened:
+        rows = len(opened.measurements_frame(ok_only=False))
+        assert {s.get("cache") for s in opened.runs_frame()["settings"]} == {"cold-l2"}
+    capsys.readouterr()
+    assert main(common) == 2  # --cache-state warm by default
+    err = capsys.readouterr().err
+    assert "--cache-state cold-l2" in err and "another --store" in err
+    with MeasurementStore(store) as opened:
+        assert len(opened.measurements_frame(ok_only=False)) == rows
+        assert len(opened.runs_frame()) == 1
