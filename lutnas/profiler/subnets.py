@@ -92,6 +92,8 @@ def _resolutions(table: LatencyTable, space: SearchSpace, given: Sequence[int] |
 
 HOST_TOLERANCE = 0.03  # the reference block within +-3% of its table figure: the host is as it was
 HOST_REFUSE = 0.30  # beyond +-30% the host is too different to normalise: refuse
+# Both bounds widen by the reference's own 95% interval in the table (HostCheck.slack): a table of
+# 3 noisy trials (CV 23% on CI's shared cores) cannot tell a 36% move from noise.
 # A reference block faster than this is dominated by per-invoke and cache effects (benchmarks/lut_gap.py:
 # blocks under ~50 us do not time like their in-model selves), so its ratio says nothing of the host:
 # the check is skipped (recorded as no check), never used to normalise or refuse.
@@ -106,14 +108,21 @@ class HostCheck:
     reference: str
     ratio: float
     invoke_ms: float | None  # an almost empty model measured the same way: the per-invoke cost
+    # Relative half-width of the 95% interval of the reference's own table figure (0: unknown): a
+    # change smaller than the table's uncertainty about its reference cannot be told from noise.
+    slack: float = 0.0
 
     @property
     def normalised(self) -> bool:
-        return abs(self.ratio - 1.0) > HOST_TOLERANCE
+        return abs(self.ratio - 1.0) > HOST_TOLERANCE + self.slack
+
+    @property
+    def refused(self) -> bool:
+        return abs(self.ratio - 1.0) > HOST_REFUSE + self.slack
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "ratio": self.ratio, "invoke_ms": self.invoke_ms,
-                "normalised": self.normalised}
+                "normalised": self.normalised, "slack": self.slack}
 
 
 def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[SubnetConfig]) -> BlockSpec:
@@ -133,9 +142,12 @@ def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, 
     if not done.get(ref_key):
         raise DeviceError(f"the reference block {reference.key} failed in every trial next to the "
                           f"subnets; see `lutnas measurements --all`")
-    ratio = figure_of(done[ref_key]) / table.latency_ms(reference.key)
+    figure = table.latency_ms(reference.key)
+    ratio = figure_of(done[ref_key]) / figure
     invoke = figure_of(done[invoke_key]) if done.get(invoke_key) else None
-    return HostCheck(reference.key, ratio, invoke)
+    interval = (table.metadata.get("ci95_ms") or {}).get(reference.key)
+    slack = (float(interval[1]) - float(interval[0])) / (2.0 * figure) if interval and figure > 0 else 0.0
+    return HostCheck(reference.key, ratio, invoke, max(0.0, slack))
 
 
 def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable, space: SearchSpace,
@@ -175,7 +187,8 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     fresh processes, QC, drift checks). A reference block of the table and an almost empty model
     are measured in the same processes: the block's figure now / in the table is the host's change
     of speed (HostCheck, appended to `checks`); beyond +-3% the subnets of that session are divided
-    by it, beyond +-30% they are refused (DeviceError), never fitted. Subnets finished before are not
+    by it, beyond +-30% they are refused (DeviceError), never fitted; both bounds widen by the
+    relative half-width of the reference's 95% interval in the table. Subnets finished before are not
     measured again (their own session's check applies). TableError for another device; DeviceError
     when a subnet has no successful trial."""
     settings = table.run_settings()
@@ -223,11 +236,12 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
                             int(run_id))
         if table.latency_ms(check.reference) < HOST_CHECK_MIN_MS:
             continue
-        if abs(check.ratio - 1.0) > HOST_REFUSE:
+        if check.refused:
             raise DeviceError(
                 f"the host ran the table's block {check.reference} {check.ratio - 1:+.0%} off its "
-                f"table figure while measuring these subnets: it is not in the state it was profiled "
-                f"in; measure again on a quiet host (or re-profile), nothing was fitted")
+                f"table figure (beyond {HOST_REFUSE:.0%} + its own ±{check.slack:.0%} uncertainty) "
+                f"while measuring these subnets: it is not in the state it was profiled in; measure "
+                f"again on a quiet host (or re-profile), nothing was fitted")
         if checks is not None:
             checks.append(check)
         for key in group["key"].unique():

@@ -135,6 +135,24 @@ def test_a_host_slower_than_when_profiled_is_normalised_or_refused(tmp_path: Pat
         calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
 
 
+def test_the_host_check_allows_for_the_table_figures_own_uncertainty(tmp_path: Path,
+                                                                     tiny_space: SearchSpace) -> None:
+    """A table whose blocks' 95% intervals span +-40% (few noisy trials) cannot tell a 1.5x host from
+    its own noise: the refusal bound widens to 30% + 40%; 2.0x is still refused."""
+    table = _table(tiny_space)
+    table.metadata["ci95_ms"] = {k: [0.6 * ms, 1.4 * ms] for k, ms in table.lookup().items()}
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        record = calibrate(_device(tiny_space, table, seed=0, speed=1.5), table, tiny_space, 6, 0, store,
+                           trials=2, resolutions=[32])
+    check = record["host_checks"][0]
+    assert check["ratio"] == pytest.approx(1.5) and check["slack"] == pytest.approx(0.4)
+    assert check["normalised"]
+    with MeasurementStore(tmp_path / "m2.sqlite") as store, \
+            pytest.raises(DeviceError, match="its own"):
+        calibrate(_device(tiny_space, table, seed=0, speed=2.0), table, tiny_space, 6, 0, store,
+                  trials=2, resolutions=[32])
+
+
 def test_calibrate_takes_the_weight_term_when_whole_subnets_grow_with_their_weights(
         tmp_path: Path, tiny_space: SearchSpace) -> None:
     """Whole subnets = 1.1 x LUT sum + 0.9 ms per MiB of weights (DRAM streaming): calibrate offers
