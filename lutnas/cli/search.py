@@ -228,7 +228,7 @@ def _print_verify_context(check: Any) -> None:
     host = check.host_check
     if host is not None:
         state = (f"normalised from {check.raw_ms:.3f} ms" if host.normalised
-                 else "within 3%, not normalised")
+                 else f"within ±{host.tolerance:.0%}, not normalised")
         console.print(f"  host check: the table's block {host.reference} ran x{host.ratio:.3f} of its "
                       f"table figure ({state})")
     if check.static_ms is not None:

@@ -113,8 +113,13 @@ class HostCheck:
     slack: float = 0.0
 
     @property
+    def tolerance(self) -> float:
+        """The relative move within which the host counts as unchanged (HOST_TOLERANCE + slack)."""
+        return HOST_TOLERANCE + self.slack
+
+    @property
     def normalised(self) -> bool:
-        return abs(self.ratio - 1.0) > HOST_TOLERANCE + self.slack
+        return abs(self.ratio - 1.0) > self.tolerance
 
     @property
     def refused(self) -> bool:
@@ -349,7 +354,8 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
 
     On the table's own device the winner is measured as calibration and evaluation measure subnets:
     with the table's reference block and an empty model in the same processes (host check: the
-    figure is normalised beyond +-3%, refused beyond +-30%, DeviceError), and, when it carries
+    figure is normalised beyond +-3%, refused beyond +-30%, DeviceError; both widened by the
+    reference's own interval in the table), and, when it carries
     trained weights, next to the same config with the table's seeded weights (`static_ms`), so a
     gap between prediction and measurement can be told apart from the host and from the weights.
     SearchError when the device returned no latency."""
