@@ -97,9 +97,11 @@ class AttentionBlock(nn.Module):
         self.qk_dim = self.heads * hd
         self.v_dim = self.heads * hd * vs
         make_attention_layers(self, c, self.qk_dim, self.v_dim, self.heads, hw)
+        # Not persistent: derived from hw, so checkpoints and extraction stay name-for-name.
+        self.register_buffer("rel_index", Fn.relative_offset_index(hw, hw), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = Fn.relative_bias_for_grid(self.rel_bias_table, self.hw, self.hw)
+        bias = self.rel_bias_table[:, self.rel_index]
         return Fn.attention_tokens(
             x, self.hw, self.norm, self.qkv, self.v_dwconv, self.proj, bias, self.c,
             self.heads, self.hd, self.hd * self.vs, self.act, self.qk_dim,
@@ -121,11 +123,13 @@ class FeedForwardBlock(nn.Module):
 def head_forward(module: nn.Module, x: torch.Tensor, cmid: int, chid: int, ncls: int,
                  act: str) -> torch.Tensor:
     cin = x.shape[1]
-    y = nn.functional.conv2d(x, module.conv.weight[:cmid, :cin])
+    y = nn.functional.conv2d(x, Fn.take(module.conv.weight, cmid, cin))
     y = Fn.activation(Fn.batch_norm(y, module.bn, cmid), act)
     y = y.mean((2, 3))
-    y = Fn.activation(nn.functional.linear(y, module.fc.weight[:, :cmid], module.fc.bias), act)
-    return nn.functional.linear(y, module.classifier.weight[:ncls], module.classifier.bias[:ncls])
+    fc_weight = Fn.take(module.fc.weight, module.fc.weight.shape[0], cmid)
+    y = Fn.activation(nn.functional.linear(y, fc_weight, module.fc.bias), act)
+    return nn.functional.linear(y, Fn.take(module.classifier.weight, ncls),
+                                Fn.take(module.classifier.bias, ncls))
 
 
 class HeadBlock(nn.Module):

@@ -81,3 +81,20 @@ def test_mbconv_residual_is_elasticvits_shortcut(hw: int, cin: int, cout: int, s
     with torch.no_grad():
         torch.testing.assert_close(block(x), residual)
     assert residual.shape[-1] == (hw - 1) // s + 1
+
+
+def test_static_blocks_trace_without_weight_slicing(tiny_space: SearchSpace) -> None:
+    """A static block runs the shared math at full size: no identity slices of its weights and no
+    offset-index arithmetic reach torch.export (litert-torch retraces that graph four times). The
+    only slices left are attention's q/k/v rows of the fused qkv layer (weight and bias: 6)."""
+    seen = set()
+    for spec in tiny_space.unique_blocks():
+        if spec.kind in seen:
+            continue
+        seen.add(spec.kind)
+        graph = torch.export.export(build_block(spec), (example_input(spec),)).graph
+        targets = [str(node.target) for node in graph.nodes if node.op == "call_function"]
+        slices = sum(t.startswith(("aten.slice", "aten.alias")) for t in targets)
+        assert slices == (6 if spec.kind == "attn" else 0), (spec.key, targets)
+        assert not any(t.startswith(("aten.arange", "aten.meshgrid")) for t in targets), spec.key
+    assert {"conv", "mbconv", "attn", "ffn", "head"} <= seen
