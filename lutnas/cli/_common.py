@@ -90,6 +90,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
+    """`--max-host-change PCT`: how far the host check's reference block may move from its table
+    figure before whole-subnet measurements are refused (lutnas.profiler.subnets.HOST_REFUSE)."""
+    parser.add_argument("--max-host-change", type=_percent, default=30.0, metavar="PCT",
+                        help="refuse whole-subnet measurements when the table's reference block, "
+                             "timed in the same processes, moved more than PCT%% (plus its own "
+                             "uncertainty) from its table figure; smaller moves are normalised "
+                             "(default 30)")
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise BadInputError(message)

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int, space_of_table
+from lutnas.cli._common import add_host_change_flag, console, err_console, positive_int, space_of_table
 from lutnas.cli.device_options import (
     DEVICE_FORMS,
     add_accelerator_flag,
@@ -79,6 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=positive_int,
                    help="trials per subnet (default: the table's typical trial count)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="scatter plot (default: TABLE.evaluate.png)")
+    add_host_change_flag(p)
     p.add_argument("--json", type=Path, metavar="OUT", help="write the reports and every subnet as JSON")
     p.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="sample subnets at these resolutions (default: those the table fully covers)")
@@ -129,7 +130,8 @@ def evaluate_command(args: argparse.Namespace) -> int:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed, store, args.trials,
                                     resolutions=args.resolution,
                                     argv=["evaluate", "--table", str(args.table)],
-                                    progress=progress.on_loop, on_export=progress.on_export)
+                                    progress=progress.on_loop, on_export=progress.on_export,
+                                    max_host_change=args.max_host_change / 100)
     print_reports(result.reports, f"{len(result.configs)} held-out {space.name} subnets on "
                                   f"{table.describe_settings()}")
     plot = args.plot or args.table.with_suffix(".evaluate.png")

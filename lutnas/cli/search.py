@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lutnas.cli._common import (
+    add_host_change_flag,
     add_json_flag,
     console,
     err_console,
@@ -100,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"measure the exported winner end to end: {DEVICE_FORMS}")
     p.add_argument("--verify-trials", type=positive_int, default=5,
                    help="fresh-process trials for --verify-on (default 5)")
+    add_host_change_flag(p)
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="model cache (default $LUTNAS_CACHE, else ~/.cache/lutnas/models)")
     add_device_flags(p, "--verify-on device options")
@@ -247,7 +249,8 @@ def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Ou
         check = verify_winner(job.space, table, result.best.config, result.best.latency_ms,
                               outcome.out, args.verify_on, args.verify_trials,
                               agent_options=options, cache_root=args.cache,
-                              module=winner_module(job, result.best.config))
+                              module=winner_module(job, result.best.config),
+                              max_host_change=args.max_host_change / 100)
     console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
                   f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms, "
                   f"prediction error {check.error_pct:+.1f}%")

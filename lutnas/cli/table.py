@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lutnas.cli._common import LazyChoices, console, err_console, positive_int
+from lutnas.cli._common import LazyChoices, add_host_change_flag, console, err_console, positive_int
 from lutnas.cli.device_options import DEVICE_FORMS, add_accelerator_flag, add_device_flags, agent_options
 from lutnas.errors import BadInputError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
@@ -114,6 +114,7 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--resolution", type=int, action="append", metavar="R",
                    help="calibration subnets at these resolutions (default: those the table covers)")
     b.add_argument("--seed", type=int, default=1, help="seed of the calibration subnets (default 1)")
+    add_host_change_flag(b)
     b.add_argument("--predictor", choices=LazyChoices(_fittable_and_all), metavar="NAME",
                    help="also fit this predictor (learned, analytic, ...; all: every one) on the "
                         "table's measured blocks and save it beside it (TABLE.<name>.predictor.npz)")
@@ -211,7 +212,8 @@ def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
         correction = calibrate(agent, table, space, args.calibrate, args.seed, store, args.trials,
                                resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
-                               progress=progress.on_loop, on_export=progress.on_export)
+                               progress=progress.on_loop, on_export=progress.on_export,
+                               max_host_change=args.max_host_change / 100)
     console.print(f"correction from {correction['n']} subnets: measured = "
                   f"{Correction.from_dict(correction).describe()} (fit RMSE {correction['rmse_ms']:.4f} ms)")
 

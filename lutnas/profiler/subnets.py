@@ -111,6 +111,8 @@ class HostCheck:
     # Relative half-width of the 95% interval of the reference's own table figure (0: unknown): a
     # change smaller than the table's uncertainty about its reference cannot be told from noise.
     slack: float = 0.0
+    # The move beyond which the host is refused (before the slack): `--max-host-change`.
+    refuse_beyond: float = HOST_REFUSE
 
     @property
     def tolerance(self) -> float:
@@ -123,7 +125,7 @@ class HostCheck:
 
     @property
     def refused(self) -> bool:
-        return abs(self.ratio - 1.0) > HOST_REFUSE + self.slack
+        return abs(self.ratio - 1.0) > self.refuse_beyond + self.slack
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "ratio": self.ratio, "invoke_ms": self.invoke_ms,
@@ -184,7 +186,8 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
                     argv: Sequence[str] = (), cache: ModelCache | None = None,
                     progress: Callable[..., None] | None = None,
                     on_export: Callable[[int, int], None] | None = None,
-                    checks: list[HostCheck] | None = None, export_workers: int = 2) -> np.ndarray:
+                    checks: list[HostCheck] | None = None, export_workers: int = 2,
+                    max_host_change: float = HOST_REFUSE) -> np.ndarray:
     """Median over trials (ms) of each whole subnet, measured like the table's blocks, reusing the
     store, and normalised to the host's speed when the table was profiled.
 
@@ -193,7 +196,8 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     are measured in the same processes: the block's figure now / in the table is the host's change
     of speed (HostCheck, appended to `checks`); beyond +-3% the subnets of that session are divided
     by it, beyond +-30% they are refused (DeviceError), never fitted; both bounds widen by the
-    relative half-width of the reference's 95% interval in the table. Subnets finished before are not
+    relative half-width of the reference's 95% interval in the table; `max_host_change` (a fraction,
+    `--max-host-change`) replaces the 30%. Subnets finished before are not
     measured again (their own session's check applies). TableError for another device; DeviceError
     when a subnet has no successful trial."""
     settings = table.run_settings()
@@ -220,14 +224,16 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     if failed:
         raise DeviceError(f"{len(failed)} of {len(keys)} subnets have no successful measurement "
                           f"(e.g. {failed[0]}); see `lutnas measurements` for their errors")
-    ratios = _session_ratios(store, info.device_id, settings, table, keys, checks)
+    ratios = _session_ratios(store, info.device_id, settings, table, keys, checks, max_host_change)
     return np.asarray([figure_of(done[k]) / ratios.get(k, 1.0) for k in keys], dtype=float)
 
 
 def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
-                    keys: Sequence[str], checks: list[HostCheck] | None) -> dict[str, float]:
+                    keys: Sequence[str], checks: list[HostCheck] | None,
+                    refuse_beyond: float = HOST_REFUSE) -> dict[str, float]:
     """Subnet key -> the host ratio of the session that measured it (none: a store from before
-    host checks, taken as it is). DeviceError when a session's host was too different."""
+    host checks, taken as it is). DeviceError when a session's host was too different: that
+    session's rows are kept but marked, and its keys unfinished, so a rerun measures them again."""
     frame = store.measurements_frame(device_id=device_id, runtime=settings.runtime,
                                      threads=settings.threads, core_mask=settings.core_mask,
                                      keys=list(keys), precision=settings.precision)
@@ -239,19 +245,30 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
             continue
         check = _host_check(store, device_id, settings, table, BlockSpec.parse(refs[0].split(":", 2)[2]),
                             int(run_id))
+        check.refuse_beyond = refuse_beyond
         if table.latency_ms(check.reference) < HOST_CHECK_MIN_MS:
             continue
         if check.refused:
+            _set_aside(store, device_id, settings, group, check)
             raise DeviceError(
                 f"the host ran the table's block {check.reference} {check.ratio - 1:+.0%} off its "
-                f"table figure (beyond {HOST_REFUSE:.0%} + its own ±{check.slack:.0%} uncertainty) "
-                f"while measuring these subnets: it is not in the state it was profiled in; measure "
-                f"again on a quiet host (or re-profile), nothing was fitted")
+                f"table figure (beyond {refuse_beyond:.0%} + its own ±{check.slack:.0%} uncertainty) "
+                f"while measuring these subnets: it is not in the state it was profiled in; rerun on "
+                f"a quiet host (these subnets are measured again), re-profile, or accept a larger "
+                f"--max-host-change; nothing was fitted")
         if checks is not None:
             checks.append(check)
         for key in group["key"].unique():
             ratios[str(key)] = check.ratio if check.normalised else 1.0
     return ratios
+
+
+def _set_aside(store: MeasurementStore, device_id: str, settings: RunSettings, group: Any,
+               check: HostCheck) -> None:
+    """Mark a refused session's subnet rows (kept, not used) and unfinish their keys."""
+    status = f"host-refused: reference ran {check.ratio - 1:+.0%} off its table figure"
+    store.set_status([int(i) for i in group["measurement_id"]], status)
+    store.unfinish(device_id, settings, [str(k) for k in group["key"].unique()])
 
 
 def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count: int, seed: int,
@@ -348,7 +365,8 @@ def export_winner(space: SearchSpace, config: SubnetConfig, out: Path, module: A
 def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig, predicted_ms: float,
                   out: Path, address: str, trials: int = 5, store_path: Path | None = None,
                   agent_options: AgentOptions | None = None, cache_root: Path | None = None,
-                  progress: Callable[..., None] | None = None, module: Any = None) -> Verification:
+                  progress: Callable[..., None] | None = None, module: Any = None,
+                  max_host_change: float = HOST_REFUSE) -> Verification:
     """Export the winner (`module`: with trained weights) and measure it end to end with the
     table's settings (the profiling loop's trials) on the device at `address`.
 
@@ -376,14 +394,16 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
             return Verification(info.device_id, table.device.device_id, settings.runtime, files[fmt],
                                 float(predicted_ms), float(figures[key]), trials, float(figures[key]))
         return _verify_on_table_device(agent, info, space, table, config, files[fmt], key, static_key,
-                                       float(predicted_ms), settings, trials, store, cache_root, progress)
+                                       float(predicted_ms), settings, trials, store, cache_root, progress,
+                                       max_host_change)
 
 
 def _verify_on_table_device(agent: DeviceAgent, info: Any, space: SearchSpace, table: LatencyTable,
                             config: SubnetConfig, path: Path, key: str, static_key: str,
                             predicted_ms: float, settings: RunSettings, trials: int,
                             store: MeasurementStore, cache_root: Path | None,
-                            progress: Callable[..., None] | None) -> Verification:
+                            progress: Callable[..., None] | None,
+                            max_host_change: float = HOST_REFUSE) -> Verification:
     """`verify_winner` on the table's device: winner (+ seeded twin) with the host check."""
     agent.check_settings(settings)
     check_cache_state(agent, settings)
@@ -401,7 +421,7 @@ def _verify_on_table_device(agent: DeviceAgent, info: Any, space: SearchSpace, t
         raise SearchError(f"the winner {path.name} was not measured on {info.device_id}; see "
                           f"`lutnas measurements` in {store.path}")
     checks: list[HostCheck] = []
-    ratios = _session_ratios(store, info.device_id, settings, table, [key], checks)
+    ratios = _session_ratios(store, info.device_id, settings, table, [key], checks, max_host_change)
     ratio = ratios.get(key, 1.0)
     raw = figure_of(done[key])
     static_ms = figure_of(done[static_key]) / ratio if key != static_key and done.get(static_key) else None

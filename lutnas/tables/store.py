@@ -459,6 +459,16 @@ class MeasurementStore:
             "core_mask = ? AND accelerator = ? AND precision = ?", settings_identity(device_id, settings))
         return dict(rows)
 
+    def unfinish(self, device_id: str, settings: RunSettings, keys: Iterable[str]) -> None:
+        """Forget that `keys` are finished under these settings (their rows stay): the next run
+        measures them again, e.g. after their session was refused by the host check."""
+        identity = settings_identity(device_id, settings)
+        rows = [(*identity, str(k)) for k in keys]
+        if rows:
+            self._write(lambda c: c.executemany(
+                "DELETE FROM quality WHERE device_id = ? AND runtime = ? AND threads = ? AND "
+                "core_mask = ? AND accelerator = ? AND precision = ? AND key = ?", rows))
+
     def quality_frame(self, device_id: str | None = None, runtime: str | None = None,
                       threads: int | None = None, core_mask: str | None = None,
                       precision: str | None = None, accelerator: str | None = None) -> pd.DataFrame:

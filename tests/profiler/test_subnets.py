@@ -130,9 +130,20 @@ def test_a_host_slower_than_when_profiled_is_normalised_or_refused(tmp_path: Pat
     assert record["scale"] == pytest.approx(1.1) and record["overhead_ms"] == pytest.approx(0.2)
     assert record["host_checks"][0]["ratio"] == pytest.approx(1.2) and record["host_checks"][0]["normalised"]
     much_slower = _device(tiny_space, table, seed=0, speed=1.5)
-    with MeasurementStore(tmp_path / "m2.sqlite") as store, \
-            pytest.raises(DeviceError, match="not in the state it was profiled in"):
-        calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+    with MeasurementStore(tmp_path / "m2.sqlite") as store:
+        with pytest.raises(DeviceError, match="not in the state it was profiled in"):
+            calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+        # the refused session's rows are kept, set aside, and a rerun on a quiet host measures again
+        statuses = store.measurements_frame(kinds=["subnet"], ok_only=False)["status"]
+        assert len(statuses) and statuses.str.startswith("host-refused").all()
+        record = calibrate(_device(tiny_space, table, seed=0), table, tiny_space, 6, 0, store, trials=2,
+                           resolutions=[32])
+        assert record["host_checks"][0]["ratio"] == pytest.approx(1.0)
+        assert record["scale"] == pytest.approx(1.1)
+    with MeasurementStore(tmp_path / "m3.sqlite") as store:  # --max-host-change 60: normalised
+        record = calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32],
+                           max_host_change=0.6)
+    assert record["host_checks"][0]["ratio"] == pytest.approx(1.5) and record["scale"] == pytest.approx(1.1)
 
 
 def test_the_host_check_allows_for_the_table_figures_own_uncertainty(tmp_path: Path,

@@ -216,14 +216,18 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
                  "--resolution", "32", "--trials", "2", "--max-trials", "2", "--runs", "5",
                  "--warmup", "2", "--export-workers", "1", "--store", str(store)]) == 0
     space_path.unlink()
+    # What is tested here is the deleted space file. The host check (tests/profiler/test_subnets.py)
+    # would refuse a 2-trial table of ~0.1 ms blocks whenever the other test process changes the
+    # load between profiling and calibrating (+53% once): accept any move, normalised.
+    host = ["--max-host-change", "10000"]
     assert main(["build-table", "--store", str(store), "--out", str(table), "--calibrate", "3",
-                 "--trials", "2"]) == 0
+                 "--trials", "2", *host]) == 0
     loaded = LatencyTable.load(table)
     assert loaded.space == "mytiny" and loaded.correction and loaded.metadata["space_yaml"]
     smallest = _predict_json(capsys, table, "--config", "smallest")
     assert smallest["ms"] > 0 and smallest["corrected_ms"] > 0
     assert main(["evaluate", "--table", str(table), "--samples", "3", "--trials", "2", "--store",
-                 str(store), "--plot", str(tmp_path / "e.png")]) == 0
+                 str(store), "--plot", str(tmp_path / "e.png"), *host]) == 0
     assert "held-out mytiny subnets" in capsys.readouterr().out
     # search predicts with the correction, so the target sits inside the corrected range (a fixed
     # multiple of the smallest can land above the slowest subnet of a 32 px space)
