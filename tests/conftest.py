@@ -28,3 +28,14 @@ def tiny_space() -> SearchSpace:
 @pytest.fixture(scope="session")
 def elasticvit_space() -> SearchSpace:
     return SearchSpace.load("elasticvit")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first: `make test` runs two processes a file at a time, and the README walk alone is
+    most of the suite's length; started last, it would run alone at the end. A slow test may give
+    its rough length (`@pytest.mark.slow(minutes=10)`, default 1); other tests count 0."""
+    def minutes(item: pytest.Item) -> float:
+        marker = item.get_closest_marker("slow")
+        return 0.0 if marker is None else float(marker.kwargs.get("minutes", 1))
+
+    items.sort(key=minutes, reverse=True)  # stable: collection order within equal lengths
