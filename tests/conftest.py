@@ -20,6 +20,15 @@ def isolated_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def host_check_normalises_only() -> None:
+    """End-to-end tests accept any host change (normalised, never refused): `make test` runs two
+    processes, so the load changes between a test's profiling and its subnet measurements by design
+    (+36% to +78% seen). The refusal itself is tested on scripted devices (test_subnets.py), which
+    pass their bound explicitly. A caller's own LUTNAS_MAX_HOST_CHANGE is kept."""
+    os.environ.setdefault("LUTNAS_MAX_HOST_CHANGE", "10000")
+
+
 @pytest.fixture(scope="session")
 def tiny_space() -> SearchSpace:
     return SearchSpace.load("tiny")

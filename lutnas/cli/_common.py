@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -93,11 +94,12 @@ def positive_int(text: str) -> int:
 def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
     """`--max-host-change PCT`: how far the host check's reference block may move from its table
     figure before whole-subnet measurements are refused (lutnas.profiler.subnets.HOST_REFUSE)."""
-    parser.add_argument("--max-host-change", type=_percent, default=30.0, metavar="PCT",
+    default = os.environ.get("LUTNAS_MAX_HOST_CHANGE", "30")
+    parser.add_argument("--max-host-change", type=_percent, default=default, metavar="PCT",
                         help="refuse whole-subnet measurements when the table's reference block, "
                              "timed in the same processes, moved more than PCT%% (plus its own "
                              "uncertainty) from its table figure; smaller moves are normalised "
-                             "(default 30)")
+                             f"(default {default}: $LUTNAS_MAX_HOST_CHANGE, else 30)")
 
 
 def _percent(text: str) -> float:

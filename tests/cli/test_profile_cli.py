@@ -24,7 +24,10 @@ SCRIPTS = Path(sys.executable).parent
 def _default_sigint() -> None:
     # A test run started in the background of a non-interactive shell inherits SIGINT ignored, and
     # Python keeps an ignored SIGINT: give the child the default so Ctrl-C reaches it as a user's would.
+    # Unblocked too: the mask is inherited, and a pytest-xdist worker can spawn from a thread that
+    # blocks SIGINT (the Ctrl-C test then saw the run finish with exit 0).
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _profile(*args: str, **kwargs) -> subprocess.Popen:
@@ -159,7 +162,8 @@ def test_kill_9_loses_at_most_the_measurement_in_flight_and_a_rerun_finishes(tmp
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
     store = tmp_path / "m.sqlite"
-    process = _profile("--space", "tiny", "--limit", "4", "--trials", "8", "--runs", "20", "--warmup", "2",
+    # 60 trials (~30 s of work): a poller starved by the other test process must still find it running.
+    process = _profile("--space", "tiny", "--limit", "4", "--trials", "60", "--runs", "20", "--warmup", "2",
                        "--runtime", "onnxruntime", "--export-workers", "1", "--store", str(store))
     _wait_for_measurements(store, 3, process)
     process.send_signal(signal.SIGINT)

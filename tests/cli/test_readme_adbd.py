@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background test run inherits SIGINT ignored
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # and an xdist worker, maybe blocked
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGINT])
