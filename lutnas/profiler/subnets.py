@@ -129,7 +129,7 @@ class HostCheck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "ratio": self.ratio, "invoke_ms": self.invoke_ms,
-                "normalised": self.normalised, "slack": self.slack}
+                "normalised": self.normalised, "slack": self.slack, "refuse_beyond": self.refuse_beyond}
 
 
 def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[SubnetConfig]) -> BlockSpec:
@@ -143,7 +143,7 @@ def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[
 
 
 def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
-                reference: BlockSpec, run_id: int) -> HostCheck:
+                reference: BlockSpec, run_id: int, refuse_beyond: float = HOST_REFUSE) -> HostCheck:
     ref_key, invoke_key = f"hostref:{run_id}:{reference.key}", f"invoke:{run_id}"
     done = store.trial_medians(device_id, settings, [ref_key, invoke_key])
     if not done.get(ref_key):
@@ -154,7 +154,7 @@ def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, 
     invoke = figure_of(done[invoke_key]) if done.get(invoke_key) else None
     interval = (table.metadata.get("ci95_ms") or {}).get(reference.key)
     slack = (float(interval[1]) - float(interval[0])) / (2.0 * figure) if interval and figure > 0 else 0.0
-    return HostCheck(reference.key, ratio, invoke, max(0.0, slack))
+    return HostCheck(reference.key, ratio, invoke, max(0.0, slack), refuse_beyond)
 
 
 def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable, space: SearchSpace,
@@ -244,8 +244,7 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
         if not refs:
             continue
         check = _host_check(store, device_id, settings, table, BlockSpec.parse(refs[0].split(":", 2)[2]),
-                            int(run_id))
-        check.refuse_beyond = refuse_beyond
+                            int(run_id), refuse_beyond)
         if table.latency_ms(check.reference) < HOST_CHECK_MIN_MS:
             continue
         if check.refused:

@@ -144,6 +144,7 @@ def test_a_host_slower_than_when_profiled_is_normalised_or_refused(tmp_path: Pat
         record = calibrate(much_slower, table, tiny_space, 6, 0, store, trials=2, resolutions=[32],
                            max_host_change=0.6)
     assert record["host_checks"][0]["ratio"] == pytest.approx(1.5) and record["scale"] == pytest.approx(1.1)
+    assert record["host_checks"][0]["refuse_beyond"] == pytest.approx(0.6)  # the bound it was judged by
 
 
 def test_the_host_check_allows_for_the_table_figures_own_uncertainty(tmp_path: Path,
