@@ -93,7 +93,8 @@ def positive_int(text: str) -> int:
 
 def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
     """`--max-host-change PCT`: how far the host check's reference block may move from its table
-    figure before whole-subnet measurements are refused (lutnas.profiler.subnets.HOST_REFUSE)."""
+    figure before whole-subnet measurements are refused (lutnas.profiler.subnets.HOST_REFUSE).
+    Parsed to a fraction (30 -> 0.3), what the measuring functions take."""
     default = os.environ.get("LUTNAS_MAX_HOST_CHANGE", "30")
     parser.add_argument("--max-host-change", type=_percent, default=default, metavar="PCT",
                         help="refuse whole-subnet measurements when the table's reference block, "
@@ -103,13 +104,14 @@ def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _percent(text: str) -> float:
+    """A positive percentage, as a fraction."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
-    return value
+    return value / 100
 
 
 def require(condition: bool, message: str) -> None:

@@ -131,7 +131,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
                                     resolutions=args.resolution,
                                     argv=["evaluate", "--table", str(args.table)],
                                     progress=progress.on_loop, on_export=progress.on_export,
-                                    max_host_change=args.max_host_change / 100)
+                                    max_host_change=args.max_host_change)
     print_reports(result.reports, f"{len(result.configs)} held-out {space.name} subnets on "
                                   f"{table.describe_settings()}")
     plot = args.plot or args.table.with_suffix(".evaluate.png")

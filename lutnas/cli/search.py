@@ -250,7 +250,7 @@ def _verify(args: argparse.Namespace, job: SearchJob, table: object, outcome: Ou
                               outcome.out, args.verify_on, args.verify_trials,
                               agent_options=options, cache_root=args.cache,
                               module=winner_module(job, result.best.config),
-                              max_host_change=args.max_host_change / 100)
+                              max_host_change=args.max_host_change)
     console.print(f"verify on {check.device} ({check.runtime}, {check.trials} trials): predicted "
                   f"{check.predicted_ms:.3f} ms, measured {check.measured_ms:.3f} ms, "
                   f"prediction error {check.error_pct:+.1f}%")

@@ -213,7 +213,7 @@ def _calibrate(args: argparse.Namespace, table: Any, store: object) -> None:
                                resolutions=args.resolution,
                                argv=["build-table", "--calibrate", str(args.calibrate)],
                                progress=progress.on_loop, on_export=progress.on_export,
-                               max_host_change=args.max_host_change / 100)
+                               max_host_change=args.max_host_change)
     console.print(f"correction from {correction['n']} subnets: measured = "
                   f"{Correction.from_dict(correction).describe()} (fit RMSE {correction['rmse_ms']:.4f} ms)")
 
