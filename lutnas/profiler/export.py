@@ -33,7 +33,7 @@ from torch import nn
 import lutnas
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.profiler import export_executorch, quantize
+from lutnas.profiler import converter, export_executorch, quantize
 from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
@@ -149,7 +149,7 @@ def _write_tflite(module: nn.Module, example: torch.Tensor, spatial: bool,
     """Convert with litert-torch; returns (the file's output, PyTorch's) on `example`, NHWC when
     `spatial`. One PyTorch forward: the channel-last wrapper only permutes, so the reference is the
     module's own output permuted (bit for bit what the wrapper returns)."""
-    import litert_torch
+    litert_torch = converter.litert_torch()
 
     with torch.no_grad():
         reference = module(example)
@@ -354,7 +354,7 @@ def _worker_init(preload: tuple[str, ...]) -> None:
     torch.set_num_threads(1)
     import_plugins()
     if any(fmt.startswith("tflite") for fmt in preload):
-        import litert_torch  # noqa: F401  (import and JAX start-up: seconds, paid at pool start)
+        converter.litert_torch()  # import and JAX start-up: seconds, paid at pool start
 
         _memoize_cia_ops()
     if "onnx" in preload:

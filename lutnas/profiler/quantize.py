@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from lutnas.errors import BadInputError, ExportError
+from lutnas.profiler import converter
 
 # Model format (the export cache's name for it) -> precision. fp32 TFLite is export.py's "tflite".
 FORMATS = {"tflite-int8": "int8", "tflite-fp16": "fp16"}
@@ -167,7 +168,7 @@ def _channel_last(module: nn.Module, example: torch.Tensor, spatial: bool) -> tu
     """The module with NHWC I/O (as export.py's fp32 files) and whether inputs must be permuted."""
     if not spatial:
         return module, False
-    import litert_torch
+    litert_torch = converter.litert_torch()
 
     output_is_map = module(example).dim() == 4
     return litert_torch.to_channel_last_io(module, args=[0], outputs=[0] if output_is_map else []), True
@@ -243,7 +244,7 @@ def convert(module: nn.Module, example: torch.Tensor, spatial: bool, out: Path, 
         raise BadInputError(f"cannot quantize to {precision!r}; use {' or '.join(CRITERIA)}")
     if io not in IO_TYPES:
         raise BadInputError(f"quantized I/O {io!r} is not one of {', '.join(IO_TYPES)}")
-    import litert_torch
+    litert_torch = converter.litert_torch()
 
     module = module.eval()
     label = key or type(module).__name__
