@@ -12,6 +12,8 @@ Target (issue 9): LUT + correction within +-5 % for >= 95 % of held-out subnets,
         --subnet-blocks --runtime tflite --precision int8 --calibrate 10 --samples 50 --trials 10
 
 `--subnet-blocks` profiles only the blocks of the sampled subnets (all of them), not the whole plan.
+`--pace` times every invoke next to the pace model (profile-device --pace) and adds "-paced" to the
+result's file name.
 `--cache cold-l2` (the default) evicts L2 before every timed run of blocks and subnets alike: a
 block timed back to back keeps its weights in L2, which it never does inside a whole model, and the
 raw LUT sum came out 17-21 % under whole subnets (benchmarks/results/lut_gap.json); `--cache warm`
@@ -108,6 +110,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subnet-blocks", action="store_true",
                         help="profile exactly the blocks of the calibration and held-out subnets")
+    parser.add_argument("--pace", action="store_true",
+                        help="paced timing (profile-device --pace) for blocks and subnets alike")
     parser.add_argument("--ci-bound", type=float, default=0.02)
     parser.add_argument("--max-trials", type=int, default=20)
     parser.add_argument("--drift-bound", type=float, default=0.5,
@@ -127,11 +131,11 @@ def main() -> None:
     tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
         f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
         "-coldl2" if args.cache == "cold-l2" else "") + (
-        f"-{args.precision}" if args.precision != "fp32" else "")
+        f"-{args.precision}" if args.precision != "fp32" else "") + ("-paced" if args.pace else "")
     store_path = args.work / f"{tag}.sqlite"
     cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
-                           runs=args.runs, cache=args.cache, precision=args.precision)
+                           runs=args.runs, cache=args.cache, precision=args.precision, pace=args.pace)
     qc = QualitySettings(ci_bound=args.ci_bound, max_trials=args.max_trials, drift_bound=args.drift_bound)
     timings = {}
     specs = _subnet_blocks(args) if args.subnet_blocks else None

@@ -57,6 +57,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="cache state each timed run starts from: warm (back to back, as benchmark_model "
                         "times) or cold-l2 (the host worker evicts L2 before every run; local only); "
                         "a store keeps one state per device and settings (default warm)")
+    p.add_argument("--pace", action="store_true",
+                   help="time every invoke next to one of a fixed pace model and normalise by it, so "
+                        "the host's changes of speed cancel (a shared or virtual host: trial-to-trial "
+                        "CV 16%% -> 3-4%% on a 2-core VM); local only; tables, calibration and "
+                        "evaluation follow the store (default off)")
     p.add_argument("--trials", type=int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--warmup", type=int, default=10, help="untimed runs per trial (default 10)")
     p.add_argument("--runs", type=int, default=50, help="timed runs per trial (default 50)")
@@ -118,7 +123,7 @@ def _settings(args: argparse.Namespace) -> RunSettings:
     cores = parse_cores(args.cores) if args.cores and args.cores not in CORE_NAMES else None
     return RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
                        runs=args.runs, op_profiling=args.op_profiling, precision=args.precision,
-                       accelerator=args.accelerator, cache=args.cache_state)
+                       accelerator=args.accelerator, cache=args.cache_state, pace=args.pace)
 
 
 def _pin_cores(args: argparse.Namespace, settings: RunSettings, options: AgentOptions) -> RunSettings:

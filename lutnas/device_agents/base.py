@@ -30,6 +30,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # block starts the way it does inside a whole model: with a cache its predecessor filled;
 # benchmarks/results/lut_gap.json).
 CACHE_STATES = ("warm", "cold-l2")
+# Pacing (RunSettings.pace). On a virtual host the speed of everything changes by up to 2x on a
+# time scale of seconds, shared by whatever runs (measured here: one subnet 0.34-0.70 ms across
+# fresh processes, and from one interpreter instance to the next inside a process); a model timed
+# invoke by invoke against a fixed pace model sees the same state in both, so the ratio holds
+# (the same subnet/pace ratio: 0.725-0.791). Figures are ratio x the pace model's median over the
+# store's first paced run (tables/store.py); on evmini blocks this cut the trial-to-trial CV from
+# 16% to 3-4% (benchmarks/pacing.py).
 OK = "ok"
 
 
@@ -93,8 +100,13 @@ class RunSettings:
     op_profiling: bool = False
     precision: str = "fp32"  # fp32 | fp16 (weights) | int8 (full-integer); part of the identity
     cache: str = "warm"  # CACHE_STATES; a table refuses measurements that mix them
+    # Interleave every timed invoke with one of a fixed pace model and normalise by it (PACING);
+    # only timing loops lutnas owns can (DeviceAgent.can_pace); a table refuses mixing.
+    pace: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.pace, bool):
+            raise BadInputError(f"pace must be true or false, got {self.pace!r}")
         if self.cache not in CACHE_STATES:
             raise BadInputError(f"unknown cache state {self.cache!r}; use {' or '.join(CACHE_STATES)}")
         if self.precision not in PRECISIONS:
@@ -213,6 +225,10 @@ class Measurement:
     partitions: int | None = None  # delegate partitions (each a CPU <-> accelerator hand-over)
     peak_mem_mb: float | None = None  # the runner's peak memory footprint, when it printed one
     flags: list[str] = field(default_factory=list)  # "partial-delegation", "average-as-median", ...
+    # Paced timing (RunSettings.pace): the pace model's median over the invokes interleaved with
+    # this file's timed ones, and which pace model it was.
+    pace_ms: float | None = None
+    pace_sha256: str = ""
 
     @property
     def ok(self) -> bool:
@@ -255,6 +271,8 @@ class DeviceAgent(ABC):
     # Cache states its timing loop can start runs from (RunSettings.cache); benchmark_model on a
     # phone times runs back to back, so only "warm" unless the agent owns the loop (the host).
     cache_states: tuple[str, ...] = ("warm",)
+    # Whether its timing loop can interleave a pace model (RunSettings.pace): lutnas's own worker.
+    can_pace: bool = False
 
     @abstractmethod
     def info(self) -> DeviceInfo:
@@ -270,13 +288,18 @@ class DeviceAgent(ABC):
         """
 
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
-                       trial_index: int) -> Iterator[Measurement]:
-        """Like `measure_batch`, yielding each Measurement as soon as it is taken.
+                       trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:
+        """Like `measure_batch`, yielding each Measurement as soon as it is taken; with `pace` (a
+        model file, when `settings.pace`), every timed invoke is followed by one of `pace` and each
+        Measurement carries the pace model's median (`pace_ms`); BadInputError where the agent's
+        timing loop cannot do that (`can_pace` False).
 
         The profiling loop stores measurements from this iterator, so an agent that can report
         file by file (the local agent) loses at most the file in flight when the process is
         killed; the default simply yields the finished batch.
         """
+        if pace is not None:
+            raise BadInputError(f"{type(self).__name__} cannot pace its runs; drop --pace")
         yield from self.measure_batch(files, settings, trial_index)
 
     def check_settings(self, settings: RunSettings) -> None:
@@ -299,7 +322,12 @@ class DeviceAgent(ABC):
 
 
 def check_cache_state(agent: DeviceAgent, settings: RunSettings) -> None:
-    """BadInputError when `agent`'s timing loop cannot start runs from `settings.cache`."""
+    """BadInputError when `agent`'s timing loop cannot start runs from `settings.cache`, or cannot
+    pace them when `settings.pace`."""
     if settings.cache not in agent.cache_states:
         raise BadInputError(f"{type(agent).__name__} times runs back to back and cannot give them a "
                             f"{settings.cache} cache; use --cache-state {' or '.join(agent.cache_states)}")
+    if settings.pace and not agent.can_pace:
+        raise BadInputError(f"{type(agent).__name__} runs its device's own benchmark binary, which "
+                            f"cannot interleave a pace model; drop --pace (pacing needs lutnas's own "
+                            f"timing loop: --device local)")

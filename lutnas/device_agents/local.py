@@ -158,6 +158,7 @@ class LocalAgent(DeviceAgent):
     """Measures model files on this machine's CPU, one fresh worker process per batch."""
 
     cache_states = CACHE_STATES  # its worker owns the timing loop, so it can evict L2 between runs
+    can_pace = True  # ... and interleave a pace model
 
     def __init__(self, options: LocalOptions | None = None, worker: WorkerProgram = LOCAL_WORKER) -> None:
         self.options = options or LocalOptions()
@@ -193,24 +194,28 @@ class LocalAgent(DeviceAgent):
         return list(self.measure_stream(files, settings, trial_index))
 
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
-                       trial_index: int) -> Iterator[Measurement]:
+                       trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:
         self.check_settings(settings)
         remaining = list(files)
         while remaining:
             done = 0
-            for measurement in self._one_worker(remaining, settings, trial_index):
+            for measurement in self._one_worker(remaining, settings, trial_index, pace):
                 done += 1
                 yield measurement
             remaining = remaining[done:]
 
     def _one_worker(self, files: Sequence[ModelFile], settings: RunSettings,
-                    trial_index: int) -> Iterator[Measurement]:
+                    trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:
         """Start one worker over `files`; if it dies early, the file it was on gets the error."""
         argv = self.worker.args(self.options.python or sys.executable)
-        with LocalProcess(argv, self.worker.request(files, settings), self.options.idle_timeout_s) as process:
+        request = self.worker.request(files, settings, pace)
+        with LocalProcess(argv, request, self.options.idle_timeout_s) as process:
             index = 0
             for record in process.lines():
-                yield self.worker.parse_line(record, files[index], trial_index, settings.runtime)
+                measurement = self.worker.parse_line(record, files[index], trial_index, settings.runtime)
+                if pace is not None and measurement.pace_ms is not None:
+                    measurement.pace_sha256 = pace.sha256
+                yield measurement
                 index += 1
                 if index == len(files):
                     break

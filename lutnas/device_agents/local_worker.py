@@ -241,15 +241,21 @@ def l2_evictor(core: int = 0) -> Callable[[], None]:
 
 def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
             op_profiling: bool, before: Callable[[], Any] | None = None,
-            ) -> tuple[list[float], dict[str, float] | None]:
-    """`runs` timed invokes after `warmup` untimed ones -> (ms per run, per-operator ms or None).
-    `before` runs untimed ahead of every warm-up and timed invoke (the cold-L2 eviction)."""
+            pace: Callable[[], Any] | None = None,
+            ) -> tuple[list[float], dict[str, float] | None, list[float]]:
+    """`runs` timed invokes after `warmup` untimed ones -> (ms per run, per-operator ms or None,
+    ms per run of `pace`). `before` runs untimed ahead of every warm-up and timed invoke (the
+    cold-L2 eviction); `pace`, when given, is invoked and timed right after every invoke, so both
+    see the same host state (PACING in base.py)."""
     invoke = runner.load(path, threads)
     for _ in range(warmup):
         if before is not None:
             before()
         invoke()
+        if pace is not None:
+            pace()
     samples: list[float] = []
+    paced: list[float] = []
     clock = time.perf_counter_ns
     gc.collect()
     gc.disable()  # a collection inside a timed run would be charged to the block
@@ -259,11 +265,15 @@ def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
                 before()
             start = clock()
             invoke()
-            samples.append((clock() - start) / 1e6)
+            middle = clock()
+            samples.append((middle - start) / 1e6)
+            if pace is not None:
+                pace()
+                paced.append((clock() - middle) / 1e6)
     finally:
         gc.enable()
     operators = runner.operator_ms(path, threads, runs) if op_profiling else None
-    return samples, operators
+    return samples, operators, paced
 
 
 def main() -> int:
@@ -284,6 +294,7 @@ def main() -> int:
         if cache not in ("warm", "cold-l2"):
             raise ValueError(f"unknown cache state {cache!r}")
         evict = l2_evictor(cores[0] if cores else 0) if cache == "cold-l2" else None
+        pace = runner.load(request["pace"], int(request["threads"])) if request.get("pace") else None
     except Exception as exc:
         emit({"fatal": f"{type(exc).__name__}: {exc}"})
         return 3
@@ -291,10 +302,12 @@ def main() -> int:
         record: dict[str, Any] = {"key": item["key"], "temps_before": read_temps(),
                                   "freqs_before": read_freqs(cores), "timestamp": time.time()}
         try:
-            samples, operators = measure(runner, item["path"], int(request["threads"]),
-                                         int(request["warmup"]), int(request["runs"]),
-                                         bool(request.get("op_profiling")), evict)
+            samples, operators, paced = measure(runner, item["path"], int(request["threads"]),
+                                                int(request["warmup"]), int(request["runs"]),
+                                                bool(request.get("op_profiling")), evict, pace)
             record.update(samples_ms=samples, operator_ms=operators, status="ok", cache=cache)
+            if paced:
+                record["pace_ms"] = float(np.median(paced))
         except Exception as exc:  # one bad file must not abort the batch
             record.update(samples_ms=[], operator_ms=None, status=f"error: {type(exc).__name__}: {exc}")
         record.update(runner_name=runner.name, runner_version=runner.version,

@@ -234,12 +234,15 @@ class WorkerProgram:
     def args(self, python: str) -> list[str]:
         return [python, "-m", self.module]
 
-    def request(self, files: Sequence[ModelFile], settings: RunSettings) -> bytes:
-        """The worker's stdin: the settings and the files, in the order they are measured."""
+    def request(self, files: Sequence[ModelFile], settings: RunSettings,
+                pace: ModelFile | None = None) -> bytes:
+        """The worker's stdin: the settings, the pace model (or null) and the files, in the order
+        they are measured."""
         return json.dumps({"runtime": settings.runtime, "threads": settings.threads,
                            "cores": list(settings.cores) if settings.cores else None,
                            "warmup": settings.warmup, "runs": settings.runs,
                            "op_profiling": settings.op_profiling, "cache": settings.cache,
+                           "pace": str(pace.path) if pace is not None else None,
                            "files": [{"path": str(f.path), "key": f.key} for f in files]}).encode()
 
     def parse_line(self, record: dict[str, Any], file: ModelFile, trial_index: int,
@@ -266,6 +269,8 @@ def measurement_from_record(record: dict[str, Any], file: ModelFile, trial_index
     )
     if measurement.ok and not measurement.samples_ms:
         measurement.status = "error: the worker returned no samples"
+    if record.get("pace_ms") is not None:
+        measurement.pace_ms = float(record["pace_ms"])
     return measurement.fill_stats_from_samples()
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 import lutnas
+from lutnas.device_agents.base import ModelFile
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
 from lutnas.profiler import converter, export_executorch, quantize
@@ -325,6 +326,21 @@ def export_empty(resolution: int, fmt: str, cache: ModelCache) -> ExportedModel:
     per-invoke overhead (interpreter call, input copy) every isolated block's figure includes."""
     example = torch.randn(1, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
     return export_module(f"empty:r={resolution}", _Empty(), example, True, fmt, cache)
+
+
+# The pace model of paced timing (RunSettings.pace; PACING in device_agents/base.py): one fixed
+# block of ElasticViT's commonest kind, independent of any space, so every store and space on a
+# device paces with the same file. Its size: ~0.1 ms on this host's LiteRT (1 thread), well above
+# timer and per-invoke noise, and a small share of the time of the blocks it paces.
+PACE_SPEC = "mbconv:hw=16,cin=32,cout=32,k=3,s=1,e=4,se=0,act=hswish"
+PACE_KEY = "pace"
+
+
+def pace_file(settings_runtime: str, precision: str, cache: ModelCache) -> ModelFile:
+    """The pace model for a runtime and precision, exported once into `cache` (ExportError as any
+    export)."""
+    entry = export_spec(BlockSpec.parse(PACE_SPEC), format_for(settings_runtime, precision), cache)
+    return ModelFile(entry.path, PACE_KEY, entry.sha256)
 
 
 # ------------------------------------------------------------------------------------------------

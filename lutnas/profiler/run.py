@@ -32,7 +32,7 @@ from lutnas.device_agents.base import DeviceAgent, Measurement, ModelFile, RunSe
 from lutnas.device_agents.factory import AgentOptions, open_agent
 from lutnas.device_agents.policy import is_deterministic
 from lutnas.errors import BadInputError, LutnasError
-from lutnas.profiler.export import ModelCache, export_many, format_for
+from lutnas.profiler.export import ModelCache, export_many, format_for, pace_file
 from lutnas.profiler.plan import make_plan
 from lutnas.space import BlockSpec, SearchSpace
 from lutnas.tables.store import (
@@ -41,6 +41,7 @@ from lutnas.tables.store import (
     ci_half_width,
     cv_of,
     figure_of,
+    paced_ms,
     settings_identity,
 )
 
@@ -161,8 +162,9 @@ class _KeyLoop:
     def __init__(self, agent: DeviceAgent, files: dict[str, ModelFile], kinds: dict[str, str],
                  settings: RunSettings, trials: int, store: MeasurementStore, run_id: int,
                  qc: QualitySettings, progress: ProgressCallback | None, stop: threading.Event | None,
-                 seed: int | None, label: str) -> None:
+                 seed: int | None, label: str, pace: ModelFile | None = None) -> None:
         self.agent, self.files, self.kinds, self.settings = agent, files, kinds, settings
+        self.pace = pace
         self.trials, self.store, self.run_id, self.qc = trials, store, run_id, qc
         self.max_trials = max(qc.max_trials, trials)
         self.progress, self.stop, self.label = progress, stop or threading.Event(), label
@@ -293,7 +295,8 @@ class _KeyLoop:
             files = [self.files[k] for k, _ in order]
             segment: list[tuple[int, str]] = []
             previous_drifted = False
-            stream = self.agent.measure_stream(files, self.settings, round_index)
+            stream = self.agent.measure_stream(files, self.settings, round_index, self.pace) \
+                if self.pace is not None else self.agent.measure_stream(files, self.settings, round_index)
             try:
                 for (key, is_reference), measurement in zip(order, stream):
                     if self.stop.is_set():
@@ -320,7 +323,7 @@ class _KeyLoop:
                             self.will_repeat.add(key)
                     if measurement.ok and measurement.median_ms is not None:
                         values = medians.setdefault(key, [])
-                        values.append(measurement.median_ms)
+                        values.append(self._figure(measurement))
                         last_cv = cv_of(values) if len(values) > 1 else last_cv
                     self._emit(keys_done, total, expected, last_cv)
             finally:
@@ -341,19 +344,27 @@ class _KeyLoop:
                                         f"{self.qc.drift_bound:.0%}")
             self.result.discarded += len(rows)
 
+    def _figure(self, measurement: Measurement) -> float:
+        """The trial's median in the store's units: paced ones through the store's pace scale."""
+        if measurement.pace_ms is None:
+            return float(measurement.median_ms or 0.0)
+        scales = self.store.pace_scales(self.device_id, self.settings)
+        return paced_ms(float(measurement.median_ms or 0.0), measurement.pace_ms,
+                        measurement.pace_sha256, scales)
+
     def _reference_check(self, measurement: Measurement, round_index: int) -> bool:
         if not measurement.ok or measurement.median_ms is None:
             return False
-        baseline = statistics.median(self.reference_history) if self.reference_history \
-            else measurement.median_ms
+        value = self._figure(measurement)
+        baseline = statistics.median(self.reference_history) if self.reference_history else value
         self.store.add_reference_check(self.run_id, self.device_id, self.settings, self.reference,
-                                       round_index, measurement.median_ms, baseline)
-        self.reference_history.append(measurement.median_ms)
-        drift = measurement.median_ms / baseline - 1.0
+                                       round_index, value, baseline)
+        self.reference_history.append(value)
+        drift = value / baseline - 1.0
         # A move of a step or two of the runner's clock is no drift: the reference must move by the
         # bound and by more than two resolution steps (a 10 us runner on a 30 us block reads +-33%).
         step = self.result.resolution_ms or 0.0
-        if abs(drift) > self.qc.drift_bound and abs(measurement.median_ms - baseline) > 2 * step:
+        if abs(drift) > self.qc.drift_bound and abs(value - baseline) > 2 * step:
             self.result.drift_events += 1
             self._say(f"reference drifted {drift:+.0%}; re-measuring its neighbours")
             return True
@@ -369,22 +380,24 @@ def measure_keys(agent: DeviceAgent, files: dict[str, ModelFile], kinds: dict[st
                  settings: RunSettings, trials: int, store: MeasurementStore, run_id: int,
                  qc: QualitySettings | None = None, progress: ProgressCallback | None = None,
                  stop: threading.Event | None = None, seed: int | None = None,
-                 label: str | None = None) -> KeysResult:
-    """Measure `files` (key -> file) on one device with the trial protocol, QC and resume."""
+                 label: str | None = None, cache: ModelCache | None = None) -> KeysResult:
+    """Measure `files` (key -> file) on one device with the trial protocol, QC and resume; with
+    `settings.pace`, against the pace model (exported into `cache` if not there yet)."""
     if trials < 1:
         raise BadInputError(f"--trials must be at least 1, got {trials}")
     agent.check_settings(settings)
     check_cache_state(agent, settings)
+    pace = pace_file(settings.runtime, settings.precision, cache or ModelCache()) if settings.pace else None
     loop = _KeyLoop(agent, files, kinds, settings, trials, store, run_id, qc or QualitySettings(),
-                    progress, stop, seed, label or agent.info().device_id)
+                    progress, stop, seed, label or agent.info().device_id, pace)
     return loop.run()
 
 
 def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, settings: RunSettings,
                   trials: int, store: MeasurementStore, run_id: int | None = None,
                   qc: QualitySettings | None = None, progress: ProgressCallback | None = None,
-                  stop: threading.Event | None = None,
-                  kinds: Mapping[str, str] | None = None) -> dict[str, float]:
+                  stop: threading.Event | None = None, kinds: Mapping[str, str] | None = None,
+                  cache: ModelCache | None = None) -> dict[str, float]:
     """Measure arbitrary model files (e.g. whole subnets, kind="subnet"); key -> median of trial medians.
 
     `kinds` gives some keys another stored kind than `kind` (the host check next to subnets).
@@ -400,7 +413,7 @@ def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, set
     by_key = {f.key: f for f in files}
     stored_kinds = {k: (kinds or {}).get(k, kind) for k in by_key}
     result = measure_keys(agent, by_key, stored_kinds, settings, trials, store, int(run_id), qc,
-                          progress, stop)
+                          progress, stop, cache=cache)
     if own_run:
         store.finish_run(int(run_id), result.summary())
     return {k: v for k, v in result.figures_ms.items() if k in by_key}
@@ -586,7 +599,7 @@ def _profile_devices(agents: list[DeviceAgent], store: MeasurementStore, store_p
         run_ids[info_id] = run_id
         try:
             result = measure_keys(agent, files, kinds, settings, trials, own_store, run_id, qc,
-                                  progress, stop, seed=None, label=info_id)
+                                  progress, stop, seed=None, label=info_id, cache=cache)
             # Keys finished everywhere have no file: the loop never saw them.
             result.skipped += len(kinds) - len(files)
             results[info_id] = result
@@ -595,8 +608,9 @@ def _profile_devices(agents: list[DeviceAgent], store: MeasurementStore, store_p
             own_store.finish_run(run_id, {"error": str(exc) or type(exc).__name__})
             raise
 
-    files, exported, export_s = _export_plan(plan_specs, ids, settings, trials, store,
-                                             cache or ModelCache(), export_workers, progress)
+    cache = cache or ModelCache()
+    files, exported, export_s = _export_plan(plan_specs, ids, settings, trials, store, cache,
+                                             export_workers, progress)
     _run_devices(agents, ids, store, store_path, profile_one, stop)
     for info_id in ids:
         results.setdefault(info_id, KeysResult(info_id, interrupted=True))

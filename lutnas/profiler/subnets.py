@@ -132,6 +132,13 @@ class HostCheck:
                 "normalised": self.normalised, "slack": self.slack, "refuse_beyond": self.refuse_beyond}
 
 
+def pace_scales(table: LatencyTable) -> dict[str, float] | None:
+    """The ms unit of a paced table (pace model sha256 -> ms), so whole models measured later are in
+    the same unit as its blocks whatever store they go to; None for an unpaced table."""
+    scales = table.metadata.get("pace_scales_ms")
+    return {str(k): float(v) for k, v in scales.items()} if scales else None
+
+
 def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[SubnetConfig]) -> BlockSpec:
     """The subnets' block at the 90th percentile of table latency: well above any timer step."""
     keys = {b.key: b for c in configs for b in space.blocks_of(c) if table.has(b.key)}
@@ -145,7 +152,7 @@ def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[
 def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
                 reference: BlockSpec, run_id: int, refuse_beyond: float = HOST_REFUSE) -> HostCheck:
     ref_key, invoke_key = f"hostref:{run_id}:{reference.key}", f"invoke:{run_id}"
-    done = store.trial_medians(device_id, settings, [ref_key, invoke_key])
+    done = store.trial_medians(device_id, settings, [ref_key, invoke_key], scales=pace_scales(table))
     if not done.get(ref_key):
         raise DeviceError(f"the reference block {reference.key} failed in every trial next to the "
                           f"subnets; see `lutnas measurements --all`")
@@ -174,7 +181,7 @@ def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable,
                ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
     try:
         measure_files(agent, list(files) + checked, SUBNET_KIND, settings, trials, store, run_id,
-                      progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked})
+                      progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked}, cache=cache)
     finally:
         store.finish_run(run_id, {"subnets": len(files), "trials": trials,
                                   "host_reference": reference.key})
@@ -219,7 +226,7 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
         files = [ModelFile(e.path, k, e.sha256) for (k, _), e in zip(todo, exported)]
         _measure_with_host_check(agent, info, table, space, [c for _, c in todo], files, settings,
                                  trials, store, cache, argv, progress)
-    done = store.trial_medians(info.device_id, settings, keys)
+    done = store.trial_medians(info.device_id, settings, keys, scales=pace_scales(table))
     failed = [k for k in keys if not done.get(k)]
     if failed:
         raise DeviceError(f"{len(failed)} of {len(keys)} subnets have no successful measurement "
@@ -415,7 +422,7 @@ def _verify_on_table_device(agent: DeviceAgent, info: Any, space: SearchSpace, t
     if any(f.key not in finished for f in files):
         _measure_with_host_check(agent, info, table, space, [config], files, settings, trials, store,
                                  cache, ("search --verify-on",), progress)
-    done = store.trial_medians(info.device_id, settings, [f.key for f in files])
+    done = store.trial_medians(info.device_id, settings, [f.key for f in files], scales=pace_scales(table))
     if not done.get(key):
         raise SearchError(f"the winner {path.name} was not measured on {info.device_id}; see "
                           f"`lutnas measurements` in {store.path}")

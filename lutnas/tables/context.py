@@ -54,6 +54,10 @@ class TableContext:
         values = {"runtime": s.get("runtime"), "threads": s.get("threads"),
                   "cores": s.get("core_mask"), "accelerator": s.get("accelerator", "cpu"),
                   "precision": self.precision}
+        if s.get("cache", "warm") != "warm":
+            values["cache"] = s.get("cache")
+        if s.get("pace"):  # figures in the pace model's units (RunSettings.pace)
+            values["paced"] = "yes"
         return " ".join([self.device.device_id] + [f"{k}={v}" for k, v in values.items()
                                                    if v is not None])
 

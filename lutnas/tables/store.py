@@ -21,7 +21,7 @@ import sqlite3
 import statistics
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,7 +39,7 @@ APP_ID = "lutnas-measurement-store"
 # in place on open, its rows becoming fp32 (all lutnas measured before precision existed).
 # 3: what the runner said beyond its timings, as columns of measurements (statistic, delegation,
 # partitions, peak memory, runner flags); older rows get NULL there (not recorded, not "none").
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FLAGS = ("settled", "re-measured", "never-settled", "below-resolution")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     freqs_before_json TEXT NOT NULL, freqs_after_json TEXT NOT NULL,
     timestamp REAL NOT NULL, status TEXT NOT NULL,
     statistic TEXT, delegated_nodes INTEGER, total_nodes INTEGER, partitions INTEGER,
-    peak_mem_mb REAL, runner_flags TEXT
+    peak_mem_mb REAL, runner_flags TEXT, pace_ms REAL, pace_sha256 TEXT
 );
 CREATE INDEX IF NOT EXISTS measurements_by_settings
     ON measurements (device_id, runtime, threads, core_mask, accelerator, precision, key);
@@ -98,16 +98,18 @@ CREATE TABLE IF NOT EXISTS run_spaces (
 """
 
 # Schema 3: the runner's facts beyond timings (Measurement's fields of the same names; runner_flags
-# is Measurement.flags joined by commas, "" when the runner raised none).
+# is Measurement.flags joined by commas, "" when the runner raised none). Schema 4: pace_ms and
+# pace_sha256 of paced timing (RunSettings.pace), NULL on unpaced rows.
 RUNNER_FACT_COLUMNS = ("statistic", "delegated_nodes", "total_nodes", "partitions", "peak_mem_mb",
-                       "runner_flags")
-_RUNNER_FACT_TYPES = ("TEXT", "INTEGER", "INTEGER", "INTEGER", "REAL", "TEXT")
+                       "runner_flags", "pace_ms", "pace_sha256")
+_RUNNER_FACT_TYPES = ("TEXT", "INTEGER", "INTEGER", "INTEGER", "REAL", "TEXT", "REAL", "TEXT")
 MEASUREMENT_COLUMNS = [
     "measurement_id", "run_id", "device_id", "runtime", "threads", "core_mask", "accelerator",
     "precision", "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
     "warmup", "runs", "trial_index", "median_ms", "mean_ms", "std_ms", "min_ms", "p90_ms",
     "samples_ms", "operator_ms", "timestamp", "status", *RUNNER_FACT_COLUMNS,
 ]
+FRAME_COLUMNS = [*MEASUREMENT_COLUMNS, "raw_median_ms"]  # measurements_frame's
 QUALITY_COLUMNS = ["device_id", "runtime", "threads", "core_mask", "accelerator", "precision", "key",
                    "flag", "cv", "trials", "median_ms"]
 
@@ -344,6 +346,7 @@ class MeasurementStore:
             json.dumps(m.freqs_after), float(m.timestamp), m.status, m.statistic or None,
             _int_or_none(m.delegated_nodes), _int_or_none(m.total_nodes), _int_or_none(m.partitions),
             float(m.peak_mem_mb) if m.peak_mem_mb is not None else None, ",".join(m.flags),
+            float(m.pace_ms) if m.pace_ms is not None else None, m.pace_sha256 or None,
         )
 
         def insert(c: sqlite3.Connection) -> int:
@@ -373,21 +376,40 @@ class MeasurementStore:
             raise StoreError(f"no measurement {measurement_id} in {self.path}")
         return zlib.decompress(rows[0][0]).decode("utf-8", errors="replace")
 
-    def trial_medians(self, device_id: str, settings: RunSettings,
-                      keys: Iterable[str] | None = None) -> dict[str, list[float]]:
-        """Key -> the medians of its ok trials under these settings (what QC and resume need)."""
+    def trial_medians(self, device_id: str, settings: RunSettings, keys: Iterable[str] | None = None,
+                      scales: Mapping[str, float] | None = None) -> dict[str, list[float]]:
+        """Key -> the medians of its ok trials under these settings (what QC and resume need), in ms;
+        paced trials in the pace model's units (`paced_ms`), with `scales` (pace sha256 -> ms,
+        e.g. a table's `pace_scales_ms`) or else the store's own (`pace_scales`)."""
         identity = settings_identity(device_id, settings)
         rows = self._query(
-            "SELECT key, median_ms FROM measurements WHERE device_id = ? AND runtime = ? AND threads = ? "
+            "SELECT key, median_ms, pace_ms, pace_sha256 FROM measurements WHERE device_id = ? "
+            "AND runtime = ? AND threads = ? "
             "AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
             "AND median_ms IS NOT NULL "
             "ORDER BY measurement_id", identity)
+        if scales is None and any(row[2] is not None for row in rows):
+            scales = self.pace_scales(device_id, settings)
         wanted = set(keys) if keys is not None else None
         result: dict[str, list[float]] = {}
-        for key, median in rows:
+        for key, median, pace, sha in rows:
             if wanted is None or key in wanted:
-                result.setdefault(key, []).append(float(median))
+                result.setdefault(key, []).append(paced_ms(median, pace, sha, scales or {}))
         return result
+
+    def pace_scales(self, device_id: str, settings: RunSettings) -> dict[str, float]:
+        """Pace model sha256 -> its median (ms) over the first run of this store that paced with it
+        under these settings: the ms unit of every paced figure (`paced_ms`). Empty when unpaced."""
+        rows = self._query(
+            "SELECT pace_sha256, run_id, pace_ms FROM measurements WHERE device_id = ? AND runtime = ? "
+            "AND threads = ? AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
+            "AND pace_ms IS NOT NULL ORDER BY measurement_id", settings_identity(device_id, settings))
+        first: dict[str, tuple[int, list[float]]] = {}
+        for sha, run_id, pace in rows:
+            run, values = first.setdefault(sha, (int(run_id), []))
+            if int(run_id) == run:
+                values.append(float(pace))
+        return {sha: float(statistics.median(values)) for sha, (_, values) in first.items()}
 
     def attempts(self, device_id: str, settings: RunSettings) -> dict[str, int]:
         """Key -> every measurement taken under these settings, failed or discarded ones included."""
@@ -402,7 +424,9 @@ class MeasurementStore:
                            kinds: Iterable[str] | None = None, keys: Iterable[str] | None = None,
                            ok_only: bool = True, precision: str | None = None,
                            accelerator: str | None = None) -> pd.DataFrame:
-        """Trial rows (`MEASUREMENT_COLUMNS`) matching every filter given, in the order taken.
+        """Trial rows (`FRAME_COLUMNS`: the stored `MEASUREMENT_COLUMNS`, then `raw_median_ms`)
+        matching every filter given, in the order taken. `median_ms` of a paced row is in the pace
+        model's units (`paced_ms`); `raw_median_ms` is the runner's own median of every row.
 
         `samples_ms` is a list of ms and `operator_ms` a dict (or None); the runner facts of
         schema 3 are NULL (None/NaN) on rows measured before it."""
@@ -432,9 +456,28 @@ class MeasurementStore:
             frame[column] = pd.array([None if v is None or v != v else int(v) for v in frame[column]],
                                      dtype="Int64")
         frame["peak_mem_mb"] = pd.to_numeric(frame["peak_mem_mb"], errors="coerce").astype("float64")
-        for column in ("statistic", "runner_flags"):
+        for column in ("statistic", "runner_flags", "pace_sha256"):
             frame[column] = pd.Series([v if isinstance(v, str) else None for v in frame[column]],
                                       index=frame.index, dtype=object)
+        frame["pace_ms"] = pd.to_numeric(frame["pace_ms"], errors="coerce").astype("float64")
+        return self._paced(frame)
+
+    def _paced(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`median_ms` of paced rows in the pace model's units (`paced_ms`), the runner's own in
+        `raw_median_ms` (equal on unpaced rows)."""
+        frame["raw_median_ms"] = frame["median_ms"]
+        paced = frame["pace_ms"].notna()
+        if not paced.any():
+            return frame
+        for identity, group in frame[paced].groupby(["device_id", "runtime", "threads", "core_mask",
+                                                     "accelerator", "precision"]):
+            settings = RunSettings(runtime=identity[1], threads=int(identity[2]),
+                                   cores=cores_of_mask(str(identity[3])), accelerator=identity[4],
+                                   precision=identity[5])
+            scales = self.pace_scales(str(identity[0]), settings)
+            frame.loc[group.index, "median_ms"] = [
+                paced_ms(m, p, s, scales) for m, p, s in zip(group["median_ms"], group["pace_ms"],
+                                                              group["pace_sha256"])]
         return frame
 
     # -- quality ---------------------------------------------------------------------------------
@@ -548,6 +591,26 @@ def _migrate_to_runner_facts(conn: sqlite3.Connection) -> bool:
     for name, kind in missing:
         conn.execute(f"ALTER TABLE measurements ADD COLUMN {name} {kind}")
     return True
+
+
+def paced_ms(median_ms: float, pace_ms: float | None, pace_sha256: str | None,
+             scales: Mapping[str, float]) -> float:
+    """A trial's median in ms; for a paced trial, median / pace x the pace model's scale (ms): the
+    host's speed at that moment cancels, since the file and the pace model ran invoke by invoke
+    (PACING in device_agents/base.py). A paced trial whose scale is unknown keeps the ratio's own
+    unit, the pace median of that trial (scale = pace_ms): its raw ms."""
+    if pace_ms is None or pace_ms != pace_ms or pace_ms <= 0:
+        return float(median_ms)
+    scale = scales.get(pace_sha256 or "", pace_ms)
+    return float(median_ms) * float(scale) / float(pace_ms)
+
+
+def cores_of_mask(mask: str) -> tuple[int, ...] | None:
+    """RunSettings.core_mask's inverse ("all" -> None, "0x3" -> (0, 1)); ValueError for neither."""
+    if mask == "all":
+        return None
+    bits = int(mask, 16)
+    return tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
 
 
 def figure_of(trial_medians: Sequence[float]) -> float:

@@ -118,6 +118,8 @@ class LatencyTable(TableContext):
             settings["precision"] = run.precision
         if run.cache != "warm":  # tables from before cache states were all warm
             settings["cache"] = run.cache
+        if run.pace:  # tables from before pacing were all unpaced
+            settings["pace"] = True
         return settings
 
     def run_settings(self) -> RunSettings:
@@ -133,7 +135,8 @@ class LatencyTable(TableContext):
         kwargs: dict[str, Any] = {"runtime": str(s["runtime"]), "threads": int(s.get("threads") or 1),
                                   "cores": _cores_of_mask(str(s.get("core_mask") or "all")),
                                   "accelerator": str(s.get("accelerator") or "cpu"),
-                                  "precision": self.precision, "cache": str(s.get("cache") or "warm")}
+                                  "precision": self.precision, "cache": str(s.get("cache") or "warm"),
+                                  "pace": bool(s.get("pace", False))}
         for name in ("warmup", "runs"):
             if isinstance(s.get(name), int):  # a list means the table mixed counts: keep the defaults
                 kwargs[name] = int(s[name])
@@ -208,14 +211,13 @@ class LatencyTable(TableContext):
 
 def _cores_of_mask(mask: str) -> tuple[int, ...] | None:
     """'all' -> None (not pinned); a hex mask '0x5' -> (0, 2)."""
-    if mask == "all":
-        return None
+    from lutnas.tables.store import cores_of_mask
+
     try:
-        bits = int(mask, 16)
+        return cores_of_mask(mask)
     except ValueError:
         raise TableError(f"table core mask {mask!r} is neither 'all' nor a hex mask such as 0x3; "
                          f"rebuild the table") from None
-    return tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
 
 
 # ---------------------------------------------------------------------- building from measurements
@@ -338,31 +340,46 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
     settings["runs"] = _common_value(frame, "runs")
     runners = sorted({f"{n}=={v}" for n, v in zip(frame["runner_name"], frame["runner_version"])})
     run_ids = sorted(int(r) for r in frame["run_id"].unique())
-    cache = _cache_state(store, run_ids)
+    cache = _run_setting(store, run_ids, "cache", "warm")
     if cache != "warm":
         settings["cache"] = cache
+    if _run_setting(store, run_ids, "pace", False):
+        settings["pace"] = True
     space_name, text = _space_of(store, run_ids, space)
     metadata = {"runners": runners, "runs": run_ids, "space_yaml": text,
                 "space_digest": space_digest(text) if text else None,
                 "source": {"store": str(getattr(store, "path", "")), "measurements": int(len(frame))},
                 "built": pd.Timestamp.now(tz="UTC").isoformat(), "correction": None,
                 "lutnas_version": lutnas.__version__, "ci95_ms": _intervals(frame)}
+    if settings.get("pace"):  # the ms unit of a paced table: whole models measured later use it too
+        metadata["pace_scales_ms"] = store.pace_scales(identity["device_id"], RunSettings(
+            runtime=identity["runtime"], threads=int(identity["threads"]),
+            cores=_cores_of_mask(str(identity["core_mask"])), accelerator=identity["accelerator"],
+            precision=identity.get("precision", DEFAULT_PRECISION)))
     return LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
                                        settings, space_name, metadata)
 
 
-def _cache_state(store: Any, run_ids: list[int]) -> str:
-    """The one cache state (RunSettings.cache) the runs `run_ids` measured under; TableError when
-    they mix warm and cold runs (a cold-L2 block is ~13 % slower: benchmarks/results/lut_gap.json)."""
+_MIXING_ADVICE = {
+    # a cold-L2 block is ~13 % slower (benchmarks/results/lut_gap.json)
+    "cache": "cache states ({}); profile into a separate store per --cache-state",
+    # paced figures are in the pace model's units, unpaced ones in this moment's ms
+    "pace": "paced and unpaced runs ({}); profile into a separate store with or without --pace",
+}
+
+
+def _run_setting(store: Any, run_ids: list[int], name: str, default: Any) -> Any:
+    """The one value of the timing-loop setting `name` (RunSettings.cache or .pace) the runs
+    `run_ids` measured under; TableError when they mix values."""
     if not hasattr(store, "runs_frame"):
-        return "warm"
+        return default
     runs = store.runs_frame()
-    states = {str((s or {}).get("cache") or "warm")
-              for r, s in zip(runs["run_id"], runs["settings"]) if int(r) in set(run_ids)}
-    if len(states) > 1:
-        raise TableError(f"the store's block measurements mix cache states ({', '.join(sorted(states))}); "
-                         f"profile into a separate store per --cache-state")
-    return states.pop() if states else "warm"
+    values = {(s or {}).get(name) or default for r, s in zip(runs["run_id"], runs["settings"])
+              if int(r) in set(run_ids)}
+    if len(values) > 1:
+        raise TableError("the store's block measurements mix "
+                         + _MIXING_ADVICE[name].format(", ".join(sorted(map(str, values)))))
+    return values.pop() if values else default
 
 
 def _intervals(frame: pd.DataFrame) -> dict[str, list[float]]:

@@ -84,3 +84,19 @@ def test_host_info_is_stable_and_complete():
     assert a.device_id == b.device_id and a.device_id.startswith("host-")
     assert a.cores == os.cpu_count() and sum(len(c.cores) for c in a.clusters) == a.cores
     assert a.cpu_model and a.os_name and a.libraries["onnxruntime"] not in ("", "absent")
+
+
+def test_paced_trials_carry_the_pace_model_timed_next_to_every_invoke(tiny_space):
+    from lutnas.profiler.export import PACE_KEY, pace_file
+
+    files = _files(tiny_space, "tflite", 2)
+    pace = pace_file("tflite", "fp32", ModelCache())
+    settings = RunSettings(runtime="tflite", warmup=2, runs=9, pace=True)
+    results = list(LocalAgent().measure_stream(files, settings, 0, pace))
+    assert pace.key == PACE_KEY and [m.key for m in results] == [f.key for f in files]
+    for m in results:
+        assert m.ok, m.status
+        assert m.pace_ms is not None and m.pace_ms > 0 and m.pace_sha256 == pace.sha256
+        assert json.loads(m.raw_output)["pace_ms"] == m.pace_ms
+    unpaced = LocalAgent().measure_batch(files, RunSettings(runtime="tflite", warmup=2, runs=9), 0)
+    assert all(m.pace_ms is None and m.pace_sha256 == "" for m in unpaced)

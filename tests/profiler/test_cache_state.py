@@ -66,10 +66,19 @@ def test_the_eviction_buffer_is_four_l2s_read_from_sysfs() -> None:
 
 def test_the_eviction_runs_before_every_warmup_and_timed_run(onnx_file: ModelFile) -> None:
     calls = []
-    samples, _ = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False, before=lambda: calls.append(1))
-    assert len(samples) == 5 and len(calls) == 2 + 5
-    samples, _ = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False)
-    assert len(samples) == 5
+    samples, _, paced = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False,
+                                before=lambda: calls.append(1))
+    assert len(samples) == 5 and len(calls) == 2 + 5 and paced == []
+    samples, _, paced = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False)
+    assert len(samples) == 5 and paced == []
+
+
+def test_a_pace_model_runs_after_every_warmup_and_timed_invoke_and_is_timed(onnx_file: ModelFile) -> None:
+    order: list[str] = []
+    samples, _, paced = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False,
+                                before=lambda: order.append("evict"), pace=lambda: order.append("pace"))
+    assert len(samples) == 5 and len(paced) == 5 and all(p >= 0 for p in paced)
+    assert order == ["evict", "pace"] * 7  # the eviction first, the block, then the pace model
 
 
 @pytest.mark.parametrize("cache", ["warm", "cold-l2"])

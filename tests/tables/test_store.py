@@ -11,7 +11,7 @@ import pytest
 
 from lutnas.device_agents.base import CpuCluster, DeviceInfo, Measurement, RunnerInfo, RunSettings
 from lutnas.errors import StoreError
-from lutnas.tables.store import MEASUREMENT_COLUMNS, QUALITY_COLUMNS, MeasurementStore
+from lutnas.tables.store import FRAME_COLUMNS, QUALITY_COLUMNS, MeasurementStore
 
 SETTINGS = RunSettings(runtime="onnxruntime", threads=1, cores=(0,), warmup=2, runs=4)
 DEVICE = DeviceInfo(device_id="dev-1", kind="host", model="test cpu", cores=2,
@@ -45,7 +45,7 @@ def test_measurements_round_trip_with_samples_operators_and_raw_output(tmp_path)
     row = store.add_measurement(run, "dev-1", SETTINGS, "conv", m)
     store.add_measurement(run, "dev-1", SETTINGS, "conv", _measurement("conv:hw=8", [], status="error: x"))
     frame = store.measurements_frame(device_id="dev-1")
-    assert list(frame.columns) == MEASUREMENT_COLUMNS and len(frame) == 1
+    assert list(frame.columns) == FRAME_COLUMNS and len(frame) == 1
     got = frame.iloc[0]
     assert got.samples_ms == [0.25, 0.5, 0.125, 1.0] and got.operator_ms == {"Conv": 0.5}
     assert got.median_ms == m.median_ms and got.trial_index == 2 and got.core_mask == "0x1"
