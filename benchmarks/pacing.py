@@ -90,7 +90,7 @@ def show(rows: list[dict]) -> None:
         table.add_column(column, justify="left" if column == "mode" else "right")
     for row in rows:
         table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
-    Console().print(table)
+    Console(width=220).print(table)  # whole columns in logs and pipes too
 
 
 def main() -> None:

@@ -31,8 +31,8 @@ step "3/7 build the latency table, with a correction fitted on 6 whole subnets"
 "$BIN/lutnas" build-table --store "$OUT/host.sqlite" --out "$TABLE" --calibrate 6
 "$BIN/lutnas" table show "$TABLE"
 
-step "4/7 how good is the table? 20 held-out subnets measured end to end"
-"$BIN/lutnas" evaluate --device local --table "$TABLE" --samples 20 \
+step "4/7 how good is the table? 16 held-out subnets measured end to end"
+"$BIN/lutnas" evaluate --device local --table "$TABLE" --samples 16 \
   --store "$OUT/host.sqlite" --plot "$OUT/evaluate.png"
 
 # Training and the search's accuracy evaluation use both cores: nothing else runs during them.
@@ -60,7 +60,7 @@ PY
 )
 "$BIN/lutnas" search --space "$SPACE" --table "$TABLE" --target-ms "$TARGET" \
   --window-ms "$WINDOW" --supernet "$OUT/supernet" --data builtin:digits \
-  --population 64 --generations 10 --parents 32 --mutations 16 --crossovers 16 --seed 0 --eval-threads 2 \
+  --population 64 --generations 8 --parents 32 --mutations 16 --crossovers 16 --seed 0 --eval-threads 2 \
   --out "$OUT/search" --verify-on local
 
 step "7/7 done in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s"

@@ -459,8 +459,9 @@ def _register_devices(agents: Sequence[DeviceAgent], settings: RunSettings,
 
 def _check_one_cache_state(store: MeasurementStore, ids: Sequence[str], settings: RunSettings) -> None:
     """BadInputError when the store already holds measurements of one of `ids` with the same
-    settings but another cache state (RunSettings.cache): resume would count those keys finished,
-    and a table refuses the mix (a cold-L2 block is ~13 % slower, benchmarks/results/lut_gap.json)."""
+    settings but another timing loop: another cache state (RunSettings.cache; a cold-L2 block is
+    ~13 % slower, benchmarks/results/lut_gap.json) or the other side of --pace (paced figures are in
+    the pace model's unit). Resume would count those keys finished, and a table refuses the mix."""
     runs = store.runs_frame()
     if runs.empty:
         return
@@ -469,11 +470,17 @@ def _check_one_cache_state(store: MeasurementStore, ids: Sequence[str], settings
         for row in runs.itertuples(index=False):
             mine = (row.device_id, row.runtime, int(row.threads), row.core_mask, row.accelerator,
                     row.precision)
+            if mine != identity:
+                continue
             other = str((row.settings or {}).get("cache") or "warm")
-            if mine == identity and other != settings.cache:
+            if other != settings.cache:
                 raise BadInputError(f"the store holds {device_id} measurements with --cache-state {other} "
                                     f"(run {row.run_id}); measuring --cache-state {settings.cache} into it "
                                     f"would mix cache states: give another --store")
+            if bool((row.settings or {}).get("pace")) != settings.pace:
+                was, now = ("paced", "unpaced") if settings.pace is False else ("unpaced", "paced")
+                raise BadInputError(f"the store holds {was} {device_id} measurements (run {row.run_id}); "
+                                    f"measuring {now} into it would mix units: give another --store")
 
 
 def _export_plan(specs: Sequence[BlockSpec], ids: Sequence[str], settings: RunSettings, trials: int,

@@ -91,3 +91,33 @@ def test_an_agent_that_runs_a_benchmark_binary_refuses_to_pace():
         check_cache_state(Binary(), PACED)
     with pytest.raises(BadInputError, match="pace must be true or false"):
         RunSettings(pace="yes")  # type: ignore[arg-type]
+
+
+def test_profiling_refuses_to_add_the_other_side_of_pace_to_a_store(tmp_path):
+    from lutnas.device_agents.local import host_info
+    from lutnas.profiler.run import run_profile
+
+    host = host_info()
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as store:
+        store.upsert_device(host)
+        store.start_run(host.device_id, PACED, "tiny", "block", [])
+    with pytest.raises(BadInputError, match="holds paced .* measuring unpaced into it would mix units"):
+        run_profile(["local"], "tiny", UNPACED, path, trials=1, limit=1)
+
+
+def test_whole_models_that_evict_the_pace_model_are_refused_not_fitted(tmp_path):
+    """elasticvit at 128 px: the pace model took 0.255 ms after whole subnets, 0.135 after blocks."""
+    from lutnas.errors import DeviceError
+    from lutnas.profiler.subnets import _check_pace_state
+
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.upsert_device(DEVICE)
+        _run(store, PACED, [("conv:a", 1.0, 0.1), ("conv:b", 0.5, 0.1)])
+        table = build_table(store)
+        run = store.start_run(DEVICE.device_id, PACED, "tiny", "subnet", [])
+        for trial, (key, pace) in enumerate([("subnet:ok", 0.104), ("subnet:big", 0.19)]):
+            store.add_measurement(run, DEVICE.device_id, PACED, "subnet", _paced(key, 10.0, pace, trial))
+        _check_pace_state(store, DEVICE.device_id, PACED, table, ["subnet:ok"])  # within 25%
+        with pytest.raises(DeviceError, match=r"pace model ran x1\.90 .* without --pace"):
+            _check_pace_state(store, DEVICE.device_id, PACED, table, ["subnet:big"])

@@ -212,7 +212,8 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
     space_path.write_text(space_path.read_text().replace("resolutions: [32, 48]", "resolutions: [32]"))
     assert "resolutions: [32]" in space_path.read_text()
     store, table = tmp_path / "m.sqlite", tmp_path / "t.parquet"
-    assert main(["profile-device", "--space", str(space_path), "--runtime", "onnxruntime",
+    # --pace too: the same end-to-end run proves that calibrate and evaluate follow a paced store
+    assert main(["profile-device", "--space", str(space_path), "--runtime", "onnxruntime", "--pace",
                  "--resolution", "32", "--trials", "2", "--max-trials", "2", "--runs", "5",
                  "--warmup", "2", "--export-workers", "1", "--store", str(store)]) == 0
     space_path.unlink()
@@ -224,11 +225,18 @@ def test_profiled_custom_space_builds_calibrates_evaluates_and_searches_once_its
                  "--trials", "2", *host]) == 0
     loaded = LatencyTable.load(table)
     assert loaded.space == "mytiny" and loaded.correction and loaded.metadata["space_yaml"]
+    assert loaded.run_settings().pace is True and "paced=yes" in loaded.describe_settings()
+    (pace_sha,) = loaded.metadata["pace_scales_ms"]
     smallest = _predict_json(capsys, table, "--config", "smallest")
     assert smallest["ms"] > 0 and smallest["corrected_ms"] > 0
     assert main(["evaluate", "--table", str(table), "--samples", "3", "--trials", "2", "--store",
                  str(store), "--plot", str(tmp_path / "e.png"), *host]) == 0
     assert "held-out mytiny subnets" in capsys.readouterr().out
+    with MeasurementStore(store) as opened:
+        frame = opened.measurements_frame()
+    # blocks, calibration and held-out subnets with their host checks: every trial paced alike
+    assert {"subnet", "hostcheck"} <= set(frame["kind"]) and frame["run_id"].nunique() == 3
+    assert frame["pace_ms"].gt(0).all() and set(frame["pace_sha256"]) == {pace_sha}
     # search predicts with the correction, so the target sits inside the corrected range (a fixed
     # multiple of the smallest can land above the slowest subnet of a 32 px space)
     largest = _predict_json(capsys, table, "--config", "largest")
