@@ -165,6 +165,7 @@ class _KeyLoop:
                  seed: int | None, label: str, pace: ModelFile | None = None) -> None:
         self.agent, self.files, self.kinds, self.settings = agent, files, kinds, settings
         self.pace = pace
+        self.fixed_scales: dict[str, float] = {}  # pace units set by earlier runs: they never move
         self.trials, self.store, self.run_id, self.qc = trials, store, run_id, qc
         self.max_trials = max(qc.max_trials, trials)
         self.progress, self.stop, self.label = progress, stop or threading.Event(), label
@@ -345,10 +346,15 @@ class _KeyLoop:
             self.result.discarded += len(rows)
 
     def _figure(self, measurement: Measurement) -> float:
-        """The trial's median in the store's units: paced ones through the store's pace scale."""
+        """The trial's median in the store's units: paced ones through the store's pace scale
+        (read from the store until it is fixed by an earlier run, then kept)."""
         if measurement.pace_ms is None:
             return float(measurement.median_ms or 0.0)
-        scales = self.store.pace_scales(self.device_id, self.settings)
+        scales = self.fixed_scales
+        if measurement.pace_sha256 not in scales:
+            units = self.store.pace_units(self.device_id, self.settings)
+            scales = {sha: scale for sha, (_, scale) in units.items()}
+            self.fixed_scales = {sha: scale for sha, (run, scale) in units.items() if run != self.run_id}
         return paced_ms(float(measurement.median_ms or 0.0), measurement.pace_ms,
                         measurement.pace_sha256, scales)
 

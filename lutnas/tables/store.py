@@ -400,6 +400,11 @@ class MeasurementStore:
     def pace_scales(self, device_id: str, settings: RunSettings) -> dict[str, float]:
         """Pace model sha256 -> its median (ms) over the first run of this store that paced with it
         under these settings: the ms unit of every paced figure (`paced_ms`). Empty when unpaced."""
+        return {sha: scale for sha, (_, scale) in self.pace_units(device_id, settings).items()}
+
+    def pace_units(self, device_id: str, settings: RunSettings) -> dict[str, tuple[int, float]]:
+        """`pace_scales` with the run each unit comes from: (run_id, ms) per pace model sha256. A
+        unit is fixed once its run is over; while that run measures, it follows its rows."""
         rows = self._query(
             "SELECT pace_sha256, run_id, pace_ms FROM measurements WHERE device_id = ? AND runtime = ? "
             "AND threads = ? AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
@@ -409,7 +414,7 @@ class MeasurementStore:
             run, values = first.setdefault(sha, (int(run_id), []))
             if int(run_id) == run:
                 values.append(float(pace))
-        return {sha: float(statistics.median(values)) for sha, (_, values) in first.items()}
+        return {sha: (run, float(statistics.median(values))) for sha, (run, values) in first.items()}
 
     def attempts(self, device_id: str, settings: RunSettings) -> dict[str, int]:
         """Key -> every measurement taken under these settings, failed or discarded ones included."""
