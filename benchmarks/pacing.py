@@ -29,6 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lutnas.tables.store import MeasurementStore, cv_of
+from lutnas.tables.table import build_table
 
 RESULTS = Path(__file__).parent / "results"
 BIN = Path(sys.executable).parent
@@ -47,8 +48,6 @@ def _block_stats(store_path: Path) -> dict[str, float]:
         frame = store.measurements_frame(kinds=None)
         blocks = frame[~frame["kind"].isin(["subnet", "hostcheck"])]
         device = str(blocks["device_id"].iloc[0])
-        from lutnas.tables.table import build_table
-
         settings = build_table(store).run_settings()
         medians = store.trial_medians(device, settings, set(blocks["key"]))
         quality = store.quality_frame(device_id=device)

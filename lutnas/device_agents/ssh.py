@@ -420,12 +420,15 @@ class SshAgent(RemoteAgent):
         return list(self.measure_stream(files, settings, trial_index))
 
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
-                       trial_index: int) -> Iterator[Measurement]:
+                       trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:
         """One fresh worker process on the board per trial, each file yielded as it is measured.
 
         A worker that dies costs the file it was on (a new worker takes the rest); a dropped
         connection re-runs what is left after reconnecting, up to the retry policy's attempts.
+        BadInputError for `pace`: the board's worker is not given a pace model (`can_pace` False).
         """
+        if pace is not None:
+            raise BadInputError("the SSH agent cannot pace its runs yet; drop --pace")
         if not self._uses_worker(settings):
             yield from super().measure_batch(files, settings, trial_index)
             return

@@ -296,8 +296,7 @@ class _KeyLoop:
             files = [self.files[k] for k, _ in order]
             segment: list[tuple[int, str]] = []
             previous_drifted = False
-            stream = self.agent.measure_stream(files, self.settings, round_index, self.pace) \
-                if self.pace is not None else self.agent.measure_stream(files, self.settings, round_index)
+            stream = self.agent.measure_stream(files, self.settings, round_index, self.pace)
             try:
                 for (key, is_reference), measurement in zip(order, stream):
                     if self.stop.is_set():

@@ -405,10 +405,13 @@ class MeasurementStore:
     def pace_units(self, device_id: str, settings: RunSettings) -> dict[str, tuple[int, float]]:
         """`pace_scales` with the run each unit comes from: (run_id, ms) per pace model sha256. A
         unit is fixed once its run is over; while that run measures, it follows its rows."""
+        return self._pace_units(settings_identity(device_id, settings))
+
+    def _pace_units(self, identity: Sequence[Any]) -> dict[str, tuple[int, float]]:
         rows = self._query(
             "SELECT pace_sha256, run_id, pace_ms FROM measurements WHERE device_id = ? AND runtime = ? "
             "AND threads = ? AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
-            "AND pace_ms IS NOT NULL ORDER BY measurement_id", settings_identity(device_id, settings))
+            "AND pace_ms IS NOT NULL ORDER BY measurement_id", tuple(identity))
         first: dict[str, tuple[int, list[float]]] = {}
         for sha, run_id, pace in rows:
             run, values = first.setdefault(sha, (int(run_id), []))
@@ -476,10 +479,8 @@ class MeasurementStore:
             return frame
         for identity, group in frame[paced].groupby(["device_id", "runtime", "threads", "core_mask",
                                                      "accelerator", "precision"]):
-            settings = RunSettings(runtime=identity[1], threads=int(identity[2]),
-                                   cores=cores_of_mask(str(identity[3])), accelerator=identity[4],
-                                   precision=identity[5])
-            scales = self.pace_scales(str(identity[0]), settings)
+            scales = {sha: scale for sha, (_, scale) in self._pace_units(
+                (identity[0], identity[1], int(identity[2]), *identity[3:])).items()}
             frame.loc[group.index, "median_ms"] = [
                 paced_ms(m, p, s, scales) for m, p, s in zip(group["median_ms"], group["pace_ms"],
                                                               group["pace_sha256"])]
@@ -608,14 +609,6 @@ def paced_ms(median_ms: float, pace_ms: float | None, pace_sha256: str | None,
         return float(median_ms)
     scale = scales.get(pace_sha256 or "", pace_ms)
     return float(median_ms) * float(scale) / float(pace_ms)
-
-
-def cores_of_mask(mask: str) -> tuple[int, ...] | None:
-    """RunSettings.core_mask's inverse ("all" -> None, "0x3" -> (0, 1)); ValueError for neither."""
-    if mask == "all":
-        return None
-    bits = int(mask, 16)
-    return tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
 
 
 def figure_of(trial_medians: Sequence[float]) -> float:

@@ -211,13 +211,14 @@ class LatencyTable(TableContext):
 
 def _cores_of_mask(mask: str) -> tuple[int, ...] | None:
     """'all' -> None (not pinned); a hex mask '0x5' -> (0, 2)."""
-    from lutnas.tables.store import cores_of_mask
-
+    if mask == "all":
+        return None
     try:
-        return cores_of_mask(mask)
+        bits = int(mask, 16)
     except ValueError:
         raise TableError(f"table core mask {mask!r} is neither 'all' nor a hex mask such as 0x3; "
                          f"rebuild the table") from None
+    return tuple(i for i in range(bits.bit_length()) if bits >> i & 1)
 
 
 # ---------------------------------------------------------------------- building from measurements
@@ -351,13 +352,11 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
                 "source": {"store": str(getattr(store, "path", "")), "measurements": int(len(frame))},
                 "built": pd.Timestamp.now(tz="UTC").isoformat(), "correction": None,
                 "lutnas_version": lutnas.__version__, "ci95_ms": _intervals(frame)}
-    if settings.get("pace"):  # the ms unit of a paced table: whole models measured later use it too
-        metadata["pace_scales_ms"] = store.pace_scales(identity["device_id"], RunSettings(
-            runtime=identity["runtime"], threads=int(identity["threads"]),
-            cores=_cores_of_mask(str(identity["core_mask"])), accelerator=identity["accelerator"],
-            precision=identity.get("precision", DEFAULT_PRECISION)))
-    return LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
-                                       settings, space_name, metadata)
+    table = LatencyTable.from_latencies(aggregate(frame, quality), store.device_info(identity["device_id"]),
+                                        settings, space_name, metadata)
+    if table.run_settings().pace:  # the ms unit of a paced table: whole models measured later use it
+        table.metadata["pace_scales_ms"] = store.pace_scales(identity["device_id"], table.run_settings())
+    return table
 
 
 _MIXING_ADVICE = {
