@@ -17,7 +17,10 @@ result's file name.
 `--cache cold-l2` (the default) evicts L2 before every timed run of blocks and subnets alike: a
 block timed back to back keeps its weights in L2, which it never does inside a whole model, and the
 raw LUT sum came out 17-21 % under whole subnets (benchmarks/results/lut_gap.json); `--cache warm`
-measures as benchmark_model on a phone does. The cache state is part of the result's file name.
+measures as benchmark_model on a phone does; `--cache cold-llc` flushes every cache level before
+each timed run and, with `--pace`, before each pace invoke (the pace model's time then does not
+depend on the model before it, which it does after cold-l2 runs of 100 MiB subnets). The cache
+state is part of the result's file name.
 
 The store and model cache persist under --work, so a rerun reuses every measurement.
 """
@@ -100,7 +103,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
                         help="fp16/int8 need --runtime tflite (issue 15's int8 proof)")
     parser.add_argument("--cores", help="pin to these cores, e.g. 0")
-    parser.add_argument("--cache", default="cold-l2", choices=("warm", "cold-l2"),
+    parser.add_argument("--cache", default="cold-l2", choices=("warm", "cold-l2", "cold-llc"),
                         help="cache state each timed run starts from (RunSettings.cache)")
     parser.add_argument("--trials", type=int, default=20, help="fresh processes per block and subnet")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per trial")
@@ -130,7 +133,7 @@ def main() -> None:
     os.environ.setdefault("LUTNAS_CACHE", str(args.work / "cache"))
     tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
         f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
-        "-coldl2" if args.cache == "cold-l2" else "") + (
+        "-" + args.cache.replace("-", "") if args.cache != "warm" else "") + (
         f"-{args.precision}" if args.precision != "fp32" else "") + ("-paced" if args.pace else "")
     store_path = args.work / f"{tag}.sqlite"
     cores = parse_cores(args.cores) if args.cores else None

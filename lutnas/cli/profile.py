@@ -17,7 +17,7 @@ from lutnas.cli.device_options import (
     add_device_flags,
     agent_options,
 )
-from lutnas.device_agents.base import RUNTIMES, RunSettings, parse_cores
+from lutnas.device_agents.base import CACHE_STATES, RUNTIMES, RunSettings, parse_cores
 from lutnas.device_agents.kernel import CORE_NAMES
 from lutnas.errors import BadInputError
 from lutnas.profiler.plan import GRANULARITIES
@@ -53,9 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    "(default: not pinned)")
     add_accelerator_flag(p, "where the runner runs the model (default cpu); a delegate the runner "
                             "does not apply fails the trial", default="cpu")
-    p.add_argument("--cache-state", default="warm", choices=("warm", "cold-l2"),
+    p.add_argument("--cache-state", default="warm", choices=CACHE_STATES,
                    help="cache state each timed run starts from: warm (back to back, as benchmark_model "
-                        "times) or cold-l2 (the host worker evicts L2 before every run; local only); "
+                        "times), cold-l2 (the host worker evicts L2 before every run) or cold-llc (all "
+                        "caches, and before every pace invoke too; both local only); "
                         "a store keeps one state per device and settings (default warm)")
     p.add_argument("--pace", action="store_true",
                    help="time every invoke next to one of a fixed pace model and normalise by it, so "

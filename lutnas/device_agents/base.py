@@ -28,8 +28,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # The cache state each timed run starts from: "warm" (runs back to back, as benchmark_model does)
 # or "cold-l2" (the host worker rewrites a buffer of 4x the core's L2 before every run, so a
 # block starts the way it does inside a whole model: with a cache its predecessor filled;
-# benchmarks/results/lut_gap.json).
-CACHE_STATES = ("warm", "cold-l2")
+# benchmarks/results/lut_gap.json), or "cold-llc" (a buffer of 2x the last-level cache before every
+# run and, paced, before every pace invoke: weights and input come from memory, as a block's do
+# inside a model whose weights outgrow the cache (elasticvit at 128 px: 60-100 MiB of fp32 weights
+# against this host's 32 MiB L3); and the pace model's own time no longer depends on the model it
+# follows, which it does after cold-l2 runs (0.11-0.34 ms after blocks, 0.34-0.42 ms after whole
+# subnets; 0.48-0.57 / 0.52-0.59 ms with the flush: measured, session-6 note)).
+CACHE_STATES = ("warm", "cold-l2", "cold-llc")
 # Pacing (RunSettings.pace). On a virtual host the speed of everything changes by up to 2x on a
 # time scale of seconds, shared by whatever runs (measured here: one subnet 0.34-0.70 ms across
 # fresh processes, and from one interpreter instance to the next inside a process); a model timed

@@ -210,28 +210,47 @@ def make_runner(runtime: str, threads: int) -> Runner:
 
 
 L2_FALLBACK_BYTES = 1 << 20  # when sysfs does not say (this host's per-core L2, lscpu/sysfs)
+LLC_FALLBACK_BYTES = 32 << 20  # the same for the last level (this host's L3)
 EVICT_L2_FACTOR = 4  # buffer = 4x L2: benchmarks/lut_gap.py's "l2flushed" (4 MiB here), well under L3
+# buffer = 2x the last level: every line of a least-recently-used cache is replaced by the time the
+# buffer has been read and written once (64 MiB here, 6.5 ms per pass, measured)
+EVICT_LLC_FACTOR = 2
+
+
+def _size_bytes(text: str) -> int:
+    text = text.strip().upper()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+
+def cache_sizes(core: int = 0) -> dict[int, int]:
+    """{cache level: bytes} of `core`'s data and unified caches from sysfs ({} when not there)."""
+    sizes: dict[int, int] = {}
+    for index in sorted(glob.glob(f"/sys/devices/system/cpu/cpu{core}/cache/index*")):
+        try:
+            with open(f"{index}/level") as level, open(f"{index}/size") as size, \
+                    open(f"{index}/type") as kind:
+                if kind.read().strip() == "Instruction":
+                    continue
+                sizes[int(level.read().strip())] = _size_bytes(size.read())
+        except (OSError, ValueError):
+            continue
+    return sizes
 
 
 def l2_bytes(core: int = 0) -> int:
     """Size of `core`'s level-2 cache in bytes from sysfs; L2_FALLBACK_BYTES when it is not there."""
-    for index in sorted(glob.glob(f"/sys/devices/system/cpu/cpu{core}/cache/index*")):
-        try:
-            with open(f"{index}/level") as level, open(f"{index}/size") as size:
-                if level.read().strip() != "2":
-                    continue
-                text = size.read().strip().upper()
-        except OSError:
-            continue
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
-    return L2_FALLBACK_BYTES
+    return cache_sizes(core).get(2, L2_FALLBACK_BYTES)
 
 
-def l2_evictor(core: int = 0) -> Callable[[], None]:
-    """A callable that reads and writes EVICT_L2_FACTOR x L2 bytes: afterwards the model's weights
-    and activations are out of L2 (still in L3), as when a predecessor block ran before it."""
-    buffer = np.ones(EVICT_L2_FACTOR * l2_bytes(core) // 8)
+def llc_bytes(core: int = 0) -> int:
+    """Size of `core`'s last-level cache in bytes from sysfs; LLC_FALLBACK_BYTES when it is not there."""
+    sizes = cache_sizes(core)
+    return sizes[max(sizes)] if sizes else LLC_FALLBACK_BYTES
+
+
+def _evictor(size: int) -> Callable[[], None]:
+    buffer = np.ones(max(size, 1 << 20) // 8)
 
     def evict() -> None:
         buffer.__iadd__(1.0)
@@ -239,20 +258,49 @@ def l2_evictor(core: int = 0) -> Callable[[], None]:
     return evict
 
 
+def l2_evictor(core: int = 0) -> Callable[[], None]:
+    """A callable that reads and writes EVICT_L2_FACTOR x L2 bytes: afterwards the model's weights
+    and activations are out of L2 (still in L3), as when a predecessor block ran before it."""
+    return _evictor(EVICT_L2_FACTOR * l2_bytes(core))
+
+
+def llc_evictor(core: int = 0) -> Callable[[], None]:
+    """A callable that reads and writes EVICT_LLC_FACTOR x the last-level cache: afterwards nothing
+    the model touched is in any cache, as for a block inside a model whose weights outgrow it."""
+    return _evictor(EVICT_LLC_FACTOR * llc_bytes(core))
+
+
+def cache_hooks(cache: str, core: int = 0) -> tuple[Callable[[], None] | None, Callable[[], None] | None]:
+    """(run before every invoke, run before every pace invoke) for a cache state (CACHE_STATES in
+    base.py); ValueError for an unknown one. Only cold-llc evicts before the pace model: after a
+    cold-l2 flush the model's weights must still be in the last level, and a flush of it before the
+    pace would take them out."""
+    if cache == "warm":
+        return None, None
+    if cache == "cold-l2":
+        return l2_evictor(core), None
+    if cache == "cold-llc":
+        evict = llc_evictor(core)
+        return evict, evict
+    raise ValueError(f"unknown cache state {cache!r}")
+
+
 def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
             op_profiling: bool, before: Callable[[], Any] | None = None,
-            pace: Callable[[], Any] | None = None,
+            pace: Callable[[], Any] | None = None, pace_before: Callable[[], Any] | None = None,
             ) -> tuple[list[float], dict[str, float] | None, list[float]]:
     """`runs` timed invokes after `warmup` untimed ones -> (ms per run, per-operator ms or None,
     ms per run of `pace`). `before` runs untimed ahead of every warm-up and timed invoke (the
-    cold-L2 eviction); `pace`, when given, is invoked and timed right after every invoke, so both
-    see the same host state (PACING in base.py)."""
+    cache eviction); `pace`, when given, is invoked and timed right after every invoke, so both
+    see the same host state (PACING in base.py), after `pace_before` (untimed) when given."""
     invoke = runner.load(path, threads)
     for _ in range(warmup):
         if before is not None:
             before()
         invoke()
         if pace is not None:
+            if pace_before is not None:
+                pace_before()
             pace()
     samples: list[float] = []
     paced: list[float] = []
@@ -268,6 +316,9 @@ def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
             middle = clock()
             samples.append((middle - start) / 1e6)
             if pace is not None:
+                if pace_before is not None:
+                    pace_before()
+                middle = clock()
                 pace()
                 paced.append((clock() - middle) / 1e6)
     finally:
@@ -291,9 +342,7 @@ def main() -> int:
             os.sched_setaffinity(0, cores)  # before the runtime creates its thread pool
         runner = make_runner(request["runtime"], int(request["threads"]))
         cache = request.get("cache") or "warm"
-        if cache not in ("warm", "cold-l2"):
-            raise ValueError(f"unknown cache state {cache!r}")
-        evict = l2_evictor(cores[0] if cores else 0) if cache == "cold-l2" else None
+        evict, pace_before = cache_hooks(cache, cores[0] if cores else 0)
         pace = runner.load(request["pace"], int(request["threads"])) if request.get("pace") else None
     except Exception as exc:
         emit({"fatal": f"{type(exc).__name__}: {exc}"})
@@ -304,7 +353,8 @@ def main() -> int:
         try:
             samples, operators, paced = measure(runner, item["path"], int(request["threads"]),
                                                 int(request["warmup"]), int(request["runs"]),
-                                                bool(request.get("op_profiling")), evict, pace)
+                                                bool(request.get("op_profiling")), evict, pace,
+                                                pace_before)
             record.update(samples_ms=samples, operator_ms=operators, status="ok", cache=cache)
             if paced:
                 record["pace_ms"] = float(np.median(paced))

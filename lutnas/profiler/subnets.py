@@ -102,7 +102,9 @@ HOST_CHECK_MIN_MS = 0.05
 # memory footprint evicts the pace model breaks that: on `elasticvit` at 128 px (onnxruntime) the
 # pace model took 0.255 ms after whole subnets and 0.135-0.14 ms after blocks, so paced subnets came
 # out ~45% low and the correction hit its 0.5 bound (measured 2026-12-01); on `evmini` (LiteRT)
-# 0.086 after both; on a 32 px `tiny` copy (onnxruntime, 2 trials, loaded host) x1.12. A moderate,
+# 0.086 after both; on a 32 px `tiny` copy (onnxruntime, 2 trials, loaded host) x1.12. With
+# --cache-state cold-llc (every cache flushed before the pace as well) it took 0.455 ms after the
+# elasticvit subnets and 0.473 after their blocks (x0.96, same day). A moderate,
 # consistent bias is what the correction's scale absorbs; beyond this move of the pace model
 # between the table's blocks and the subnets it grows with the model's size: refuse.
 PACE_STATE_BOUND = 0.25
@@ -159,8 +161,8 @@ def _check_pace_state(store: MeasurementStore, device_id: str, settings: RunSett
         raise DeviceError(
             f"the pace model ran x{ratio:.2f} of its table figure after these whole models: their "
             f"memory footprint changes its cache state, so their paced figures would be off by about "
-            f"that much; profile this space without --pace (paced timing suits models that fit in "
-            f"cache), nothing was fitted")
+            f"that much; profile this space with --cache-state cold-llc (the pace then starts from "
+            f"flushed caches after every model) or without --pace, nothing was fitted")
 
 
 def pace_scales(table: LatencyTable) -> dict[str, float] | None:

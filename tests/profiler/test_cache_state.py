@@ -23,7 +23,18 @@ from lutnas.device_agents.base import (
     check_cache_state,
 )
 from lutnas.device_agents.local import LocalAgent
-from lutnas.device_agents.local_worker import EVICT_L2_FACTOR, OnnxRunner, l2_bytes, l2_evictor, measure
+from lutnas.device_agents.local_worker import (
+    EVICT_L2_FACTOR,
+    EVICT_LLC_FACTOR,
+    OnnxRunner,
+    cache_hooks,
+    cache_sizes,
+    l2_bytes,
+    l2_evictor,
+    llc_bytes,
+    llc_evictor,
+    measure,
+)
 from lutnas.errors import BadInputError, TableError
 from lutnas.profiler.export import ModelCache, export_many
 from lutnas.profiler.plan import make_plan
@@ -43,7 +54,8 @@ def onnx_file(tiny_space) -> ModelFile:
 
 def test_run_settings_know_the_cache_states() -> None:
     assert RunSettings().cache == "warm" and RunSettings(cache="cold-l2").to_dict()["cache"] == "cold-l2"
-    with pytest.raises(BadInputError, match="warm or cold-l2"):
+    assert RunSettings(cache="cold-llc").to_dict()["cache"] == "cold-llc"
+    with pytest.raises(BadInputError, match="warm or cold-l2 or cold-llc"):
         RunSettings(cache="hot")
 
 
@@ -64,6 +76,27 @@ def test_the_eviction_buffer_is_four_l2s_read_from_sysfs() -> None:
     assert float(buffer[0]) == 2.0 and float(buffer[-1]) == 2.0  # every line was read and written
 
 
+def test_the_last_level_eviction_buffer_is_twice_the_largest_cache_in_sysfs() -> None:
+    sizes = cache_sizes(0)
+    if sizes:  # a host whose sysfs lists caches: the last level is the highest listed
+        assert llc_bytes(0) == sizes[max(sizes)] and llc_bytes(0) >= l2_bytes(0)
+    evict = llc_evictor(0)
+    buffer = evict.__closure__[0].cell_contents
+    assert buffer.nbytes == EVICT_LLC_FACTOR * llc_bytes(0)
+    evict()
+    assert float(buffer[0]) == 2.0 and float(buffer[-1]) == 2.0
+
+
+def test_each_cache_state_has_its_hooks_and_only_cold_llc_flushes_before_the_pace() -> None:
+    assert cache_hooks("warm") == (None, None)
+    before, pace_before = cache_hooks("cold-l2")
+    assert before is not None and pace_before is None  # the block's weights must stay in L3
+    before, pace_before = cache_hooks("cold-llc")
+    assert before is pace_before and before.__closure__[0].cell_contents.nbytes == 2 * llc_bytes(0)
+    with pytest.raises(ValueError, match="unknown cache state 'hot'"):
+        cache_hooks("hot")
+
+
 def test_the_eviction_runs_before_every_warmup_and_timed_run(onnx_file: ModelFile) -> None:
     calls = []
     samples, _, paced = measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False,
@@ -79,9 +112,13 @@ def test_a_pace_model_runs_after_every_warmup_and_timed_invoke_and_is_timed(onnx
                                 before=lambda: order.append("evict"), pace=lambda: order.append("pace"))
     assert len(samples) == 5 and len(paced) == 5 and all(p >= 0 for p in paced)
     assert order == ["evict", "pace"] * 7  # the eviction first, the block, then the pace model
+    order.clear()
+    measure(OnnxRunner(), str(onnx_file.path), 1, 2, 5, False, before=lambda: order.append("evict"),
+            pace=lambda: order.append("pace"), pace_before=lambda: order.append("flush"))
+    assert order == ["evict", "flush", "pace"] * 7  # cold-llc: the pace starts from flushed caches
 
 
-@pytest.mark.parametrize("cache", ["warm", "cold-l2"])
+@pytest.mark.parametrize("cache", ["warm", "cold-l2", "cold-llc"])
 def test_the_worker_records_the_cache_state_it_measured(onnx_file: ModelFile, cache: str) -> None:
     settings = RunSettings(runtime="onnxruntime", warmup=1, runs=3, cache=cache)
     (m,) = LocalAgent().measure_batch([onnx_file], settings, 0)
