@@ -274,17 +274,21 @@ def profile_device(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
     """`profile-device --dry-run`: what the plan will cost, nothing exported or measured."""
-    from lutnas.profiler.export import ModelCache, format_for
-    from lutnas.profiler.plan import estimate_plan, make_plan
-    from lutnas.space import SearchSpace
+    from lutnas.profiler.export import PACE_SPEC, ModelCache, format_for
+    from lutnas.profiler.plan import estimate_plan, make_plan, run_overhead_ms
+    from lutnas.space import BlockSpec, SearchSpace, block_complexity
 
     plan = make_plan(SearchSpace.load(args.space), args.resolution, args.granularity, args.limit,
                      args.sample, args.seed)
     cache = ModelCache(args.cache) if args.cache else ModelCache()
     fmt = format_for(settings.runtime, settings.precision)
+    gmacs_per_s, invoke_ms = 5.0, 0.05  # estimate_plan's defaults, also for the pace model
+    pace_ms = block_complexity(BlockSpec.parse(PACE_SPEC)).macs / (gmacs_per_s * 1e6) + invoke_ms
+    core = settings.cores[0] if settings.cores else 0
     estimate = estimate_plan(plan, fmt, lambda key: cache.get(key, fmt) is not None, args.trials,
                              args.max_trials, settings.warmup, settings.runs, args.export_workers,
-                             batch_size=args.batch_size)
+                             gmacs_per_s, invoke_ms, batch_size=args.batch_size,
+                             run_overhead_ms=run_overhead_ms(settings.cache, settings.pace, pace_ms, core))
     for line in estimate.lines():
         console.print(line)
     return 0

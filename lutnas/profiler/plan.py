@@ -77,6 +77,24 @@ def make_plan(
 EXPORT_S_PER_BLOCK = {"tflite": 4.3, "onnx": 0.6, "torchscript": 0.3}
 
 
+# One pass over an eviction buffer: 64 MiB took ~6.5 ms on the development host (local_worker's
+# llc_evictor, measured 2026-12-01), ~0.1 ms per MiB.
+EVICT_MS_PER_MIB = 0.1
+
+
+def run_overhead_ms(cache: str, pace: bool, pace_ms: float, core: int = 0) -> float:
+    """ms each warm-up and timed run costs beyond the model itself on the host worker: the cache
+    state's eviction before it (cold-l2: 4x L2; cold-llc: 2x the last level, sizes from sysfs) and,
+    paced, one pace invoke of `pace_ms` (after a second flush under cold-llc). 0 for warm, unpaced."""
+    from lutnas.device_agents import local_worker as worker
+
+    evict_mib = {"warm": 0.0,
+                 "cold-l2": worker.EVICT_L2_FACTOR * worker.l2_bytes(core) / 2**20,
+                 "cold-llc": worker.EVICT_LLC_FACTOR * worker.llc_bytes(core) / 2**20}[cache]
+    flushes = 2 if pace and cache == "cold-llc" else 1
+    return evict_mib * flushes * EVICT_MS_PER_MIB + (pace_ms if pace else 0.0)
+
+
 @dataclass(frozen=True)
 class PlanEstimate:
     """What a plan will cost before it runs: files to export and device time (estimates)."""
@@ -102,18 +120,19 @@ class PlanEstimate:
 def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials: int, max_trials: int,
                   warmup: int, runs: int, export_workers: int = 2, gmacs_per_s: float = 5.0,
                   invoke_ms: float = 0.05, process_start_s: float = 1.0,
-                  batch_size: int = 64) -> PlanEstimate:
+                  batch_size: int = 64, run_overhead_ms: float = 0.0) -> PlanEstimate:
     """Export minutes left (cache aware) and projected device minutes of `plan`.
 
     A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
     fp32 on one thread) plus the per-invoke overhead `invoke_ms`; each trial of a key costs
-    (warmup + runs) such runs, each worker process `process_start_s`, and the reference block adds
-    one run per 8 keys (ignored here, ~12%)."""
+    (warmup + runs) such runs plus `run_overhead_ms` each (the host worker's eviction and pace model:
+    `run_overhead_ms()`), each worker process `process_start_s`, and the reference block adds one run
+    per 8 keys (ignored here, ~12%)."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
     latency = [block_complexity(spec).macs / (gmacs_per_s * 1e6) + invoke_ms for spec in specs]
-    per_trial_s = sum(latency) * (warmup + runs) / 1000.0 \
+    per_trial_s = (sum(latency) + run_overhead_ms * len(specs)) * (warmup + runs) / 1000.0 \
         + process_start_s * max(1, -(-len(specs) // max(1, batch_size)))
     return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
                         len(specs) * max(trials, max_trials), per_trial_s * trials / 60.0,

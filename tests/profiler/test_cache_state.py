@@ -190,3 +190,32 @@ def test_profile_device_takes_cache_and_refuses_to_mix_states_in_one_store(tmp_p
     with MeasurementStore(store) as opened:
         assert len(opened.measurements_frame(ok_only=False)) == rows
         assert len(opened.runs_frame()) == 1
+
+
+def test_the_dry_run_charges_each_run_its_eviction_and_pace_model(tmp_path, capsys, tiny_space) -> None:
+    """A cold-llc paced run flushes twice per run (~13 ms here) on top of the model: a projection
+    that left that out would promise minutes for what takes much longer."""
+    from lutnas.cli import main
+    from lutnas.profiler.plan import EVICT_MS_PER_MIB, estimate_plan, make_plan, run_overhead_ms
+
+    llc_mib, l2_mib = 2 * llc_bytes(0) / 2**20, EVICT_L2_FACTOR * l2_bytes(0) / 2**20
+    assert run_overhead_ms("warm", False, 0.4) == 0.0
+    assert run_overhead_ms("warm", True, 0.4) == pytest.approx(0.4)
+    assert run_overhead_ms("cold-l2", True, 0.4) == pytest.approx(l2_mib * EVICT_MS_PER_MIB + 0.4)
+    assert run_overhead_ms("cold-llc", False, 0.4) == pytest.approx(llc_mib * EVICT_MS_PER_MIB)
+    assert run_overhead_ms("cold-llc", True, 0.4) == pytest.approx(2 * llc_mib * EVICT_MS_PER_MIB + 0.4)
+
+    plan = make_plan(tiny_space, limit=4, seed=1)
+    base = estimate_plan(plan, "onnx", lambda key: True, 5, 10, 2, 8, batch_size=64)
+    slow = estimate_plan(plan, "onnx", lambda key: True, 5, 10, 2, 8, batch_size=64, run_overhead_ms=10.0)
+    extra_min = len(plan.specs) * (2 + 8) * 10.0 / 1000 * 5 / 60
+    assert slow.device_minutes_min - base.device_minutes_min == pytest.approx(extra_min)
+
+    minutes = []
+    for flags in ([], ["--cache-state", "cold-llc", "--pace"]):
+        assert main(["profile-device", "--space", "tiny", "--runtime", "onnxruntime", "--limit", "4",
+                     "--dry-run", "--store", str(tmp_path / "m.sqlite"), *flags]) == 0
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("device time"))
+        minutes.append(float(line.split("~")[1].split()[0]))
+    assert minutes[1] > minutes[0]
+
