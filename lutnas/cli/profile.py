@@ -85,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan's size, export time left (cache aware) and projected device "
                         "minutes, then stop")
+    p.add_argument("--probe", action="store_true",
+                   help="with --dry-run: first time an empty model on each device (runner start, per "
+                        "model and per run costs) and project from those (a few trials, nothing stored)")
     p.add_argument("--reference-every", type=int, default=8, metavar="N",
                    help="re-measure a reference block every N blocks to detect drift (default 8)")
     p.add_argument("--drift-bound", type=float, default=0.25,
@@ -273,9 +276,10 @@ def profile_device(args: argparse.Namespace) -> int:
 
 
 def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
-    """`profile-device --dry-run`: what the plan will cost, nothing exported or measured."""
+    """`profile-device --dry-run`: what the plan will cost, nothing exported or measured; with
+    --probe, per device, from costs measured on it with an empty model (`profiler.probe`)."""
     from lutnas.profiler.export import PACE_SPEC, ModelCache, format_for
-    from lutnas.profiler.plan import estimate_plan, make_plan, run_overhead_ms
+    from lutnas.profiler.plan import make_plan, run_overhead_ms
     from lutnas.space import BlockSpec, SearchSpace, block_complexity
 
     plan = make_plan(SearchSpace.load(args.space), args.resolution, args.granularity, args.limit,
@@ -285,13 +289,43 @@ def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
     gmacs_per_s, invoke_ms = 5.0, 0.05  # estimate_plan's defaults, also for the pace model
     pace_ms = block_complexity(BlockSpec.parse(PACE_SPEC)).macs / (gmacs_per_s * 1e6) + invoke_ms
     core = settings.cores[0] if settings.cores else 0
-    estimate = estimate_plan(plan, fmt, lambda key: cache.get(key, fmt) is not None, args.trials,
-                             args.max_trials, settings.warmup, settings.runs, args.export_workers,
-                             gmacs_per_s, invoke_ms, batch_size=args.batch_size,
-                             run_overhead_ms=run_overhead_ms(settings.cache, settings.pace, pace_ms, core))
-    for line in estimate.lines():
-        console.print(line)
+    common = dict(fmt=fmt, is_cached=lambda key: cache.get(key, fmt) is not None, trials=args.trials,
+                  max_trials=args.max_trials, warmup=settings.warmup, runs=settings.runs,
+                  export_workers=args.export_workers, gmacs_per_s=gmacs_per_s,
+                  batch_size=args.batch_size, reference_every=args.reference_every,
+                  run_overhead_ms=run_overhead_ms(settings.cache, settings.pace, pace_ms, core))
+    if not args.probe:
+        _print_estimate(plan, common, invoke_ms=invoke_ms)
+        return 0
+    for device in args.device or ["local"]:
+        costs = _probe_device(device, args, settings, cache, fmt, plan)
+        console.print(costs.line(device))
+        _print_estimate(plan, common, invoke_ms=costs.run_ms, per_key_s=costs.per_key_s,
+                        process_start_s=costs.per_batch_s)
     return 0
+
+
+def _print_estimate(plan: Any, common: dict[str, Any], **measured: float) -> None:
+    from lutnas.profiler.plan import estimate_plan
+
+    for line in estimate_plan(plan, **common, **measured).lines():
+        console.print(line)
+
+
+def _probe_device(device: str, args: argparse.Namespace, settings: RunSettings, cache: Any, fmt: str,
+                  plan: Any) -> Any:
+    """InvocationCosts of `device` (DeviceError/BadInputError as opening or running it raises)."""
+    from lutnas.device_agents.base import ModelFile
+    from lutnas.device_agents.factory import open_agent
+    from lutnas.profiler.export import export_empty
+    from lutnas.profiler.probe import probe
+
+    resolution = min(plan.space.resolutions) if not args.resolution else min(args.resolution)
+    entry = export_empty(resolution, fmt, cache)
+    options = agent_options(args)
+    pinned = _pin_cores(args, settings, options)
+    with open_agent(device, options) as agent:
+        return probe(agent, pinned, ModelFile(entry.path, "probe", entry.sha256))
 
 
 def _check_adaptive(args: argparse.Namespace) -> None:

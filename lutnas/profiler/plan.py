@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from lutnas.errors import BadInputError
 from lutnas.space import BlockSpec, SearchSpace, block_complexity
 
@@ -110,30 +112,41 @@ class PlanEstimate:
 
     def lines(self) -> list[str]:
         return [f"plan: {self.keys} keys, {self.cached} already exported, {self.keys - self.cached} "
-                f"to export (~{self.export_minutes:.1f} min)",
+                f"to export (~{_duration(self.export_minutes)})",
                 f"measurements: {self.measurements_min} ({self.measurements_max} if every key needs "
                 f"--max-trials)",
-                f"device time: ~{self.device_minutes_min:.1f} min ({self.device_minutes_max:.1f} min "
+                f"device time: ~{_duration(self.device_minutes_min)} ({_duration(self.device_minutes_max)} "
                 f"at --max-trials); estimated one run of every key: {self.latency_ms_total:.1f} ms"]
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.1f} min"
 
 
 def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials: int, max_trials: int,
                   warmup: int, runs: int, export_workers: int = 2, gmacs_per_s: float = 5.0,
                   invoke_ms: float = 0.05, process_start_s: float = 1.0,
-                  batch_size: int = 64, run_overhead_ms: float = 0.0) -> PlanEstimate:
+                  batch_size: int = 64, run_overhead_ms: float = 0.0, per_key_s: float = 0.0,
+                  reference_every: int = 8) -> PlanEstimate:
     """Export minutes left (cache aware) and projected device minutes of `plan`.
 
     A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
     fp32 on one thread) plus the per-invoke overhead `invoke_ms`; each trial of a key costs
     (warmup + runs) such runs plus `run_overhead_ms` each (the host worker's eviction and pace model:
-    `run_overhead_ms()`), each worker process `process_start_s`, and the reference block adds one run
-    per 8 keys (ignored here, ~12%)."""
+    `run_overhead_ms()`) plus `per_key_s` (a phone's runner start); each batch of `batch_size` keys
+    `process_start_s`; and the drift reference (the 90th-percentile key) runs once per
+    `reference_every` keys. `invoke_ms`, `per_key_s` and `process_start_s` are measured on the device
+    by `probe.probe` (`--dry-run --probe`); the defaults are guesses."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
     latency = [block_complexity(spec).macs / (gmacs_per_s * 1e6) + invoke_ms for spec in specs]
-    per_trial_s = (sum(latency) + run_overhead_ms * len(specs)) * (warmup + runs) / 1000.0 \
-        + process_start_s * max(1, -(-len(specs) // max(1, batch_size)))
+    references = -(-len(specs) // max(1, reference_every)) if specs else 0
+    reference_ms = float(np.percentile(latency, 90)) if latency else 0.0
+    key_runs = len(specs) + references
+    per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
+                   * (warmup + runs) / 1000.0 + per_key_s * key_runs
+                   + process_start_s * max(1, -(-len(specs) // max(1, batch_size))))
     return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
                         len(specs) * max(trials, max_trials), per_trial_s * trials / 60.0,
                         per_trial_s * max(trials, max_trials) / 60.0, sum(latency))
