@@ -4,8 +4,9 @@ For each device (the simulated phone of the tests, `python -m tests.adbd`, whose
 times the .tflite with LiteRT on this host; and the host worker): export and push the plan once (a
 throwaway store), then the projection (`--dry-run --probe`), then the same profile into a fresh
 store, timed. QC cannot add trials (`--max-trials` = `--trials`), so the projection's lower figure
-is the one to compare; the measured side is the run's wall time less its export time (both from
-the summary line `... models in X s; wall time Y s`).
+is the one to compare, and drift re-measurement is off (`--drift-bound 10`: on a shared host
+its extra trials are the host's noise, not the plan's cost); the measured side is the run's wall
+time less its export time (both from the summary line `... models in X s; wall time Y s`).
 
     .venv/bin/python benchmarks/dry_run_projection.py
     .venv/bin/python benchmarks/dry_run_projection.py --limit 24 --trials 3 --runs 20
@@ -60,7 +61,7 @@ def measure_device(name: str, device_flags: list[str], args: argparse.Namespace,
     """One device: warm the caches, project, run; the row of the results."""
     common = [*device_flags, "--space", "tiny", "--limit", str(args.limit), "--trials", str(args.trials),
               "--max-trials", str(args.trials), "--warmup", str(args.warmup), "--runs", str(args.runs),
-              "--seed", "1"]
+              "--seed", "1", "--drift-bound", "10"]
     _profile(common, ["--store", str(work / f"{name}-warm.sqlite")], env)  # export + push once
     start = time.perf_counter()
     dry = _profile(common, ["--dry-run", "--probe", "--store", str(work / "dry.sqlite")], env)

@@ -317,15 +317,19 @@ def _probe_device(device: str, args: argparse.Namespace, settings: RunSettings, 
     """InvocationCosts of `device` (DeviceError/BadInputError as opening or running it raises)."""
     from lutnas.device_agents.base import ModelFile
     from lutnas.device_agents.factory import open_agent
-    from lutnas.profiler.export import export_empty
+    from lutnas.profiler.export import export_empty, export_spec
     from lutnas.profiler.probe import probe
+    from lutnas.space import block_complexity
 
     resolution = min(plan.space.resolutions) if not args.resolution else min(args.resolution)
     entry = export_empty(resolution, fmt, cache)
+    specs = sorted(plan.specs, key=lambda spec: block_complexity(spec).macs)
+    sample = export_spec(specs[len(specs) // 2], fmt, cache) if specs else entry  # the median block
     options = agent_options(args)
     pinned = _pin_cores(args, settings, options)
     with open_agent(device, options) as agent:
-        return probe(agent, pinned, ModelFile(entry.path, "probe", entry.sha256))
+        return probe(agent, pinned, ModelFile(entry.path, "probe", entry.sha256),
+                     ModelFile(sample.path, "probe-sample", sample.sha256))
 
 
 def _check_adaptive(args: argparse.Namespace) -> None:

@@ -120,7 +120,10 @@ class PlanEstimate:
 
 
 def _duration(minutes: float) -> str:
-    return f"{minutes * 60:.0f} s" if minutes < 2 else f"{minutes:.1f} min"
+    seconds = minutes * 60
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.1f} min"
 
 
 def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials: int, max_trials: int,

@@ -10,6 +10,7 @@ device's own numbers instead of constants. Nothing is stored.
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -49,24 +50,30 @@ def _timed_trial(agent: DeviceAgent, files: list[ModelFile], settings: RunSettin
     return wall, min(m.median_ms for m in results if m.median_ms is not None)
 
 
-def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, repeats: int = 2) -> InvocationCosts:
-    """Time trials of one and of two copies of `empty` (after one untimed trial that pushes the file
-    and connects): the difference is one model's cost, the rest the batch's. Each is the fastest of
-    `repeats` (a start-up cost is a floor; slower repeats are the host's noise). Raises DeviceError
-    as the agent does, or when the empty model fails. Probed warm and unpaced: the estimate adds
-    the eviction and pace model per run itself (`plan.run_overhead_ms`)."""
+def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: ModelFile | None = None,
+          repeats: int = 3, copies: int = 4) -> InvocationCosts:
+    """Time trials of one and of `copies` copies of `sample` (one of the plan's own models; the
+    empty model when None), after one untimed trial that pushes the files and connects: the slope
+    is one model's cost beyond its timed runs, the rest the batch's; the empty model's median is the
+    per-run cost. A real model costs more to load than the empty one (a simulated phone: 0.31 s a
+    model probed with the empty one, 0.43 s in the run). Each wall time is the median of `repeats`:
+    the profile pays the typical cost, and on a shared host one timing moves by tens of percent.
+    Probed warm and unpaced: the estimate adds the eviction and pace model per run itself
+    (`plan.run_overhead_ms`). Raises DeviceError as the agent does, or when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
-    one = [ModelFile(empty.path, "probe:1", empty.sha256)]
-    two = one + [ModelFile(empty.path, "probe:2", empty.sha256)]
-    _timed_trial(agent, one, settings)
-    walls_one, walls_two, runs_ms = [], [], []
+    sample = sample or empty
+    files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(max(2, copies))]
+    empty_file = ModelFile(empty.path, "probe:empty", empty.sha256)
+    _timed_trial(agent, [empty_file, files[0]], settings)
+    walls_one, walls_many, runs_ms, sample_ms = [], [], [], []
     for _ in range(max(1, repeats)):
-        wall, ms = _timed_trial(agent, one, settings)
+        runs_ms.append(_timed_trial(agent, [empty_file], settings)[1])
+        wall, ms = _timed_trial(agent, files[:1], settings)
         walls_one.append(wall)
-        runs_ms.append(ms)
-        walls_two.append(_timed_trial(agent, two, settings)[0])
-    run_ms = min(runs_ms)
-    timed_s = (settings.warmup + settings.runs) * run_ms / 1000.0
-    per_key_total = max(0.0, min(walls_two) - min(walls_one))
-    return InvocationCosts(per_batch_s=max(0.0, min(walls_one) - per_key_total),
-                           per_key_s=max(0.0, per_key_total - timed_s), run_ms=run_ms)
+        sample_ms.append(ms)
+        walls_many.append(_timed_trial(agent, files, settings)[0])
+    timed_s = (settings.warmup + settings.runs) * statistics.median(sample_ms) / 1000.0
+    one, many = statistics.median(walls_one), statistics.median(walls_many)
+    per_key_total = max(0.0, (many - one) / (len(files) - 1))
+    return InvocationCosts(per_batch_s=max(0.0, one - per_key_total),
+                           per_key_s=max(0.0, per_key_total - timed_s), run_ms=statistics.median(runs_ms))

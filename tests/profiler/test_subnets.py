@@ -14,10 +14,12 @@ from lutnas.device_agents.base import DeviceInfo, RunSettings
 from lutnas.errors import DeviceError, PredictorError, TableError
 from lutnas.predictors.correction import Correction
 from lutnas.profiler.subnets import (
+    HostCheck,
     calibrate,
     evaluate_on_device,
     export_winner,
     measure_subnets,
+    measured_invoke,
     sample_configs,
     transfer_on_device,
 )
@@ -190,3 +192,16 @@ def test_calibrate_takes_the_weight_term_when_whole_subnets_grow_with_their_weig
     held = [c for c in configs if subnet_key(tiny_space, c) not in set(record["subnets"])]
     predictor = LutPredictor(tiny_space, corrected=True).fit(table)
     np.testing.assert_allclose(predictor.predict(held), [whole_ms(c) for c in held], rtol=1e-6)
+
+
+def test_the_empty_models_invoke_is_used_except_from_flushed_caches(tiny_space: SearchSpace) -> None:
+    """Warm and cold-l2 tables take the empty model's median as the per-invoke cost; a cold-llc
+    table has the correction fit it (its empty model pays a cold invoke no block pays in a model)."""
+    checks = [HostCheck("ref", 1.0, 0.30, 0.05, 0.3), HostCheck("ref", 1.0, 0.34, 0.05, 0.3),
+              HostCheck("ref", 1.0, None, 0.05, 0.3)]
+    table = _table(tiny_space)
+    assert measured_invoke(table, checks) == pytest.approx(0.32)
+    assert measured_invoke(table, checks[2:]) is None
+    for cache, expected in (("cold-l2", 0.32), ("cold-llc", None)):
+        table.settings["cache"] = cache
+        assert measured_invoke(table, checks) == (pytest.approx(expected) if expected else None)
