@@ -86,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="print the plan's size, export time left (cache aware) and projected device "
                         "minutes, then stop")
     p.add_argument("--probe", action="store_true",
-                   help="with --dry-run: first time an empty model on each device (runner start, per "
-                        "model and per run costs) and project from those (a few trials, nothing stored)")
+                   help="with --dry-run: first time the plan's median block and an empty model on each "
+                        "device (runner start per batch and per model, cost per run) and project from "
+                        "those (a few trials, nothing stored)")
     p.add_argument("--reference-every", type=int, default=8, metavar="N",
                    help="re-measure a reference block every N blocks to detect drift (default 8)")
     p.add_argument("--drift-bound", type=float, default=0.25,
@@ -277,7 +278,8 @@ def profile_device(args: argparse.Namespace) -> int:
 
 def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
     """`profile-device --dry-run`: what the plan will cost, nothing exported or measured; with
-    --probe, per device, from costs measured on it with an empty model (`profiler.probe`)."""
+    --probe, per device, from costs measured on it with the plan's median block and an empty model
+    (`profiler.probe`)."""
     from lutnas.profiler.export import PACE_SPEC, ModelCache, format_for
     from lutnas.profiler.plan import make_plan, run_overhead_ms
     from lutnas.space import BlockSpec, SearchSpace, block_complexity
