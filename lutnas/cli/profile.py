@@ -280,24 +280,22 @@ def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
     """`profile-device --dry-run`: what the plan will cost, nothing exported or measured; with
     --probe, per device, from costs measured on it with the plan's median block and an empty model
     (`profiler.probe`)."""
-    from lutnas.profiler.export import PACE_SPEC, ModelCache, format_for
+    from lutnas.profiler.export import ModelCache, format_for
     from lutnas.profiler.plan import make_plan, run_overhead_ms
-    from lutnas.space import BlockSpec, SearchSpace, block_complexity
+    from lutnas.space import SearchSpace
 
     plan = make_plan(SearchSpace.load(args.space), args.resolution, args.granularity, args.limit,
                      args.sample, args.seed)
     cache = ModelCache(args.cache) if args.cache else ModelCache()
     fmt = format_for(settings.runtime, settings.precision)
-    gmacs_per_s, invoke_ms = 5.0, 0.05  # estimate_plan's defaults, also for the pace model
-    pace_ms = block_complexity(BlockSpec.parse(PACE_SPEC)).macs / (gmacs_per_s * 1e6) + invoke_ms
     core = settings.cores[0] if settings.cores else 0
     common = dict(fmt=fmt, is_cached=lambda key: cache.get(key, fmt) is not None, trials=args.trials,
                   max_trials=args.max_trials, warmup=settings.warmup, runs=settings.runs,
-                  export_workers=args.export_workers, gmacs_per_s=gmacs_per_s,
-                  batch_size=args.batch_size, reference_every=args.reference_every,
-                  run_overhead_ms=run_overhead_ms(settings.cache, settings.pace, pace_ms, core))
+                  export_workers=args.export_workers, batch_size=args.batch_size,
+                  reference_every=args.reference_every,
+                  run_overhead_ms=run_overhead_ms(settings.cache, settings.pace, core))
     if not args.probe:
-        _print_estimate(plan, common, invoke_ms=invoke_ms)
+        _print_estimate(plan, common)
         return 0
     for device in args.device or ["local"]:
         costs = _probe_device(device, args, settings, cache, fmt, plan)
@@ -317,21 +315,14 @@ def _print_estimate(plan: Any, common: dict[str, Any], **measured: float) -> Non
 def _probe_device(device: str, args: argparse.Namespace, settings: RunSettings, cache: Any, fmt: str,
                   plan: Any) -> Any:
     """InvocationCosts of `device` (DeviceError/BadInputError as opening or running it raises)."""
-    from lutnas.device_agents.base import ModelFile
     from lutnas.device_agents.factory import open_agent
-    from lutnas.profiler.export import export_empty, export_spec
-    from lutnas.profiler.probe import probe
-    from lutnas.space import block_complexity
+    from lutnas.profiler.probe import probe, probe_files
 
-    resolution = min(plan.space.resolutions) if not args.resolution else min(args.resolution)
-    entry = export_empty(resolution, fmt, cache)
-    specs = sorted(plan.specs, key=lambda spec: block_complexity(spec).macs)
-    sample = export_spec(specs[len(specs) // 2], fmt, cache) if specs else entry  # the median block
+    empty, sample = probe_files(plan, fmt, cache, args.resolution)
     options = agent_options(args)
     pinned = _pin_cores(args, settings, options)
     with open_agent(device, options) as agent:
-        return probe(agent, pinned, ModelFile(entry.path, "probe", entry.sha256),
-                     ModelFile(sample.path, "probe-sample", sample.sha256))
+        return probe(agent, pinned, empty, sample)
 
 
 def _check_adaptive(args: argparse.Namespace) -> None:

@@ -270,19 +270,29 @@ def llc_evictor(core: int = 0) -> Callable[[], None]:
     return _evictor(EVICT_LLC_FACTOR * llc_bytes(core))
 
 
-def cache_hooks(cache: str, core: int = 0) -> tuple[Callable[[], None] | None, Callable[[], None] | None]:
-    """(run before every invoke, run before every pace invoke) for a cache state (CACHE_STATES in
-    base.py); ValueError for an unknown one. Only cold-llc evicts before the pace model: after a
-    cold-l2 flush the model's weights must still be in the last level, and a flush of it before the
-    pace would take them out."""
+def eviction_bytes(cache: str, core: int = 0) -> tuple[int, int]:
+    """(bytes rewritten before every invoke, bytes before every pace invoke) for a cache state
+    (CACHE_STATES in base.py); ValueError for an unknown one. Only cold-llc evicts before the pace
+    model: after a cold-l2 eviction the model's weights must still be in the last level, and a
+    flush of it before the pace would take them out."""
     if cache == "warm":
-        return None, None
+        return 0, 0
     if cache == "cold-l2":
-        return l2_evictor(core), None
+        return EVICT_L2_FACTOR * l2_bytes(core), 0
     if cache == "cold-llc":
-        evict = llc_evictor(core)
-        return evict, evict
+        size = EVICT_LLC_FACTOR * llc_bytes(core)
+        return size, size
     raise ValueError(f"unknown cache state {cache!r}")
+
+
+def cache_hooks(cache: str, core: int = 0) -> tuple[Callable[[], None] | None, Callable[[], None] | None]:
+    """(run before every invoke, run before every pace invoke) of `eviction_bytes`; one buffer
+    when both evict the same amount."""
+    before, before_pace = eviction_bytes(cache, core)
+    evict = _evictor(before) if before else None
+    if not before_pace:
+        return evict, None
+    return evict, evict if before_pace == before else _evictor(before_pace)
 
 
 def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,

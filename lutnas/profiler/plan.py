@@ -84,17 +84,18 @@ EXPORT_S_PER_BLOCK = {"tflite": 4.3, "onnx": 0.6, "torchscript": 0.3}
 EVICT_MS_PER_MIB = 0.1
 
 
-def run_overhead_ms(cache: str, pace: bool, pace_ms: float, core: int = 0) -> float:
+def run_overhead_ms(cache: str, pace: bool, core: int = 0, gmacs_per_s: float = 5.0,
+                    invoke_ms: float = 0.05) -> float:
     """ms each warm-up and timed run costs beyond the model itself on the host worker: the cache
-    state's eviction before it (cold-l2: 4x L2; cold-llc: 2x the last level, sizes from sysfs) and,
-    paced, one pace invoke of `pace_ms` (after a second flush under cold-llc). 0 for warm, unpaced."""
-    from lutnas.device_agents import local_worker as worker
+    state's evictions (local_worker.eviction_bytes, at EVICT_MS_PER_MIB) and, paced, one invoke of
+    the pace model (estimated from its MACs like a block). 0 for warm, unpaced."""
+    from lutnas.device_agents.local_worker import eviction_bytes
+    from lutnas.profiler.export import PACE_SPEC
 
-    evict_mib = {"warm": 0.0,
-                 "cold-l2": worker.EVICT_L2_FACTOR * worker.l2_bytes(core) / 2**20,
-                 "cold-llc": worker.EVICT_LLC_FACTOR * worker.llc_bytes(core) / 2**20}[cache]
-    flushes = 2 if pace and cache == "cold-llc" else 1
-    return evict_mib * flushes * EVICT_MS_PER_MIB + (pace_ms if pace else 0.0)
+    before, before_pace = eviction_bytes(cache, core)
+    evicted_mib = (before + (before_pace if pace else 0)) / 2**20
+    pace_ms = block_complexity(BlockSpec.parse(PACE_SPEC)).macs / (gmacs_per_s * 1e6) + invoke_ms
+    return evicted_mib * EVICT_MS_PER_MIB + (pace_ms if pace else 0.0)
 
 
 @dataclass(frozen=True)

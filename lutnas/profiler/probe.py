@@ -12,10 +12,16 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
 from lutnas.errors import DeviceError
+
+if TYPE_CHECKING:
+    from lutnas.profiler.export import ModelCache
+    from lutnas.profiler.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,20 @@ class InvocationCosts:
     def line(self, device: str) -> str:
         return (f"measured on {device}: {self.per_batch_s:.2f} s per trial batch, {self.per_key_s:.3f} s "
                 f"per model, {self.run_ms:.3f} ms per run of an empty model")
+
+
+def probe_files(plan: "Plan", fmt: str, cache: "ModelCache",
+                resolutions: Sequence[int] | None = None) -> tuple[ModelFile, ModelFile]:
+    """(the empty model at the smallest resolution, the plan's median block by MACs) exported into
+    `cache` (ExportError as any export): what `probe` times."""
+    from lutnas.profiler.export import export_empty, export_spec
+    from lutnas.space import block_complexity
+
+    empty = export_empty(min(resolutions or plan.space.resolutions), fmt, cache)
+    specs = sorted(plan.specs, key=lambda spec: block_complexity(spec).macs)
+    sample = export_spec(specs[len(specs) // 2], fmt, cache) if specs else empty
+    return (ModelFile(empty.path, "probe", empty.sha256),
+            ModelFile(sample.path, "probe-sample", sample.sha256))
 
 
 def _timed_trial(agent: DeviceAgent, files: list[ModelFile], settings: RunSettings) -> tuple[float, float]:
