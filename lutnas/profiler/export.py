@@ -34,7 +34,7 @@ import lutnas
 from lutnas.device_agents.base import ModelFile
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.profiler import converter, export_executorch, quantize
+from lutnas.profiler import converter, export_executorch, quantize, stitch
 from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
@@ -42,6 +42,10 @@ FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "torchscript": ".pt",
            "tflite-int8": ".tflite", "tflite-fp16": ".tflite",  # these two: profiler/quantize.py
            "pte": ".pte"}  # ExecuTorch (XNNPACK): profiler/export_executorch.py
 RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscript", "executorch": "pte"}
+# Whole static subnets in these formats are stitched from their blocks' files (stitch.py): fp32
+# blocks have float ends that chain as they are; int8 ends each carry their own quantization.
+STITCHED_FORMATS = ("tflite",)
+STITCHED = "stitched"
 # Relative tolerance of the numerical check: fp32 conversions here agree to ~1e-6 of the output scale
 # (toolchain.md: 3e-6); a wrong graph is off by the scale itself.
 TOLERANCE = 1e-3
@@ -88,17 +92,19 @@ class ModelCache:
         self.root = Path(root) if root else default_cache_dir()
         self.versions = tool_versions()
 
-    def path_for(self, key: str, fmt: str) -> Path:
+    def path_for(self, key: str, fmt: str, assembly: str = "") -> Path:
+        """`assembly` names how a whole model was made when not by one conversion ("stitched"):
+        a stitched and a converted file of one subnet are different files."""
         if fmt not in FORMATS:
             raise BadInputError(f"unknown model format {fmt!r}; use one of {', '.join(FORMATS)}")
-        digest = hashlib.sha256(
-            json.dumps({"key": key, "format": fmt, "versions": self.versions} | _quantizer_of(fmt),
-                       sort_keys=True).encode()
-        ).hexdigest()[:24]
+        identity = {"key": key, "format": fmt, "versions": self.versions} | _quantizer_of(fmt)
+        if assembly:
+            identity["assembly"] = assembly
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
         return self.root / fmt / f"{digest}{FORMATS[fmt]}"
 
-    def get(self, key: str, fmt: str) -> ExportedModel | None:
-        path = self.path_for(key, fmt)
+    def get(self, key: str, fmt: str, assembly: str = "") -> ExportedModel | None:
+        path = self.path_for(key, fmt, assembly)
         record_path = path.with_suffix(".json")
         if not (path.is_file() and record_path.is_file()):
             return None
@@ -165,14 +171,29 @@ def _write_tflite(module: nn.Module, example: torch.Tensor, spatial: bool,
     else:
         wrapped, feed = module, example
     litert_torch.convert(wrapped.eval(), (feed,)).export(str(out))
+    return _run_tflite(out, feed.numpy()), reference.numpy()
+
+
+def _run_tflite(path: Path, feed: np.ndarray) -> np.ndarray:
     from lutnas.device_agents.runtimes import load_tflite_interpreter
 
-    interpreter = load_tflite_interpreter(str(out), threads=1)
+    interpreter = load_tflite_interpreter(str(path), threads=1)
     interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed.numpy())
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], feed)
     interpreter.invoke()
-    produced = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-    return produced, reference.numpy()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def _write_stitched(blocks: Sequence[Path], module: nn.Module, example: torch.Tensor,
+                    out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Chain the block files (stitch.py) into `out`; (its output, PyTorch's) on `example`, NHWC."""
+    data, _folded = stitch.stitch(blocks)
+    out.write_bytes(data)
+    with torch.no_grad():
+        reference = module(example)
+    if reference.dim() == 4:
+        reference = reference.permute(0, 2, 3, 1)
+    return _run_tflite(out, example.permute(0, 2, 3, 1).contiguous().numpy()), reference.numpy()
 
 
 def _write_onnx(module: nn.Module, example: torch.Tensor, out: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -239,12 +260,15 @@ def _error(produced: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: bool, fmt: str,
-                   out: Path) -> tuple[float, float]:
+                   out: Path, blocks: Sequence[Path] = ()) -> tuple[float, float]:
     """Write `out` and run it on `example`: (max abs error against PyTorch, output scale).
-    Quantized formats are checked by quantize's own criterion (scale 0: no tolerance applies here)."""
+    Quantized formats are checked by quantize's own criterion (scale 0: no tolerance applies here).
+    `blocks`: the block files `out` is stitched from instead of converting `module`."""
     if fmt.startswith("tflite"):
         _memoize_cia_ops()
-    if fmt in quantize.FORMATS:
+    if blocks:
+        produced, reference = _write_stitched(blocks, module, example, out)
+    elif fmt in quantize.FORMATS:
         check = quantize.convert(module, example, spatial, out, quantize.FORMATS[fmt], key=key)
         return float(check.max_abs_error), 0.0
     if fmt == "tflite":
@@ -261,18 +285,20 @@ def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: 
 
 
 def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: bool, fmt: str,
-                  cache: ModelCache) -> ExportedModel:
-    """Write, check and record one model; returns the cached entry when already done."""
-    done = cache.get(key, fmt)
+                  cache: ModelCache, blocks: Sequence[Path] = ()) -> ExportedModel:
+    """Write, check and record one model; returns the cached entry when already done. With
+    `blocks` (.tflite files whose composition `module` is), the file is stitched from them."""
+    assembly = STITCHED if blocks else ""
+    done = cache.get(key, fmt, assembly)
     if done is not None:
         return done
-    path = cache.path_for(key, fmt)
+    path = cache.path_for(key, fmt, assembly)
     module = module.eval()
     with atomic_path(path) as tmp:
         native = _NativeOutput()
         try:
             with native:
-                max_error, scale = _write_checked(key, module, example, spatial, fmt, tmp)
+                max_error, scale = _write_checked(key, module, example, spatial, fmt, tmp, blocks)
         except ExportError as exc:
             if isinstance(exc, quantize.QuantizationError):
                 raise  # already names the block and the converter's reason
@@ -300,18 +326,45 @@ def export_spec(spec: BlockSpec, fmt: str, cache: ModelCache) -> ExportedModel:
 
 
 def build_subnet(space: SearchSpace, config: SubnetConfig) -> nn.Module:
-    """The static model of a subnet: exactly the composition of its blocks' modules."""
-    torch.manual_seed(model_seed(config.to_json()))
-    return nn.Sequential(*[build_block(spec) for spec in space.blocks_of(config)]).eval()
+    """The static model of a subnet: exactly the composition of its blocks' modules, each with the
+    seeded weights of its own block file (so a file stitched from those is this model)."""
+    modules = []
+    for spec in space.blocks_of(config):
+        torch.manual_seed(model_seed(spec.key))
+        modules.append(build_block(spec))
+    return nn.Sequential(*modules).eval()
 
 
 def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: ModelCache,
                   module: nn.Module | None = None) -> ExportedModel:
-    """Export a whole subnet (its static model, or `module` such as one with trained weights)."""
-    module = module if module is not None else build_subnet(space, config)
+    """Export a whole subnet: its static model, or `module` (e.g. with trained weights).
+
+    A file of the static model already in the cache is reused, stitched or converted. Else, in a
+    format of STITCHED_FORMATS and with every block's file in the cache (the blocks were profiled),
+    the file is stitched from those (stitch.py: ~1-2 s at 128 px against 45-80 s converting);
+    otherwise it is converted whole (exporting 20-50 missing blocks would cost more than one
+    conversion). Either way it is checked against PyTorch. ExportError names what failed."""
     example = torch.randn(1, 3, config.resolution, config.resolution,
                           generator=torch.Generator().manual_seed(0))
-    return export_module(subnet_key(space, config), module.eval(), example, True, fmt, cache)
+    key = subnet_key(space, config)
+    if module is not None:
+        return export_module(key, module.eval(), example, True, fmt, cache)
+    done = cached_subnet(space, config, fmt, cache)
+    if done is not None:  # before building 10-50 modules only to find the file made
+        return done
+    blocks = [cache.get(s.key, fmt) for s in space.blocks_of(config)] if fmt in STITCHED_FORMATS else []
+    if blocks and all(blocks):
+        return export_module(key, build_subnet(space, config), example, True, fmt, cache,
+                             blocks=[b.path for b in blocks if b is not None])
+    return export_module(key, build_subnet(space, config), example, True, fmt, cache)
+
+
+def cached_subnet(space: SearchSpace, config: SubnetConfig, fmt: str,
+                  cache: ModelCache) -> ExportedModel | None:
+    """The static subnet's file when the cache has one, stitched (preferred) or converted."""
+    key = subnet_key(space, config)
+    stitched = cache.get(key, fmt, STITCHED) if fmt in STITCHED_FORMATS else None
+    return stitched or cache.get(key, fmt)
 
 
 class _Empty(nn.Module):
@@ -489,9 +542,10 @@ def _export_subnet_job(space: SearchSpace, config_json: str, fmt: str, cache_roo
 
 def export_subnets(space: SearchSpace, configs: Sequence[SubnetConfig], fmt: str, cache: ModelCache,
                    workers: int = 2) -> list[ExportedModel]:
-    """Whole subnets exported in parallel in the shared pool, one subnet a worker; entries in the
-    order of `configs`. ExportError names the first subnet that failed."""
-    todo = [c for c in configs if cache.get(subnet_key(space, c), fmt) is None]
+    """Whole static subnets (export_subnet: stitched when their blocks are cached) exported in
+    parallel in the shared pool, one subnet a worker; entries in the order of `configs`.
+    ExportError names the first subnet that failed."""
+    todo = [c for c in configs if cached_subnet(space, c, fmt, cache) is None]
     if workers > 1 and (len(todo) > 1 or (todo and _pool_running())):
         pool = export_pool(workers, (fmt,))
         _collect({pool.submit(_export_subnet_job, space, c.to_json(), fmt, str(cache.root))

@@ -1,0 +1,268 @@
+"""Assemble a whole subnet's .tflite from its blocks' files instead of converting it again.
+
+A subnet is the composition of its blocks (export.build_subnet), and every block of a subnet that
+lutnas calibrates or evaluates has already been exported, converted and checked. Converting the
+whole subnet again costs 45-80 s at 128 px here (litert-torch, one warm worker: its per-op lowering
+repeats for every op of the model); chaining the block files takes about a second.
+
+Chaining alone is not what the converter makes of the whole model: a block exported on its own has
+NHWC input and output, so a transformer block ends `... -> TRANSPOSE -> RESHAPE -> TRANSPOSE(NCHW
+->NHWC)` and the next one starts with the inverse, where the whole-model conversion keeps the tokens
+as they are. Measured on an `elasticvit` 128 px subnet (42 blocks): chained 1056 ops, converted 924;
+the difference is exactly 88 TRANSPOSE and 44 RESHAPE, four and two at each of the 22 boundaries
+between transformer blocks. `fold_boundaries` removes them with three rules that only ever drop
+identities (two transposes that compose to one, two reshapes that make one, a reshape or transpose
+that changes nothing), which leaves the converter's op list (test_stitch.py compares the two).
+
+The schema is LiteRT's own (ai_edge_litert.schema_py_generated, with the flatbuffers runtime it is
+generated for): reading and writing the format with the runtime's bindings instead of a parser of
+ours. Only float models of one subgraph chain here; int8 blocks each carry their own quantization
+parameters at their ends, so a chained int8 model would need requantization at every boundary that a
+whole-model quantization does not have: those are converted whole as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from lutnas.errors import ExportError
+
+_OP = schema.BuiltinOperator
+_FLOAT32 = schema.TensorType.FLOAT32
+
+
+def read_model(path: Path) -> schema.ModelT:
+    """The object form of a .tflite file (ExportError when it is not one)."""
+    data = Path(path).read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ExportError(f"{path} is not a .tflite file (no TFL3 identifier); export it again")
+    return schema.ModelT.InitFromPackedBuf(data, 0)
+
+
+def write_model(model: schema.ModelT) -> bytes:
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def chain(models: Sequence[schema.ModelT]) -> schema.ModelT:
+    """One model running `models` in order, each block's output tensor feeding the next block.
+
+    Every model must have one float32 subgraph with one input and one output, and each output must
+    have the shape of the next input; ExportError otherwise. Operator codes are shared, buffers and
+    tensors renumbered; the result has one signature, `serving_default`.
+    """
+    out = schema.ModelT()
+    out.version, out.description = models[0].version, models[0].description
+    out.operatorCodes, out.buffers, out.metadata = [], [schema.BufferT()], []
+    graph = schema.SubGraphT()
+    graph.tensors, graph.operators, graph.name = [], [], "main"
+    codes: dict[tuple, int] = {}
+    previous: int | None = None
+    for position, model in enumerate(models):
+        source = _only_subgraph(model, position)
+        buffers = {0: 0}  # buffer 0 is the schema's empty sentinel in every model
+        for index, buffer in enumerate(model.buffers[1:], start=1):
+            buffers[index] = len(out.buffers)
+            out.buffers.append(buffer)
+        opcodes = [_code_index(code, codes, out) for code in model.operatorCodes]
+        tensors: dict[int, int] = {}
+        for index, tensor in enumerate(source.tensors):
+            if previous is not None and index == source.inputs[0]:
+                _check_joint(graph.tensors[previous], tensor, position)
+                tensors[index] = previous
+                continue
+            tensor.buffer = buffers[tensor.buffer]
+            tensors[index] = len(graph.tensors)
+            graph.tensors.append(tensor)
+        for op in source.operators:
+            op.opcodeIndex = opcodes[op.opcodeIndex]
+            op.inputs = [tensors[i] if i >= 0 else i for i in op.inputs]  # -1: an omitted input
+            op.outputs = [tensors[i] for i in op.outputs]
+            if op.intermediates is not None and len(op.intermediates):
+                op.intermediates = [tensors[i] for i in op.intermediates]
+            graph.operators.append(op)
+        if previous is None:
+            graph.inputs = [tensors[source.inputs[0]]]
+        previous = tensors[source.outputs[0]]
+    graph.outputs = [previous]
+    out.subgraphs = [graph]
+    out.signatureDefs = [_signature(graph)]
+    return out
+
+
+def _only_subgraph(model: schema.ModelT, position: int) -> schema.SubGraphT:
+    if len(model.subgraphs) != 1:
+        raise ExportError(f"block {position} of the subnet has {len(model.subgraphs)} subgraphs; "
+                          f"only single-graph block files chain (export the subnet whole)")
+    graph = model.subgraphs[0]
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise ExportError(f"block {position} of the subnet has {len(graph.inputs)} inputs and "
+                          f"{len(graph.outputs)} outputs; only one of each chains")
+    if any(graph.tensors[i].type != _FLOAT32 for i in (graph.inputs[0], graph.outputs[0])):
+        raise ExportError(f"block {position} of the subnet has non-float input or output; "
+                          f"quantized blocks do not chain (export the subnet whole)")
+    return graph
+
+
+def _check_joint(produced: schema.TensorT, consumed: schema.TensorT, position: int) -> None:
+    if list(produced.shape) != list(consumed.shape):
+        raise ExportError(f"block {position - 1} of the subnet outputs shape {list(produced.shape)} "
+                          f"but block {position} takes {list(consumed.shape)}; these blocks do "
+                          f"not compose (a wrong block list for this subnet)")
+
+
+def _code_index(code: schema.OperatorCodeT, codes: dict[tuple, int], out: schema.ModelT) -> int:
+    key = (code.builtinCode, code.deprecatedBuiltinCode, code.customCode, code.version)
+    if key not in codes:
+        codes[key] = len(out.operatorCodes)
+        out.operatorCodes.append(code)
+    return codes[key]
+
+
+def _signature(graph: schema.SubGraphT) -> schema.SignatureDefT:
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
+    signature.inputs, signature.outputs = [], []
+    for names, index, name in ((signature.inputs, graph.inputs[0], "input"),
+                               (signature.outputs, graph.outputs[0], "output")):
+        entry = schema.TensorMapT()
+        entry.name, entry.tensorIndex = name, index
+        names.append(entry)
+    return signature
+
+
+# ------------------------------------------------------------------------------------------------
+# Removing what the boundaries added.
+
+def fold_boundaries(model: schema.ModelT) -> int:
+    """Drop the layout round trips chaining put at block boundaries; returns the ops removed.
+
+    Rules, applied until none applies, each only where the tensor between the two ops feeds nothing
+    else and is not the model's output: TRANSPOSE(p) then TRANSPOSE(q) becomes one TRANSPOSE (none
+    when p then q is the identity); RESHAPE then RESHAPE becomes one RESHAPE; a RESHAPE or TRANSPOSE
+    whose output has its input's shape and order is dropped. Each keeps the function computed.
+    """
+    graph = model.subgraphs[0]
+    before = len(graph.operators)
+    while _fold_once(model, graph):
+        pass
+    _prune(graph)
+    return before - len(graph.operators)
+
+
+def _prune(graph: schema.SubGraphT) -> None:
+    """Drop the tensors no op or end of the graph uses any more, renumbering the rest (their
+    buffers stay: an unused buffer costs file bytes, never time)."""
+    used = set(graph.inputs) | set(graph.outputs)
+    for op in graph.operators:
+        used |= {t for t in op.inputs if t >= 0} | set(op.outputs)
+        used |= set(op.intermediates if op.intermediates is not None else ())
+    order = sorted(used)
+    new = {old: index for index, old in enumerate(order)}
+    graph.tensors = [graph.tensors[t] for t in order]
+    for op in graph.operators:
+        op.inputs = [new[t] if t >= 0 else t for t in op.inputs]
+        op.outputs = [new[t] for t in op.outputs]
+        if op.intermediates is not None and len(op.intermediates):
+            op.intermediates = [new[t] for t in op.intermediates]
+    graph.inputs = [new[t] for t in graph.inputs]
+    graph.outputs = [new[t] for t in graph.outputs]
+
+
+def _fold_once(model: schema.ModelT, graph: schema.SubGraphT) -> bool:
+    kinds = [model.operatorCodes[op.opcodeIndex].builtinCode for op in graph.operators]
+    producer = {t: i for i, op in enumerate(graph.operators) for t in op.outputs}
+    uses: dict[int, int] = {}
+    for op in graph.operators:
+        for t in op.inputs:
+            uses[t] = uses.get(t, 0) + 1
+    for i, op in enumerate(graph.operators):
+        if kinds[i] not in (_OP.TRANSPOSE, _OP.RESHAPE):
+            continue
+        if _is_identity(model, graph, op, kinds[i]):
+            _bypass(graph, i, op.inputs[0], op.outputs[0])
+            return True
+        first = producer.get(op.inputs[0])
+        if first is None or kinds[first] != kinds[i] or uses.get(op.inputs[0], 0) != 1 \
+                or op.inputs[0] in graph.outputs:
+            continue
+        source = graph.operators[first].inputs[0]
+        if kinds[i] == _OP.TRANSPOSE:
+            composed = _perm(model, graph, graph.operators[first])[_perm(model, graph, op)]
+            _set_perm(model, graph, op, composed)
+        op.inputs = [source, *op.inputs[1:]]
+        del graph.operators[first]
+        return True
+    return False
+
+
+def _is_identity(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT,
+                 kind: int) -> bool:
+    same_shape = list(graph.tensors[op.inputs[0]].shape) == list(graph.tensors[op.outputs[0]].shape)
+    if kind == _OP.RESHAPE:
+        return same_shape
+    perm = _perm(model, graph, op)
+    return same_shape and bool(np.array_equal(perm, np.arange(perm.size)))
+
+
+def _bypass(graph: schema.SubGraphT, index: int, source: int, target: int) -> None:
+    """Remove op `index`, whose output `target` equals its input `source`: readers of `target`
+    read `source` (the model's output keeps its tensor: its producer writes it instead)."""
+    if target in graph.outputs:
+        producer = next((op for op in graph.operators if source in op.outputs), None)
+        if producer is None:  # the model's input is its output: keep the op
+            return
+        producer.outputs = [target if t == source else t for t in producer.outputs]
+        for op in graph.operators:
+            op.inputs = [target if t == source else t for t in op.inputs]
+    else:
+        for op in graph.operators:
+            op.inputs = [source if t == target else t for t in op.inputs]
+    del graph.operators[index]
+
+
+def _perm(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT) -> np.ndarray:
+    data = model.buffers[graph.tensors[op.inputs[1]].buffer].data
+    if data is None or not len(data):
+        raise ExportError("a TRANSPOSE with a computed permutation cannot be folded")
+    return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.int32)
+
+
+def _set_perm(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT,
+              perm: np.ndarray) -> None:
+    """Give `op` its own constant permutation tensor (the old one may be shared)."""
+    old = graph.tensors[op.inputs[1]]
+    tensor = schema.TensorT()
+    tensor.shape, tensor.type, tensor.name = [perm.size], schema.TensorType.INT32, f"{old.name}_folded"
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(perm.astype(np.int32).tobytes(), dtype=np.uint8)
+    tensor.buffer = len(model.buffers)
+    model.buffers.append(buffer)
+    op.inputs = [op.inputs[0], len(graph.tensors), *op.inputs[2:]]
+    graph.tensors.append(tensor)
+
+
+def stitch(paths: Sequence[Path]) -> tuple[bytes, int]:
+    """The .tflite bytes of the block files at `paths` run in order, boundaries folded; and the
+    number of ops folding removed. ExportError when the files do not chain (see `chain`)."""
+    model = chain([read_model(p) for p in paths])
+    folded = fold_boundaries(model)
+    model.signatureDefs = [_signature(model.subgraphs[0])]  # tensor numbers moved in the fold
+    return write_model(model), folded
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """Builtin op name -> count in a .tflite file (to compare a stitched file with a converted one)."""
+    model = read_model(path)
+    names = {v: k for k, v in vars(_OP).items() if not k.startswith("_")}
+    counts: dict[str, int] = {}
+    for op in model.subgraphs[0].operators:
+        name = names.get(model.operatorCodes[op.opcodeIndex].builtinCode, "CUSTOM")
+        counts[name] = counts.get(name, 0) + 1
+    return counts

@@ -1,0 +1,71 @@
+"""Whole subnets stitched from their blocks' .tflite files (profiler/stitch.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lutnas.errors import ExportError
+from lutnas.profiler import stitch
+from lutnas.profiler.export import (
+    STITCHED,
+    ModelCache,
+    export_many,
+    export_subnet,
+    export_subnets,
+    shutdown_export_pool,
+)
+from lutnas.space import subnet_key
+
+
+@pytest.fixture(scope="module")
+def block_cache(tiny_space, tmp_path_factory) -> ModelCache:
+    """The .tflite files of the smallest tiny subnet's 11 blocks (two transformer blocks among
+    them), exported once in the pool as profiling does."""
+    cache = ModelCache(tmp_path_factory.mktemp("blocks"))
+    try:
+        export_many(tiny_space.blocks_of(tiny_space.smallest()), "tflite", cache, workers=2)
+    finally:
+        shutdown_export_pool()
+    return cache
+
+
+def test_a_stitched_subnet_is_the_converters_op_list_and_matches_torch(tiny_space, block_cache,
+                                                                        tmp_path) -> None:
+    config = tiny_space.smallest()
+    key = subnet_key(tiny_space, config)
+    [stitched] = export_subnets(tiny_space, [config], "tflite", block_cache, workers=1)
+    assert stitched.path == block_cache.path_for(key, "tflite", STITCHED)  # its blocks were cached
+    assert stitched.max_abs_error < 1e-4  # checked against PyTorch on export
+    # without the blocks' files the subnet is converted whole
+    converted = export_subnet(tiny_space, config, "tflite", ModelCache(tmp_path))
+    assert converted.path == ModelCache(tmp_path).path_for(key, "tflite")
+    # chaining alone adds transposes and reshapes at the transformer boundary; folding removes
+    # exactly those: what runs is what the converter makes of the whole model
+    blocks = [block_cache.get(s.key, "tflite").path for s in tiny_space.blocks_of(config)]
+    chained = stitch.chain([stitch.read_model(p) for p in blocks])
+    assert stitch.fold_boundaries(chained) > 0
+    assert stitch.op_counts(stitched.path) == stitch.op_counts(converted.path)
+    # the cache hands the same file back, however it was made
+    assert export_subnet(tiny_space, config, "tflite", block_cache).sha256 == stitched.sha256
+    assert export_subnet(tiny_space, config, "tflite", ModelCache(tmp_path)).sha256 == converted.sha256
+
+
+def test_blocks_that_do_not_compose_are_refused(tiny_space, block_cache) -> None:
+    specs = tiny_space.blocks_of(tiny_space.smallest())
+    first, last = (block_cache.get(s.key, "tflite").path for s in (specs[0], specs[-1]))
+    with pytest.raises(ExportError, match="do not compose"):
+        stitch.stitch([first, last])
+
+
+def test_quantized_ends_and_other_files_are_refused(tiny_space, block_cache, tmp_path) -> None:
+    spec = tiny_space.blocks_of(tiny_space.smallest())[1]
+    model = stitch.read_model(block_cache.get(spec.key, "tflite").path)
+    graph = model.subgraphs[0]
+    graph.tensors[graph.inputs[0]].type = stitch.schema.TensorType.INT8
+    with pytest.raises(ExportError, match="quantized blocks do not chain"):
+        stitch.chain([model])
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(np.arange(64, dtype=np.uint8).tobytes())
+    with pytest.raises(ExportError, match="not a .tflite file"):
+        stitch.read_model(junk)
