@@ -3,8 +3,9 @@
 Exports a seeded random sample of the plan's blocks (every kind represented) into a fresh cache
 with the shared export pool, as `profile-device` does. Cold start (spawning the workers, importing
 torch and the converter) is timed on its own and then excluded from the warm rate; the end-to-end
-rate (cold start included) is reported next to it. Then, for .tflite, one whole subnet exported by
-a warm worker, and `--workers` subnets exported in parallel. Every file is checked against PyTorch
+rate (cold start included) is reported next to it. Then, for .tflite, whole subnets once their
+blocks are exported (as after profiling): one, then `--workers` in parallel, stitched from the
+block files (profiler/stitch.py). Every file is checked against PyTorch
 as in real use. The host's load average is recorded next to every figure: on a shared 2-core host
 the figures move with it.
 
@@ -76,13 +77,20 @@ def block_rates(sample: list, fmt: str, workers: int, plan_blocks: int) -> dict[
 
 
 def subnet_times(space: SearchSpace, resolution: int, workers: int, seed: int) -> dict[str, object]:
-    """One subnet exported by a warm worker, then `workers` other subnets in parallel (.tflite)."""
+    """Whole .tflite subnets once their blocks are exported (as after profiling): one subnet, then
+    `workers` others in parallel, each stitched from its block files and checked against PyTorch
+    (export_subnet). The blocks' own export is timed apart. Converting a subnet whole instead is
+    benchmarks/subnet_stitch.py's comparison."""
     rng = random.Random(seed)
     configs = [dataclasses.replace(space.sample(rng), resolution=resolution)
                for _ in range(1 + workers)]
     blocks = [len(space.blocks_of(c)) for c in configs]
     with tempfile.TemporaryDirectory() as tmp:
         cache = ModelCache(Path(tmp))
+        unique = list({s.key: s for c in configs for s in space.blocks_of(c)}.values())
+        start = time.perf_counter()
+        export_many(unique, "tflite", cache, workers=workers)
+        blocks_s = time.perf_counter() - start
         load_before = load()
         start = time.perf_counter()
         export_subnets(space, configs[:1], "tflite", cache, workers)
@@ -92,7 +100,8 @@ def subnet_times(space: SearchSpace, resolution: int, workers: int, seed: int) -
         export_subnets(space, configs[1:], "tflite", cache, workers)
         parallel = time.perf_counter() - start
     return {
-        "format": "tflite", "resolution": resolution,
+        "format": "tflite", "resolution": resolution, "assembly": "stitched",
+        "unique_blocks": len(unique), "blocks_export_s": round(blocks_s, 1),
         "single_subnet_blocks": blocks[0], "single_subnet_seconds": round(single, 2),
         "parallel_subnets": workers, "parallel_subnet_blocks": blocks[1:],
         "parallel_seconds": round(parallel, 2),
@@ -130,7 +139,7 @@ def main() -> None:
     subnets = None
     if args.subnet_resolution and "tflite" in args.formats:
         subnets = subnet_times(space, args.subnet_resolution, args.workers, args.seed)
-        show("whole subnets (.tflite, warm workers)", [subnets])
+        show("whole subnets (.tflite, stitched from cached blocks)", [subnets])
     shutdown_export_pool()
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(

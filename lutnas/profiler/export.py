@@ -46,6 +46,17 @@ RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscr
 # blocks have float ends that chain as they are; int8 ends each carry their own quantization.
 STITCHED_FORMATS = ("tflite",)
 STITCHED = "stitched"
+# "convert" turns stitching off (stitched files ran ~3% slower than converted ones here, stitch.py);
+# an environment variable so the export workers see it too.
+ASSEMBLY_ENV = "LUTNAS_SUBNET_ASSEMBLY"
+
+
+def _stitching(fmt: str) -> bool:
+    """Whether static subnets in `fmt` are stitched (BadInputError for an unknown setting)."""
+    setting = os.environ.get(ASSEMBLY_ENV, "stitch").strip().lower() or "stitch"
+    if setting not in ("stitch", "convert"):
+        raise BadInputError(f"{ASSEMBLY_ENV}={setting!r} is not a subnet assembly; use stitch or convert")
+    return setting == "stitch" and fmt in STITCHED_FORMATS
 # Relative tolerance of the numerical check: fp32 conversions here agree to ~1e-6 of the output scale
 # (toolchain.md: 3e-6); a wrong graph is off by the scale itself.
 TOLERANCE = 1e-3
@@ -271,7 +282,7 @@ def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: 
     elif fmt in quantize.FORMATS:
         check = quantize.convert(module, example, spatial, out, quantize.FORMATS[fmt], key=key)
         return float(check.max_abs_error), 0.0
-    if fmt == "tflite":
+    elif fmt == "tflite":
         produced, reference = _write_tflite(module, example, spatial, out)
     elif fmt == "onnx":
         produced, reference = _write_onnx(module, example, out)
@@ -341,9 +352,10 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
 
     A file of the static model already in the cache is reused, stitched or converted. Else, in a
     format of STITCHED_FORMATS and with every block's file in the cache (the blocks were profiled),
-    the file is stitched from those (stitch.py: ~1-2 s at 128 px against 45-80 s converting);
-    otherwise it is converted whole (exporting 20-50 missing blocks would cost more than one
-    conversion). Either way it is checked against PyTorch. ExportError names what failed."""
+    unless LUTNAS_SUBNET_ASSEMBLY=convert, the file is stitched from those (stitch.py: ~2 s at 128
+    px against 53-83 s converting); otherwise it is converted whole (exporting 20-50 missing blocks
+    would cost more than one conversion). Either way it is checked against PyTorch. ExportError
+    names what failed."""
     example = torch.randn(1, 3, config.resolution, config.resolution,
                           generator=torch.Generator().manual_seed(0))
     key = subnet_key(space, config)
@@ -352,7 +364,7 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
     done = cached_subnet(space, config, fmt, cache)
     if done is not None:  # before building 10-50 modules only to find the file made
         return done
-    blocks = [cache.get(s.key, fmt) for s in space.blocks_of(config)] if fmt in STITCHED_FORMATS else []
+    blocks = [cache.get(s.key, fmt) for s in space.blocks_of(config)] if _stitching(fmt) else []
     if blocks and all(blocks):
         return export_module(key, build_subnet(space, config), example, True, fmt, cache,
                              blocks=[b.path for b in blocks if b is not None])
@@ -361,9 +373,10 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
 
 def cached_subnet(space: SearchSpace, config: SubnetConfig, fmt: str,
                   cache: ModelCache) -> ExportedModel | None:
-    """The static subnet's file when the cache has one, stitched (preferred) or converted."""
+    """The static subnet's file when the cache has one, stitched (preferred, unless stitching is
+    off) or converted."""
     key = subnet_key(space, config)
-    stitched = cache.get(key, fmt, STITCHED) if fmt in STITCHED_FORMATS else None
+    stitched = cache.get(key, fmt, STITCHED) if _stitching(fmt) else None
     return stitched or cache.get(key, fmt)
 
 

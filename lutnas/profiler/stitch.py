@@ -12,7 +12,13 @@ as they are. Measured on an `elasticvit` 128 px subnet (42 blocks): chained 1056
 the difference is exactly 88 TRANSPOSE and 44 RESHAPE, four and two at each of the 22 boundaries
 between transformer blocks. `fold_boundaries` removes them with three rules that only ever drop
 identities (two transposes that compose to one, two reshapes that make one, a reshape or transpose
-that changes nothing), which leaves the converter's op list (test_stitch.py compares the two).
+that changes nothing) and shares the small constants every block file carries its own copy of,
+which leaves the converter's op list, in its order and with its tensor shapes (test_stitch.py
+compares op counts). Latency is not quite the same: on this host's LiteRT (XNNPACK, 1 thread) a
+stitched file ran 1.005-1.068x the converted file's time (median ~1.03, 4 subnets x 4 runs,
+benchmarks/subnet_stitch.py; a copy of the converted file timed beside them: 0.98-1.01). Sharing
+constants and numbering tensors as the converter does did not change it; the cause is not found.
+LUTNAS_SUBNET_ASSEMBLY=convert makes every whole subnet a conversion again (export.py).
 
 The schema is LiteRT's own (ai_edge_litert.schema_py_generated, with the flatbuffers runtime it is
 generated for): reading and writing the format with the runtime's bindings instead of a parser of
@@ -34,6 +40,8 @@ from lutnas.errors import ExportError
 
 _OP = schema.BuiltinOperator
 _FLOAT32 = schema.TensorType.FLOAT32
+# Constants up to this size (a shape or permutation vector) are shared between blocks.
+SHARED_CONSTANT_BYTES = 64
 
 
 def read_model(path: Path) -> schema.ModelT:
@@ -152,18 +160,58 @@ def fold_boundaries(model: schema.ModelT) -> int:
     before = len(graph.operators)
     while _fold_once(model, graph):
         pass
-    _prune(graph)
+    _share_constants(model, graph)
+    _prune(graph, model)
+    _prune_buffers(model)
     return before - len(graph.operators)
 
 
-def _prune(graph: schema.SubGraphT) -> None:
-    """Drop the tensors no op or end of the graph uses any more, renumbering the rest (their
-    buffers stay: an unused buffer costs file bytes, never time)."""
-    used = set(graph.inputs) | set(graph.outputs)
+def _share_constants(model: schema.ModelT, graph: schema.SubGraphT) -> None:
+    """One tensor per distinct small constant (shapes, permutations: up to SHARED_CONSTANT_BYTES),
+    as the whole-model converter keeps them; every block file carries its own copies. Weights stay
+    apart even when equal (two blocks of one key have one seed): a deployed model's do not repeat."""
+    first: dict[tuple, int] = {}
+    same: dict[int, int] = {}
+    for index, tensor in enumerate(graph.tensors):
+        data = model.buffers[tensor.buffer].data if tensor.buffer else None
+        if data is None or not 0 < len(data) <= SHARED_CONSTANT_BYTES:
+            continue
+        key = (tensor.type, tuple(int(d) for d in tensor.shape), np.asarray(data).tobytes())
+        same[index] = first.setdefault(key, index)
     for op in graph.operators:
-        used |= {t for t in op.inputs if t >= 0} | set(op.outputs)
-        used |= set(op.intermediates if op.intermediates is not None else ())
-    order = sorted(used)
+        op.inputs = [same.get(t, t) if t >= 0 else t for t in op.inputs]
+
+
+def _prune_buffers(model: schema.ModelT) -> None:
+    """Drop buffers no tensor refers to any more (keeping the empty sentinel, buffer 0)."""
+    graph = model.subgraphs[0]
+    used = sorted({t.buffer for t in graph.tensors} | {0})
+    new = {old: index for index, old in enumerate(used)}
+    model.buffers = [model.buffers[b] for b in used]
+    for tensor in graph.tensors:
+        tensor.buffer = new[tensor.buffer]
+
+
+def _prune(graph: schema.SubGraphT, model: schema.ModelT) -> None:
+    """Keep only the tensors an op or an end of the graph uses, numbered as the converter numbers
+    a whole model: the input, the constants, the intermediates in the order ops write them, the
+    output last (XNNPACK plans its memory by tensor number: chained blocks numbered block by block
+    ran 1.2-3.8% slower than the converter's file with the same ops, benchmarks/subnet_stitch.py)."""
+    def constant(t: int) -> bool:
+        buffer = graph.tensors[t].buffer
+        return bool(buffer) and model.buffers[buffer].data is not None and len(model.buffers[buffer].data) > 0
+
+    constants: list[int] = []
+    produced: list[int] = []
+    others: list[int] = []  # read but neither constant nor written by an op (e.g. a variable)
+    for op in graph.operators:
+        for t in op.inputs:
+            (constants if t >= 0 and constant(t) else others).append(t)
+        constants += list(op.intermediates if op.intermediates is not None else ())
+        produced += [t for t in op.outputs if t not in graph.outputs]
+    seen: set[int] = set()
+    order = [t for t in [*graph.inputs, *constants, *produced, *others, *graph.outputs]
+             if t >= 0 and not (t in seen or seen.add(t))]
     new = {old: index for index, old in enumerate(order)}
     graph.tensors = [graph.tensors[t] for t in order]
     for op in graph.operators:

@@ -97,7 +97,7 @@ def _range(table: Path, micro: Path) -> tuple[float, float]:
     return low, high
 
 
-@pytest.mark.slow(minutes=10)  # ~10-15 min on 2 cores: 17 whole-subnet .tflite exports
+@pytest.mark.slow(minutes=10)  # was ~10 min on 2 cores; its 17 .tflite subnets are now stitched
 def test_the_readme_command_reference_runs_as_written(tmp_path) -> None:
     commands = readme_commands(README.read_text())
     assert len(commands) > 25, commands

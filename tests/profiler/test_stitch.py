@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
-from lutnas.errors import ExportError
+from lutnas.errors import BadInputError, ExportError
 from lutnas.profiler import stitch
 from lutnas.profiler.export import (
     STITCHED,
     ModelCache,
+    cached_subnet,
     export_many,
     export_subnet,
     export_subnets,
@@ -45,6 +48,8 @@ def test_a_stitched_subnet_is_the_converters_op_list_and_matches_torch(tiny_spac
     blocks = [block_cache.get(s.key, "tflite").path for s in tiny_space.blocks_of(config)]
     chained = stitch.chain([stitch.read_model(p) for p in blocks])
     assert stitch.fold_boundaries(chained) > 0
+    data, folded = stitch.stitch(blocks)
+    assert folded > 0 and stitched.sha256 == hashlib.sha256(data).hexdigest()  # not converted after all
     assert stitch.op_counts(stitched.path) == stitch.op_counts(converted.path)
     # the cache hands the same file back, however it was made
     assert export_subnet(tiny_space, config, "tflite", block_cache).sha256 == stitched.sha256
@@ -69,3 +74,16 @@ def test_quantized_ends_and_other_files_are_refused(tiny_space, block_cache, tmp
     junk.write_bytes(np.arange(64, dtype=np.uint8).tobytes())
     with pytest.raises(ExportError, match="not a .tflite file"):
         stitch.read_model(junk)
+
+
+def test_stitching_can_be_turned_off_and_a_wrong_setting_is_named(tiny_space, block_cache,
+                                                                   monkeypatch) -> None:
+    config = tiny_space.smallest()
+    stitched = export_subnet(tiny_space, config, "tflite", block_cache)
+    assert cached_subnet(tiny_space, config, "tflite", block_cache) == stitched
+    monkeypatch.setenv("LUTNAS_SUBNET_ASSEMBLY", "convert")
+    # the stitched file in the cache is not handed out (no converted one is there yet)
+    assert cached_subnet(tiny_space, config, "tflite", block_cache) is None
+    monkeypatch.setenv("LUTNAS_SUBNET_ASSEMBLY", "glue")
+    with pytest.raises(BadInputError, match="LUTNAS_SUBNET_ASSEMBLY='glue'.*stitch or convert"):
+        export_subnet(tiny_space, config, "tflite", block_cache)
