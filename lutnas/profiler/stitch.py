@@ -40,6 +40,8 @@ from lutnas.errors import ExportError
 
 _OP = schema.BuiltinOperator
 _FLOAT32 = schema.TensorType.FLOAT32
+# Buffer.data's alignment in the TFLite schema (force_align: 16).
+BUFFER_ALIGNMENT = 16
 # Constants up to this size (a shape or permutation vector) are shared between blocks.
 SHARED_CONSTANT_BYTES = 64
 
@@ -52,8 +54,24 @@ def read_model(path: Path) -> schema.ModelT:
     return schema.ModelT.InitFromPackedBuf(data, 0)
 
 
+class _AlignedBuilder(flatbuffers.Builder):
+    """A Builder that gives byte vectors (Buffer.data) the 16-byte alignment the schema declares
+    (`force_align: 16`), which the generated Python `Pack` does not honour: constants then start
+    at any byte offset, where the converter's files align them."""
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:
+        if x.dtype != np.uint8 or x.ndim != 1:
+            return super().CreateNumpyVector(x)
+        self.StartVector(1, x.size, BUFFER_ALIGNMENT)
+        payload = x.tobytes()
+        self.head = self.head - len(payload)
+        self.Bytes[self.head:self.head + len(payload)] = payload
+        self.vectorNumElems = x.size
+        return self.EndVector()
+
+
 def write_model(model: schema.ModelT) -> bytes:
-    builder = flatbuffers.Builder(1 << 20)
+    builder = _AlignedBuilder(1 << 20)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
 
@@ -76,6 +94,9 @@ def chain(models: Sequence[schema.ModelT]) -> schema.ModelT:
         source = _only_subgraph(model, position)
         buffers = {0: 0}  # buffer 0 is the schema's empty sentinel in every model
         for index, buffer in enumerate(model.buffers[1:], start=1):
+            if buffer.offset > 1:  # data outside the flatbuffer (models over 2 GB): not copied here
+                raise ExportError(f"block {position} of the subnet keeps its weights outside the "
+                                  f"flatbuffer; such files do not chain (export the subnet whole)")
             buffers[index] = len(out.buffers)
             out.buffers.append(buffer)
         opcodes = [_code_index(code, codes, out) for code in model.operatorCodes]
@@ -119,10 +140,14 @@ def _only_subgraph(model: schema.ModelT, position: int) -> schema.SubGraphT:
 
 
 def _check_joint(produced: schema.TensorT, consumed: schema.TensorT, position: int) -> None:
-    if list(produced.shape) != list(consumed.shape):
-        raise ExportError(f"block {position - 1} of the subnet outputs shape {list(produced.shape)} "
-                          f"but block {position} takes {list(consumed.shape)}; these blocks do "
+    if list(_shape(produced)) != list(_shape(consumed)):
+        raise ExportError(f"block {position - 1} of the subnet outputs shape {list(_shape(produced))} "
+                          f"but block {position} takes {list(_shape(consumed))}; these blocks do "
                           f"not compose (a wrong block list for this subnet)")
+
+
+def _shape(tensor: schema.TensorT) -> list[int]:
+    return [] if tensor.shape is None else [int(d) for d in tensor.shape]
 
 
 def _code_index(code: schema.OperatorCodeT, codes: dict[tuple, int], out: schema.ModelT) -> int:
@@ -174,9 +199,9 @@ def _share_constants(model: schema.ModelT, graph: schema.SubGraphT) -> None:
     same: dict[int, int] = {}
     for index, tensor in enumerate(graph.tensors):
         data = model.buffers[tensor.buffer].data if tensor.buffer else None
-        if data is None or not 0 < len(data) <= SHARED_CONSTANT_BYTES:
+        if data is None or not 0 < len(data) <= SHARED_CONSTANT_BYTES or tensor.isVariable:
             continue
-        key = (tensor.type, tuple(int(d) for d in tensor.shape), np.asarray(data).tobytes())
+        key = (tensor.type, tuple(int(d) for d in _shape(tensor)), np.asarray(data).tobytes())
         same[index] = first.setdefault(key, index)
     for op in graph.operators:
         op.inputs = [same.get(t, t) if t >= 0 else t for t in op.inputs]
@@ -233,8 +258,7 @@ def _fold_once(model: schema.ModelT, graph: schema.SubGraphT) -> bool:
     for i, op in enumerate(graph.operators):
         if kinds[i] not in (_OP.TRANSPOSE, _OP.RESHAPE):
             continue
-        if _is_identity(model, graph, op, kinds[i]):
-            _bypass(graph, i, op.inputs[0], op.outputs[0])
+        if _is_identity(model, graph, op, kinds[i]) and _bypass(graph, i, op.inputs[0], op.outputs[0]):
             return True
         first = producer.get(op.inputs[0])
         if first is None or kinds[first] != kinds[i] or uses.get(op.inputs[0], 0) != 1 \
@@ -242,8 +266,10 @@ def _fold_once(model: schema.ModelT, graph: schema.SubGraphT) -> bool:
             continue
         source = graph.operators[first].inputs[0]
         if kinds[i] == _OP.TRANSPOSE:
-            composed = _perm(model, graph, graph.operators[first])[_perm(model, graph, op)]
-            _set_perm(model, graph, op, composed)
+            outer, inner = _perm(model, graph, graph.operators[first]), _perm(model, graph, op)
+            if outer is None or inner is None:
+                continue
+            _set_perm(model, graph, op, outer[inner])
         op.inputs = [source, *op.inputs[1:]]
         del graph.operators[first]
         return True
@@ -252,20 +278,22 @@ def _fold_once(model: schema.ModelT, graph: schema.SubGraphT) -> bool:
 
 def _is_identity(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT,
                  kind: int) -> bool:
-    same_shape = list(graph.tensors[op.inputs[0]].shape) == list(graph.tensors[op.outputs[0]].shape)
+    same_shape = _shape(graph.tensors[op.inputs[0]]) == _shape(graph.tensors[op.outputs[0]])
     if kind == _OP.RESHAPE:
         return same_shape
     perm = _perm(model, graph, op)
-    return same_shape and bool(np.array_equal(perm, np.arange(perm.size)))
+    return same_shape and perm is not None and bool(np.array_equal(perm, np.arange(perm.size)))
 
 
-def _bypass(graph: schema.SubGraphT, index: int, source: int, target: int) -> None:
+def _bypass(graph: schema.SubGraphT, index: int, source: int, target: int) -> bool:
     """Remove op `index`, whose output `target` equals its input `source`: readers of `target`
-    read `source` (the model's output keeps its tensor: its producer writes it instead)."""
+    read `source` (the model's output keeps its tensor: its producer writes it instead). False,
+    and nothing changed, when `source` has no producer (a graph input or constant) and `target` is
+    the graph's output: the op is then the only thing that writes the output."""
     if target in graph.outputs:
         producer = next((op for op in graph.operators if source in op.outputs), None)
-        if producer is None:  # the model's input is its output: keep the op
-            return
+        if producer is None or source in graph.outputs:
+            return False
         producer.outputs = [target if t == source else t for t in producer.outputs]
         for op in graph.operators:
             op.inputs = [target if t == source else t for t in op.inputs]
@@ -273,12 +301,14 @@ def _bypass(graph: schema.SubGraphT, index: int, source: int, target: int) -> No
         for op in graph.operators:
             op.inputs = [source if t == target else t for t in op.inputs]
     del graph.operators[index]
+    return True
 
 
-def _perm(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT) -> np.ndarray:
+def _perm(model: schema.ModelT, graph: schema.SubGraphT, op: schema.OperatorT) -> np.ndarray | None:
+    """A TRANSPOSE's constant permutation; None when it is computed (such an op is not folded)."""
     data = model.buffers[graph.tensors[op.inputs[1]].buffer].data
     if data is None or not len(data):
-        raise ExportError("a TRANSPOSE with a computed permutation cannot be folded")
+        return None
     return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.int32)
 
 

@@ -87,3 +87,48 @@ def test_stitching_can_be_turned_off_and_a_wrong_setting_is_named(tiny_space, bl
     monkeypatch.setenv("LUTNAS_SUBNET_ASSEMBLY", "glue")
     with pytest.raises(BadInputError, match="LUTNAS_SUBNET_ASSEMBLY='glue'.*stitch or convert"):
         export_subnet(tiny_space, config, "tflite", block_cache)
+
+
+def _transpose_model(perm: list[int], shape: list[int]) -> stitch.schema.ModelT:
+    """A one-op float model: TRANSPOSE(perm) of an input of `shape`."""
+    s = stitch.schema
+    model = s.ModelT()
+    model.version, model.operatorCodes = 3, [s.OperatorCodeT()]
+    model.operatorCodes[0].builtinCode = model.operatorCodes[0].deprecatedBuiltinCode = \
+        s.BuiltinOperator.TRANSPOSE
+    model.operatorCodes[0].version = 1
+    constant = s.BufferT()
+    constant.data = np.asarray(perm, dtype=np.int32).view(np.uint8)
+    model.buffers = [s.BufferT(), constant]
+    tensors = []
+    for name, dims, buffer, kind in (("x", shape, 0, s.TensorType.FLOAT32),
+                                     ("perm", [len(perm)], 1, s.TensorType.INT32),
+                                     ("y", [shape[p] for p in perm], 0, s.TensorType.FLOAT32)):
+        tensor = s.TensorT()
+        tensor.name, tensor.shape, tensor.buffer, tensor.type = name, dims, buffer, kind
+        tensors.append(tensor)
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    graph = s.SubGraphT()
+    graph.tensors, graph.operators, graph.inputs, graph.outputs = tensors, [op], [0], [2]
+    model.subgraphs = [graph]
+    return model
+
+
+def test_folding_ends_when_the_only_op_left_writes_the_output(tmp_path) -> None:
+    # a transpose and its inverse fold into an identity from the input to the output, which must
+    # stay (nothing else writes the output): folding stops there, and the file runs
+    model = stitch.chain([_transpose_model([0, 2, 1], [1, 3, 5]), _transpose_model([0, 2, 1], [1, 5, 3])])
+    assert stitch.fold_boundaries(model) == 1
+    assert len(model.subgraphs[0].operators) == 1
+    model.signatureDefs = [stitch._signature(model.subgraphs[0])]
+    path = tmp_path / "identity.tflite"
+    path.write_bytes(stitch.write_model(model))
+    from lutnas.device_agents.runtimes import load_tflite_interpreter
+
+    interpreter = load_tflite_interpreter(str(path))
+    interpreter.allocate_tensors()
+    x = np.arange(15, dtype=np.float32).reshape(1, 3, 5)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    assert np.array_equal(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), x)
