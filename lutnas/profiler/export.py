@@ -46,7 +46,7 @@ RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscr
 # blocks have float ends that chain as they are; int8 ends each carry their own quantization.
 STITCHED_FORMATS = ("tflite",)
 STITCHED = "stitched"
-# "convert" turns stitching off (stitched files ran ~3% slower than converted ones here, stitch.py);
+# "convert" turns stitching off (stitched files ran 2-6% slower than converted ones here, stitch.py);
 # an environment variable so the export workers see it too.
 ASSEMBLY_ENV = "LUTNAS_SUBNET_ASSEMBLY"
 

@@ -15,9 +15,10 @@ identities (two transposes that compose to one, two reshapes that make one, a re
 that changes nothing) and shares the small constants every block file carries its own copy of,
 which leaves the converter's op list, in its order and with its tensor shapes (test_stitch.py
 compares op counts). Latency is not quite the same: on this host's LiteRT (XNNPACK, 1 thread) a
-stitched file ran 1.005-1.068x the converted file's time (median ~1.03, 4 subnets x 4 runs,
-benchmarks/subnet_stitch.py; a copy of the converted file timed beside them: 0.98-1.01). Sharing
-constants and numbering tensors as the converter does did not change it; the cause is not found.
+stitched file ran 1.021-1.062x the converted file's time (median 1.047, 4 subnets,
+benchmarks/subnet_stitch.py; a copy of the converted file timed beside them: 0.979-0.994).
+Sharing constants, numbering tensors as the converter does and aligning buffers to 16 bytes did not
+change it (earlier runs without them: 1.002-1.068); the cause is not found.
 LUTNAS_SUBNET_ASSEMBLY=convert makes every whole subnet a conversion again (export.py).
 
 The schema is LiteRT's own (ai_edge_litert.schema_py_generated, with the flatbuffers runtime it is
