@@ -301,7 +301,8 @@ def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
         costs = _probe_device(device, args, settings, cache, fmt, plan)
         console.print(costs.line(device))
         _print_estimate(plan, common, invoke_ms=costs.run_ms, per_key_s=costs.per_key_s,
-                        process_start_s=costs.per_batch_s)
+                        process_start_s=costs.per_batch_s, per_session_s=costs.per_session_s,
+                        session_size=costs.session_size)
     return 0
 
 

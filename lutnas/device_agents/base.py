@@ -278,6 +278,9 @@ class DeviceAgent(ABC):
     cache_states: tuple[str, ...] = ("warm",)
     # Whether its timing loop can interleave a pace model (RunSettings.pace): lutnas's own worker.
     can_pace: bool = False
+    # Models one runner session (shell session, worker process) runs before the next starts; 0: a
+    # whole trial batch is one session. A dry run's probe times one session more to charge it.
+    models_per_session: int = 0
 
     @abstractmethod
     def info(self) -> DeviceInfo:

@@ -68,6 +68,8 @@ class RemoteOptions:
 class RemoteAgent(DeviceAgent):
     """One device behind a shell transport. Not thread-safe: one agent per device and worker."""
 
+    models_per_session = MODELS_PER_SESSION
+
     def __init__(self, transport: ShellTransport, platform: Platform, options: RemoteOptions | None = None,
                  on_message: Callable[[str], None] | None = None) -> None:
         self.transport = transport

@@ -131,16 +131,19 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
                   warmup: int, runs: int, export_workers: int = 2, gmacs_per_s: float = 5.0,
                   invoke_ms: float = 0.05, process_start_s: float = 1.0,
                   batch_size: int = 64, run_overhead_ms: float = 0.0, per_key_s: float = 0.0,
-                  reference_every: int = 8) -> PlanEstimate:
+                  reference_every: int = 8, per_session_s: float = 0.0, session_size: int = 0,
+                  ) -> PlanEstimate:
     """Export minutes left (cache aware) and projected device minutes of `plan`.
 
     A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
     fp32 on one thread) plus the per-invoke overhead `invoke_ms`; each trial of a key costs
     (warmup + runs) such runs plus `run_overhead_ms` each (the host worker's eviction and pace model:
     `run_overhead_ms()`) plus `per_key_s` (a phone's runner start); each batch of `batch_size` keys
-    `process_start_s`; and the drift reference (the 90th-percentile key) runs once per
-    `reference_every` keys. `invoke_ms`, `per_key_s` and `process_start_s` are measured on the device
-    by `probe.probe` (`--dry-run --probe`); the defaults are guesses."""
+    `process_start_s`, and each runner session of `session_size` keys after a batch's first
+    `per_session_s` (a phone's shell session; 0: a batch is one session); and the drift reference
+    (the 90th-percentile key) runs once per `reference_every` keys. `invoke_ms`, `per_key_s`,
+    `process_start_s` and `per_session_s` are measured on the device by `probe.probe`
+    (`--dry-run --probe`); the defaults are guesses."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
@@ -148,9 +151,11 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     references = -(-len(specs) // max(1, reference_every)) if specs else 0
     reference_ms = float(np.percentile(latency, 90)) if latency else 0.0
     key_runs = len(specs) + references
+    batches = max(1, -(-len(specs) // max(1, batch_size)))
+    sessions = batches * -(-key_runs // batches // max(1, session_size)) if session_size else batches
     per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
-                   * (warmup + runs) / 1000.0 + per_key_s * key_runs
-                   + process_start_s * max(1, -(-len(specs) // max(1, batch_size))))
+                   * (warmup + runs) / 1000.0 + per_key_s * key_runs + process_start_s * batches
+                   + per_session_s * (sessions - batches))
     return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
                         len(specs) * max(trials, max_trials), per_trial_s * trials / 60.0,
                         per_trial_s * max(trials, max_trials) / 60.0, sum(latency))

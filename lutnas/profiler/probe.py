@@ -32,15 +32,22 @@ class InvocationCosts:
     per_key_s: each model in a batch, beyond its warm-up and timed runs (a runner start on a phone,
         loading the model).
     run_ms: one run of the empty model: the per-invoke cost every run of every model pays.
+    per_session_s: each runner session after a batch's first (a phone's shell session of
+        `session_size` models and the cool-down read before it); per_batch_s holds the first.
+    session_size: models per runner session (`DeviceAgent.models_per_session`); 0: one a batch.
     """
 
     per_batch_s: float
     per_key_s: float
     run_ms: float
+    per_session_s: float = 0.0
+    session_size: int = 0
 
     def line(self, device: str) -> str:
+        session = (f", {self.per_session_s:.2f} s per session of {self.session_size} models"
+                   if self.session_size else "")
         return (f"measured on {device}: {self.per_batch_s:.2f} s per trial batch, {self.per_key_s:.3f} s "
-                f"per model, {self.run_ms:.3f} ms per run of an empty model")
+                f"per model{session}, {self.run_ms:.3f} ms per run of an empty model")
 
 
 def probe_files(plan: "Plan", fmt: str, cache: "ModelCache",
@@ -75,25 +82,36 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     """Time trials of one and of `copies` copies of `sample` (one of the plan's own models; the
     empty model when None), after one untimed trial that pushes the files and connects: the slope
     is one model's cost beyond its timed runs, the rest the batch's; the empty model's median is the
-    per-run cost. A real model costs more to load than the empty one (a simulated phone: 0.31 s a
-    model probed with the empty one, 0.43 s in the run). Each wall time is the median of `repeats`:
-    the profile pays the typical cost, and on a shared host one timing moves by tens of percent.
-    Probed warm and unpaced: the estimate adds the eviction and pace model per run itself
-    (`plan.run_overhead_ms`). Raises DeviceError as the agent does, or when a probe model fails."""
+    per-run cost. Where the agent runs `models_per_session` models per runner session, `copies` is
+    that many (one session) and a trial of one more (two sessions) prices a session: a simulated
+    phone's run paid ~0.33 s per session of 4 models that a one-session probe did not see
+    (benchmarks/results/dry_run_projection.json). A real model costs more to load than the empty
+    one (a simulated phone: 0.31 s a model probed with the empty one, 0.43 s in the run). Each wall
+    time is the median of `repeats`: the profile pays the typical cost, and on a shared host one
+    timing moves by tens of percent. Probed warm and unpaced: the estimate adds the eviction and
+    pace model per run itself (`plan.run_overhead_ms`). Raises DeviceError as the agent does, or
+    when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
     sample = sample or empty
-    files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(max(2, copies))]
+    session = agent.models_per_session if agent.models_per_session >= 2 else 0  # 1: in per_key_s
+    copies = session or max(2, copies)
+    files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(copies + 1)]
     empty_file = ModelFile(empty.path, "probe:empty", empty.sha256)
     _timed_trial(agent, [empty_file, files[0]], settings)
-    walls_one, walls_many, runs_ms, sample_ms = [], [], [], []
+    walls: dict[int, list[float]] = {1: [], copies: [], copies + 1: []}
+    runs_ms, sample_ms = [], []
     for _ in range(max(1, repeats)):
         runs_ms.append(_timed_trial(agent, [empty_file], settings)[1])
         wall, ms = _timed_trial(agent, files[:1], settings)
-        walls_one.append(wall)
+        walls[1].append(wall)
         sample_ms.append(ms)
-        walls_many.append(_timed_trial(agent, files, settings)[0])
+        walls[copies].append(_timed_trial(agent, files[:copies], settings)[0])
+        if session:
+            walls[copies + 1].append(_timed_trial(agent, files, settings)[0])
     timed_s = (settings.warmup + settings.runs) * statistics.median(sample_ms) / 1000.0
-    one, many = statistics.median(walls_one), statistics.median(walls_many)
-    per_key_total = max(0.0, (many - one) / (len(files) - 1))
-    return InvocationCosts(per_batch_s=max(0.0, one - per_key_total),
-                           per_key_s=max(0.0, per_key_total - timed_s), run_ms=statistics.median(runs_ms))
+    one, many = statistics.median(walls[1]), statistics.median(walls[copies])
+    per_key_total = max(0.0, (many - one) / (copies - 1))
+    per_session = max(0.0, statistics.median(walls[copies + 1]) - many - per_key_total) if session else 0.0
+    return InvocationCosts(per_batch_s=max(0.0, one - per_key_total),  # includes its first session
+                           per_key_s=max(0.0, per_key_total - timed_s), run_ms=statistics.median(runs_ms),
+                           per_session_s=per_session, session_size=session)

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - pytest fixtures imported from tests.adbd.fixtures are redefined as arguments
 """`profile-device --dry-run --probe`: the projection from costs measured on the device.
 
 The probe times trials of one and of two copies of an empty model; the tests pin what it measures
@@ -13,6 +14,8 @@ from lutnas.errors import DeviceError
 from lutnas.profiler.export import ModelCache, export_empty
 from lutnas.profiler.plan import estimate_plan, make_plan
 from lutnas.profiler.probe import InvocationCosts, probe
+from tests.adbd import SimulatedAdbd
+from tests.adbd.fixtures import _session_adb_key, adb_key, phone, runner  # noqa: F401
 
 SETTINGS = RunSettings(runtime="onnxruntime", warmup=1, runs=5, cache="cold-llc", pace=True)
 
@@ -49,6 +52,32 @@ def test_the_estimate_charges_measured_costs_per_key_per_batch_and_the_reference
     batches, references = -(-keys // 8), -(-keys // 8)
     extra_s = 2 * (batches * 0.5 + (keys + references) * 0.1)  # 2 trials
     assert (measured.device_minutes_min - base.device_minutes_min) * 60 == pytest.approx(extra_s)
+
+
+def test_a_phone_probe_prices_its_runner_sessions(phone: SimulatedAdbd, runner, tmp_path) -> None:
+    from lutnas.device_agents.factory import AgentOptions, open_agent
+    from lutnas.device_agents.remote import MODELS_PER_SESSION, RemoteOptions
+
+    entry = export_empty(32, "tflite", ModelCache(tmp_path / "cache"))
+    empty = ModelFile(entry.path, "probe", entry.sha256)
+    with open_agent(f"adb:{phone.address}", AgentOptions(remote=RemoteOptions(runner=runner))) as agent:
+        costs = probe(agent, RunSettings(warmup=1, runs=3), empty, repeats=1)
+    # a phone runs MODELS_PER_SESSION models per shell session: one more model opens a second one
+    assert costs.session_size == MODELS_PER_SESSION and costs.per_session_s >= 0.0
+    assert costs.per_key_s > 0.0  # every model starts benchmark_model on the phone
+    assert f"per session of {MODELS_PER_SESSION} models" in costs.line("phone")
+
+
+def test_the_estimate_charges_every_session_after_a_batchs_first(tiny_space) -> None:
+    plan = make_plan(tiny_space, limit=16, seed=1)
+    keys = len(plan.specs)
+    common = dict(reference_every=8, batch_size=64, process_start_s=0.0, invoke_ms=0.0)
+    one_session = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, **common)
+    sessions = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, **common, per_session_s=0.3,
+                             session_size=4)
+    key_runs = keys + -(-keys // 8)  # the drift reference every 8 keys runs in the sessions too
+    extra_s = 2 * 0.3 * (-(-key_runs // 4) - 1)  # 2 trials of one batch
+    assert (sessions.device_minutes_min - one_session.device_minutes_min) * 60 == pytest.approx(extra_s)
 
 
 def test_the_dry_run_prints_what_it_measured_on_the_device(tmp_path, capsys) -> None:
