@@ -210,15 +210,26 @@ def print_summary(summary: ProfileSummary, qc: QualitySettings | None = None) ->
 
 def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None) -> str | None:
     """What to do about `result`'s never-settled blocks (README, "Measurements you can trust"), as
-    one line; None when none. Below-resolution blocks need nothing (fine inside a sum)."""
+    one line; None when none. With the settings, the line says how many trials the bound would need
+    at the flagged blocks' median trial CV (`trials_for_half_width`): on a host whose trials vary by
+    5%, a ±2% interval needs ~38, which no rerun with the same --max-trials reaches. Below-resolution
+    blocks need nothing (fine inside a sum)."""
     if not result.flagged:
         return None
-    bound = f" (95% interval wider than ±{qc.ci_bound * 100:g}% after up to {qc.max_trials} trials)" \
-        if qc else ""
-    return (f"{device}: {result.flagged} block(s) never settled{bound}: quiet the device (stop other "
-            f"jobs, let a phone cool, pin --cores), then rerun the same command with a larger --trials "
-            f"(and --max-trials), or accept a looser --ci-bound; `lutnas measurements --device {device}` "
-            f"flags them never-settled")
+    bound = need = ""
+    if qc:
+        bound = f" (95% interval wider than ±{qc.ci_bound * 100:g}% after up to {qc.max_trials} trials)"
+        cvs = sorted(cv for cv in result.flagged_cvs if cv > 0)
+        if cvs:
+            from lutnas.tables.store import trials_for_half_width
+
+            cv = cvs[len(cvs) // 2]
+            need = (f"; their trials vary by {cv:.1%} (median CV), so ±{qc.ci_bound * 100:g}% needs "
+                    f"~{trials_for_half_width(cv, qc.ci_bound)} trials")
+    return (f"{device}: {result.flagged} block(s) never settled{bound}{need}: quiet the device (stop "
+            f"other jobs, let a phone cool, pin --cores), then rerun the same command with a larger "
+            f"--trials (and --max-trials), or accept a looser --ci-bound; `lutnas measurements --device "
+            f"{device}` flags them never-settled")
 
 
 def profile_device(args: argparse.Namespace) -> int:

@@ -106,6 +106,7 @@ class KeysResult:
     skipped: int = 0  # keys already finished in the store
     re_measured: int = 0  # keys that needed more trials to settle (or were flagged)
     flagged: int = 0  # never-settled
+    flagged_cvs: list[float] = field(default_factory=list)  # trial CVs of the never-settled keys
     below_resolution: int = 0  # within a few runner time steps: flagged, not chased
     failed: list[str] = field(default_factory=list)  # keys without a single ok trial
     first_error: str = ""  # "KEY: status" of the first failed trial (for the summary)
@@ -270,6 +271,8 @@ class _KeyLoop:
         else:
             flag = "never-settled"
             self.result.flagged += 1
+            if cv is not None:
+                self.result.flagged_cvs.append(cv)
         self.store.set_quality(self.device_id, self.settings, key, flag, cv, len(values), figure,
                                self.run_id)
         if cv is not None:

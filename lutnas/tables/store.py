@@ -643,6 +643,18 @@ def median_ci(trial_medians: Sequence[float], level: float = 0.95) -> tuple[floa
     return float(values[l_max - 1]), float(values[n - l_max])
 
 
+def trials_for_half_width(cv: float, half_width: float, level: float = 0.95) -> int:
+    """Trials whose median has a `level` interval of relative half-width `half_width` when single
+    trials vary with coefficient of variation `cv` (both fractions): n = (z x sqrt(pi/2) x cv /
+    half_width)^2, the large-sample standard error of a median of normal data (sqrt(pi/2) x sd /
+    sqrt(n)). `median_ci`'s order statistics are a little wider at small n, so this is a floor.
+    ValueError unless both are positive."""
+    if not (cv > 0 and half_width > 0):
+        raise ValueError(f"cv and half_width must be positive, got {cv} and {half_width}")
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+    return max(2, math.ceil((z * math.sqrt(math.pi / 2) * cv / half_width) ** 2))
+
+
 def ci_half_width(trial_medians: Sequence[float], level: float = 0.95) -> float | None:
     """Relative half-width of `median_ci` ((hi - lo) / 2 / median); None without an interval."""
     ci = median_ci(trial_medians, level)

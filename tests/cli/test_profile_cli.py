@@ -112,6 +112,10 @@ def test_no_advice_without_flagged_blocks():
     assert advice is not None and advice.startswith("host: 1 block(s) never settled (95% interval wider "
                                                     "than ±5% after up to 20 trials): quiet the device")
     assert "\n" not in advice
+    noisy = KeysResult("host", measured=4, flagged=2, flagged_cvs=[0.05, 0.06])
+    advice = qc_advice("host", noisy, QualitySettings(ci_bound=0.02))
+    # the median CV of the flagged keys (upper median of two: 6%) sets the trials the bound needs
+    assert "their trials vary by 6.0% (median CV), so ±2% needs ~55 trials" in advice
 
 
 def _wait_for_measurements(store: Path, count: int, process: subprocess.Popen, limit_s: float = 240) -> int:

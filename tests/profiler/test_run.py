@@ -211,6 +211,21 @@ def test_the_interval_of_the_median_is_the_binomial_order_statistics():
     assert ci_half_width([1.0] * 20) == 0.0
 
 
+def test_the_trials_a_bound_needs_give_intervals_of_that_width():
+    import numpy as np
+
+    from lutnas.tables.store import ci_half_width, trials_for_half_width
+
+    n = trials_for_half_width(0.05, 0.02)
+    assert n == 38  # (1.96 x 1.2533 x 0.05 / 0.02)^2 = 37.7
+    rng = np.random.default_rng(0)
+    widths = [ci_half_width(list(rng.normal(1.0, 0.05, n))) for _ in range(2000)]
+    # the order statistics' interval at that n is the bound give or take their discreteness
+    assert 0.018 < float(np.median(widths)) < 0.024
+    with pytest.raises(ValueError):
+        trials_for_half_width(0.0, 0.02)
+
+
 def test_more_trials_than_a_finished_key_has_adds_the_missing_ones(tmp_path, keyed_files):
     agent = ScriptedDevice("sim", _base(keyed_files))
     store = MeasurementStore(tmp_path / "m.sqlite")
