@@ -212,7 +212,7 @@ def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None
     """What to do about `result`'s never-settled blocks (README, "Measurements you can trust"), as
     one line; None when none. With the settings, the line says how many trials the bound would need
     at the flagged blocks' median trial CV (`trials_for_half_width`): on a host whose trials vary by
-    5%, a ±2% interval needs ~38, which no rerun with the same --max-trials reaches. Below-resolution
+    5%, a ±2% interval needs ~42, which no rerun with the same --max-trials reaches. Below-resolution
     blocks need nothing (fine inside a sum)."""
     if not result.flagged:
         return None

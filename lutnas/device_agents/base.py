@@ -278,10 +278,6 @@ class DeviceAgent(ABC):
     cache_states: tuple[str, ...] = ("warm",)
     # Whether its timing loop can interleave a pace model (RunSettings.pace): lutnas's own worker.
     can_pace: bool = False
-    # Models one runner session (shell session, worker process) runs before the next starts; 0: a
-    # whole trial batch is one session. A dry run's probe times one session more to charge it.
-    models_per_session: int = 0
-
     @abstractmethod
     def info(self) -> DeviceInfo:
         """Fingerprint of the device and its runtimes (cheap after the first call)."""
@@ -294,6 +290,12 @@ class DeviceAgent(ABC):
         A file that fails gets a Measurement whose `status` is the error text; the others go on.
         A failure of the device itself (disconnect, timeout) raises `DeviceError`.
         """
+
+    def models_per_session(self, settings: RunSettings) -> int:
+        """Models one runner session (a phone's shell session) runs before `measure_batch` opens
+        the next under `settings`; 0 when a whole batch is one session (lutnas's worker process).
+        A dry run's probe times one session more to charge the extra ones (`profiler.probe`)."""
+        return 0
 
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
                        trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:

@@ -68,8 +68,6 @@ class RemoteOptions:
 class RemoteAgent(DeviceAgent):
     """One device behind a shell transport. Not thread-safe: one agent per device and worker."""
 
-    models_per_session = MODELS_PER_SESSION
-
     def __init__(self, transport: ShellTransport, platform: Platform, options: RemoteOptions | None = None,
                  on_message: Callable[[str], None] | None = None) -> None:
         self.transport = transport
@@ -221,6 +219,9 @@ class RemoteAgent(DeviceAgent):
         return found
 
     # -- measuring ---------------------------------------------------------------------------------
+    def models_per_session(self, settings: RunSettings) -> int:
+        return MODELS_PER_SESSION
+
     def measure_batch(self, files: Sequence[ModelFile], settings: RunSettings,
                       trial_index: int) -> list[Measurement]:
         self.check_settings(settings)

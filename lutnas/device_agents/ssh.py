@@ -376,6 +376,9 @@ class SshAgent(RemoteAgent):
         program = self._program(settings)
         return bool(self.ssh.python()) and (program is None or not any(self._binary(program)))
 
+    def models_per_session(self, settings: RunSettings) -> int:
+        return 0 if self._uses_worker(settings) else super().models_per_session(settings)
+
     def check_settings(self, settings: RunSettings) -> None:
         if not self._uses_worker(settings):
             program = self._program(settings)

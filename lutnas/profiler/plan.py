@@ -127,6 +127,12 @@ def _duration(minutes: float) -> str:
     return f"{seconds:.0f} s" if minutes < 2 else f"{minutes:.1f} min"
 
 
+def batch_key_runs(keys: int, reference_every: int) -> int:
+    """Models a trial batch of `keys` keys runs: the keys and the drift reference before the first,
+    after every `reference_every` and after the last (as `run._with_references` orders them)."""
+    return keys + 1 + -(-keys // max(1, reference_every)) if keys else 0
+
+
 def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials: int, max_trials: int,
                   warmup: int, runs: int, export_workers: int = 2, gmacs_per_s: float = 5.0,
                   invoke_ms: float = 0.05, process_start_s: float = 1.0,
@@ -141,18 +147,20 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     `run_overhead_ms()`) plus `per_key_s` (a phone's runner start); each batch of `batch_size` keys
     `process_start_s`, and each runner session of `session_size` keys after a batch's first
     `per_session_s` (a phone's shell session; 0: a batch is one session); and the drift reference
-    (the 90th-percentile key) runs once per `reference_every` keys. `invoke_ms`, `per_key_s`,
+    (the 90th-percentile key) runs as `batch_key_runs` counts. `invoke_ms`, `per_key_s`,
     `process_start_s` and `per_session_s` are measured on the device by `probe.probe`
     (`--dry-run --probe`); the defaults are guesses."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
     latency = [block_complexity(spec).macs / (gmacs_per_s * 1e6) + invoke_ms for spec in specs]
-    references = -(-len(specs) // max(1, reference_every)) if specs else 0
     reference_ms = float(np.percentile(latency, 90)) if latency else 0.0
-    key_runs = len(specs) + references
-    batches = max(1, -(-len(specs) // max(1, batch_size)))
-    sessions = batches * -(-key_runs // batches // max(1, session_size)) if session_size else batches
+    size = max(1, batch_size)
+    batch_runs = [batch_key_runs(min(size, len(specs) - start), reference_every)
+                  for start in range(0, len(specs), size)] or [0]
+    batches, key_runs = len(batch_runs), sum(batch_runs)
+    references = key_runs - len(specs)
+    sessions = sum(-(-runs_b // session_size) for runs_b in batch_runs) if session_size > 0 else batches
     per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
                    * (warmup + runs) / 1000.0 + per_key_s * key_runs + process_start_s * batches
                    + per_session_s * (sessions - batches))

@@ -1,10 +1,11 @@
 """What one trial costs on a device beyond its timed runs, measured before a long profile.
 
 A plan's device time is mostly not the models' latency: a phone starts `benchmark_model` once per
-model, the host worker starts one Python process per batch, and every run of every model pays the
-runner's per-invoke cost. `profile-device --dry-run --probe` measures those three on the device with
-an (almost) empty model (`export_empty`), so the projection (`plan.estimate_plan`) rests on the
-device's own numbers instead of constants. Nothing is stored.
+model and a shell session per few models, the host worker starts one Python process per batch, and
+every run of every model pays the runner's per-invoke cost. `profile-device --dry-run --probe`
+measures those on the device with one of the plan's blocks and an (almost) empty model
+(`export_empty`), so the projection (`plan.estimate_plan`) rests on the device's own numbers instead
+of constants. Nothing is stored.
 """
 
 from __future__ import annotations
@@ -84,8 +85,9 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     is one model's cost beyond its timed runs, the rest the batch's; the empty model's median is the
     per-run cost. Where the agent runs `models_per_session` models per runner session, `copies` is
     that many (one session) and a trial of one more (two sessions) prices a session: a simulated
-    phone's run paid ~0.33 s per session of 4 models that a one-session probe did not see
-    (benchmarks/results/dry_run_projection.json). A real model costs more to load than the empty
+    phone's run took 5.2 s (22%) longer than a one-session probe projected, ~0.35 s for each of its
+    15 sessions after a batch's first (benchmarks/results/dry_run_projection.json before this
+    probe: 3 trials of 18 models in sessions of 4). A real model costs more to load than the empty
     one (a simulated phone: 0.31 s a model probed with the empty one, 0.43 s in the run). Each wall
     time is the median of `repeats`: the profile pays the typical cost, and on a shared host one
     timing moves by tens of percent. Probed warm and unpaced: the estimate adds the eviction and
@@ -93,7 +95,8 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
     sample = sample or empty
-    session = agent.models_per_session if agent.models_per_session >= 2 else 0  # 1: in per_key_s
+    session = agent.models_per_session(settings)
+    session = session if session >= 2 else 0  # one model a session: in per_key_s
     copies = session or max(2, copies)
     files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(copies + 1)]
     empty_file = ModelFile(empty.path, "probe:empty", empty.sha256)

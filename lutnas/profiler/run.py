@@ -126,7 +126,9 @@ class KeysResult:
             data[f"{name}_median"] = statistics.median(values) if values else None
             data[f"{name}_p90"] = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))] \
                 if values else None
-        data["cvs"] = data["ci_half_widths"] = None
+        flagged = sorted(self.flagged_cvs)
+        data["flagged_cv_median"] = flagged[len(flagged) // 2] if flagged else None
+        data["cvs"] = data["ci_half_widths"] = data["flagged_cvs"] = None
         return data
 
 

@@ -636,23 +636,34 @@ def median_ci(trial_medians: Sequence[float], level: float = 0.95) -> tuple[floa
     n = len(values)
     if n < 2:
         return None
-    # P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 P(B <= l - 1), B ~ Binomial(n, 1/2). Exact integer
-    # sums, not scipy.stats.binom: importing scipy.stats cost `lutnas measurements` ~0.8 s.
-    counts = itertools.accumulate(math.comb(n, k) for k in range(n))
-    l_max = max(1, sum(1 for c in counts if c / 2**n <= (1 - level) / 2))
+    l_max = _order_rank(n, level)
     return float(values[l_max - 1]), float(values[n - l_max])
 
 
+def _order_rank(n: int, level: float) -> int:
+    """The largest l whose x_(l), x_(n+1-l) cover the median of n values with `level` (1 if none)."""
+    # P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 P(B <= l - 1), B ~ Binomial(n, 1/2). Exact integer
+    # sums, not scipy.stats.binom: importing scipy.stats cost `lutnas measurements` ~0.8 s.
+    counts = itertools.accumulate(math.comb(n, k) for k in range(n))
+    return max(1, sum(1 for c in counts if c / 2**n <= (1 - level) / 2))
+
+
 def trials_for_half_width(cv: float, half_width: float, level: float = 0.95) -> int:
-    """Trials whose median has a `level` interval of relative half-width `half_width` when single
-    trials vary with coefficient of variation `cv` (both fractions): n = (z x sqrt(pi/2) x cv /
-    half_width)^2, the large-sample standard error of a median of normal data (sqrt(pi/2) x sd /
-    sqrt(n)). `median_ci`'s order statistics are a little wider at small n, so this is a floor.
+    """The fewest trials (>= MIN_CI_TRIALS) whose `median_ci` is expected to have relative half-width
+    `half_width` when single trials vary with coefficient of variation `cv` (both fractions), for
+    normal trials: the interval's order statistics x_(l), x_(n+1-l) sit near the normal quantile of
+    Blom's plotting position (l - 3/8) / (n + 1/4). Beyond 400 trials the large-sample standard
+    error of a median, sqrt(pi/2) x cv / sqrt(n), answers instead. At cv 5% and ±2%: 42 trials.
     ValueError unless both are positive."""
     if not (cv > 0 and half_width > 0):
         raise ValueError(f"cv and half_width must be positive, got {cv} and {half_width}")
-    z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
-    return max(2, math.ceil((z * math.sqrt(math.pi / 2) * cv / half_width) ** 2))
+    normal = statistics.NormalDist()
+    for n in range(MIN_CI_TRIALS, 401):
+        low = (_order_rank(n, level) - 0.375) / (n + 0.25)
+        if -normal.inv_cdf(low) * cv <= half_width:
+            return n
+    z = normal.inv_cdf(0.5 + level / 2)
+    return math.ceil((z * math.sqrt(math.pi / 2) * cv / half_width) ** 2)
 
 
 def ci_half_width(trial_medians: Sequence[float], level: float = 0.95) -> float | None:

@@ -115,7 +115,7 @@ def test_no_advice_without_flagged_blocks():
     noisy = KeysResult("host", measured=4, flagged=2, flagged_cvs=[0.05, 0.06])
     advice = qc_advice("host", noisy, QualitySettings(ci_bound=0.02))
     # the median CV of the flagged keys (upper median of two: 6%) sets the trials the bound needs
-    assert "their trials vary by 6.0% (median CV), so ±2% needs ~55 trials" in advice
+    assert "their trials vary by 6.0% (median CV), so ±2% needs ~58 trials" in advice
 
 
 def _wait_for_measurements(store: Path, count: int, process: subprocess.Popen, limit_s: float = 240) -> int:

@@ -196,7 +196,14 @@ def test_the_dry_run_charges_each_run_its_eviction_and_pace_model(tmp_path, caps
     """A cold-llc paced run flushes twice per run (~13 ms here) on top of the model: a projection
     that left that out would promise minutes for what takes much longer."""
     from lutnas.cli import main
-    from lutnas.profiler.plan import EVICT_MS_PER_MIB, estimate_plan, make_plan, run_overhead_ms
+    from lutnas.profiler.plan import (
+        EVICT_MS_PER_MIB,
+        batch_key_runs,
+        estimate_plan,
+        make_plan,
+        run_overhead_ms,
+    )
+    from lutnas.profiler.run import _with_references
 
     llc_mib, l2_mib = 2 * llc_bytes(0) / 2**20, EVICT_L2_FACTOR * l2_bytes(0) / 2**20
     pace = run_overhead_ms("warm", True)  # the pace model's estimated invoke alone
@@ -208,7 +215,8 @@ def test_the_dry_run_charges_each_run_its_eviction_and_pace_model(tmp_path, caps
     plan = make_plan(tiny_space, limit=4, seed=1)
     base = estimate_plan(plan, "onnx", lambda key: True, 5, 10, 2, 8, batch_size=64)
     slow = estimate_plan(plan, "onnx", lambda key: True, 5, 10, 2, 8, batch_size=64, run_overhead_ms=10.0)
-    key_runs = len(plan.specs) + -(-len(plan.specs) // 8)  # with the drift reference every 8 keys
+    key_runs = batch_key_runs(len(plan.specs), 8)  # with the drift reference opening and every 8 keys
+    assert key_runs == len(_with_references([spec.key for spec in plan.specs], "ref", 8))
     extra_min = key_runs * (2 + 8) * 10.0 / 1000 * 5 / 60
     assert slow.device_minutes_min - base.device_minutes_min == pytest.approx(extra_min)
 

@@ -1,14 +1,14 @@
 # ruff: noqa: F811 - pytest fixtures imported from tests.adbd.fixtures are redefined as arguments
 """`profile-device --dry-run --probe`: the projection from costs measured on the device.
 
-The probe times trials of one and of two copies of an empty model; the tests pin what it measures
-and how the estimate uses it, not how fast this host is."""
+The probe times trials of one, k and k + 1 copies of a model (k: the models of one runner session);
+the tests pin what it measures and how the estimate uses it, not how fast this host is."""
 
 from __future__ import annotations
 
 import pytest
 
-from lutnas.device_agents.base import ModelFile, RunSettings
+from lutnas.device_agents.base import DeviceAgent, DeviceInfo, Measurement, ModelFile, RunnerInfo, RunSettings
 from lutnas.device_agents.local import LocalAgent
 from lutnas.errors import DeviceError
 from lutnas.profiler.export import ModelCache, export_empty
@@ -44,17 +44,64 @@ def test_a_probe_whose_empty_model_cannot_run_is_a_device_error(tmp_path) -> Non
 def test_the_estimate_charges_measured_costs_per_key_per_batch_and_the_reference(tiny_space) -> None:
     plan = make_plan(tiny_space, limit=16, seed=1)
     keys = len(plan.specs)
-    base = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, reference_every=8,
+    base = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, reference_every=8, batch_size=8,
                          process_start_s=0.0, invoke_ms=0.0)
     costs = InvocationCosts(per_batch_s=0.5, per_key_s=0.1, run_ms=0.0)
     measured = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, reference_every=8, batch_size=8,
                              process_start_s=costs.per_batch_s, per_key_s=costs.per_key_s, invoke_ms=0.0)
-    batches, references = -(-keys // 8), -(-keys // 8)
-    extra_s = 2 * (batches * 0.5 + (keys + references) * 0.1)  # 2 trials
+    runs = _key_runs(plan, 8)  # the drift reference opens each batch and follows every 8th key
+    assert sum(runs) > keys + len(runs)
+    extra_s = 2 * (len(runs) * 0.5 + sum(runs) * 0.1)  # 2 trials
     assert (measured.device_minutes_min - base.device_minutes_min) * 60 == pytest.approx(extra_s)
 
 
-def test_a_phone_probe_prices_its_runner_sessions(phone: SimulatedAdbd, runner, tmp_path) -> None:
+class ClockedDevice(DeviceAgent):
+    """A device whose trials take known seconds on a fake clock: `batch_s` a batch (with its first
+    session), `key_s` a model beyond its timed runs, `session_s` each further session of `session`
+    models; models time `ms` a run."""
+
+    def __init__(self, clock: list[float], session: int, batch_s: float, key_s: float,
+                 session_s: float, ms: float = 0.5) -> None:
+        self.clock, self.session = clock, session
+        self.batch_s, self.key_s, self.session_s, self.ms = batch_s, key_s, session_s, ms
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(device_id="clocked", kind="simulated", model="clocked")
+
+    def models_per_session(self, settings: RunSettings) -> int:
+        return self.session
+
+    def measure_batch(self, files, settings, trial_index) -> list[Measurement]:
+        n = len(files)
+        sessions = -(-n // self.session) if self.session else 1
+        timed_s = n * (settings.warmup + settings.runs) * self.ms / 1000.0
+        self.clock[0] += self.batch_s + n * self.key_s + (sessions - 1) * self.session_s + timed_s
+        return [Measurement(f.key, f.sha256, trial_index, RunnerInfo("clocked", "1"),
+                            samples_ms=[self.ms] * settings.runs).fill_stats_from_samples() for f in files]
+
+
+@pytest.mark.parametrize("session", [0, 1, 4])
+def test_the_probe_recovers_batch_model_and_session_costs(monkeypatch, tmp_path, session: int) -> None:
+    import lutnas.profiler.probe as probe_module
+
+    clock = [0.0]
+    monkeypatch.setattr(probe_module.time, "perf_counter", lambda: clock[0])
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"model")
+    model = ModelFile.from_path(path, "m")
+    device = ClockedDevice(clock, session, batch_s=0.5, key_s=0.3, session_s=0.35)
+    costs = probe(device, RunSettings(warmup=1, runs=3), model, repeats=1)
+    assert costs.run_ms == pytest.approx(0.5)
+    if session == 1:  # a session per model is part of each model's cost, the first one too
+        assert costs.per_key_s == pytest.approx(0.3 + 0.35) and costs.session_size == 0
+        assert costs.per_batch_s == pytest.approx(0.5 - 0.35)
+    else:
+        assert costs.per_batch_s == pytest.approx(0.5) and costs.per_key_s == pytest.approx(0.3)
+        assert costs.session_size == session
+        assert costs.per_session_s == pytest.approx(0.35 if session else 0.0)
+
+
+def test_a_phone_probe_times_a_second_session(phone: SimulatedAdbd, runner, tmp_path) -> None:
     from lutnas.device_agents.factory import AgentOptions, open_agent
     from lutnas.device_agents.remote import MODELS_PER_SESSION, RemoteOptions
 
@@ -63,20 +110,27 @@ def test_a_phone_probe_prices_its_runner_sessions(phone: SimulatedAdbd, runner, 
     with open_agent(f"adb:{phone.address}", AgentOptions(remote=RemoteOptions(runner=runner))) as agent:
         costs = probe(agent, RunSettings(warmup=1, runs=3), empty, repeats=1)
     # a phone runs MODELS_PER_SESSION models per shell session: one more model opens a second one
-    assert costs.session_size == MODELS_PER_SESSION and costs.per_session_s >= 0.0
+    assert costs.session_size == MODELS_PER_SESSION
     assert costs.per_key_s > 0.0  # every model starts benchmark_model on the phone
     assert f"per session of {MODELS_PER_SESSION} models" in costs.line("phone")
 
 
+def _key_runs(plan, batch_size: int, every: int = 8) -> list[int]:
+    """Models each trial batch runs, counted from the profiling loop's own order."""
+    from lutnas.profiler.run import _with_references
+
+    keys = [spec.key for spec in plan.specs]
+    return [len(_with_references(keys[i:i + batch_size], "ref", every))
+            for i in range(0, len(keys), batch_size)]
+
+
 def test_the_estimate_charges_every_session_after_a_batchs_first(tiny_space) -> None:
     plan = make_plan(tiny_space, limit=16, seed=1)
-    keys = len(plan.specs)
-    common = dict(reference_every=8, batch_size=64, process_start_s=0.0, invoke_ms=0.0)
+    common = dict(reference_every=8, batch_size=6, process_start_s=0.0, invoke_ms=0.0)
     one_session = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, **common)
     sessions = estimate_plan(plan, "onnx", lambda key: True, 2, 2, 1, 5, **common, per_session_s=0.3,
                              session_size=4)
-    key_runs = keys + -(-keys // 8)  # the drift reference every 8 keys runs in the sessions too
-    extra_s = 2 * 0.3 * (-(-key_runs // 4) - 1)  # 2 trials of one batch
+    extra_s = 2 * 0.3 * sum(-(-runs // 4) - 1 for runs in _key_runs(plan, 6))  # 2 trials
     assert (sessions.device_minutes_min - one_session.device_minutes_min) * 60 == pytest.approx(extra_s)
 
 

@@ -214,14 +214,17 @@ def test_the_interval_of_the_median_is_the_binomial_order_statistics():
 def test_the_trials_a_bound_needs_give_intervals_of_that_width():
     import numpy as np
 
-    from lutnas.tables.store import ci_half_width, trials_for_half_width
+    from lutnas.tables.store import MIN_CI_TRIALS, ci_half_width, trials_for_half_width
 
-    n = trials_for_half_width(0.05, 0.02)
-    assert n == 38  # (1.96 x 1.2533 x 0.05 / 0.02)^2 = 37.7
     rng = np.random.default_rng(0)
-    widths = [ci_half_width(list(rng.normal(1.0, 0.05, n))) for _ in range(2000)]
-    # the order statistics' interval at that n is the bound give or take their discreteness
-    assert 0.018 < float(np.median(widths)) < 0.024
+    for cv, bound in ((0.05, 0.02), (0.04, 0.02), (0.10, 0.05)):
+        n = trials_for_half_width(cv, bound)
+        widths = [ci_half_width(list(rng.normal(1.0, cv, n))) for _ in range(2000)]
+        # median_ci's own interval at that n: within the bound, by at most ~15% (discreteness)
+        assert 0.85 * bound < float(np.median(widths)) <= 1.03 * bound, (cv, bound, n)
+    assert trials_for_half_width(0.05, 0.02) == 42  # the large-sample formula says 38
+    assert trials_for_half_width(0.001, 0.02) == MIN_CI_TRIALS  # no 95% interval below it
+    assert trials_for_half_width(0.2, 0.005) > 6000  # beyond 400: the large-sample formula
     with pytest.raises(ValueError):
         trials_for_half_width(0.0, 0.02)
 
