@@ -84,10 +84,10 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     empty model when None), after one untimed trial that pushes the files and connects: the slope
     is one model's cost beyond its timed runs, the rest the batch's; the empty model's median is the
     per-run cost. Where the agent runs `models_per_session` models per runner session, `copies` is
-    that many (one session) and a trial of one more (two sessions) prices a session: a simulated
-    phone's run took 5.2 s (22%) longer than a one-session probe projected, ~0.35 s for each of its
-    15 sessions after a batch's first (benchmarks/results/dry_run_projection.json before this
-    probe: 3 trials of 18 models in sessions of 4). A real model costs more to load than the empty
+    that many (one session) and a trial of one more (two sessions) prices a session (a simulated
+    phone: 0.09 s per further session of 4 models; with it and the batch-opening reference charged,
+    its projection moved from -22.4% to -20.5% of the run, benchmarks/results/dry_run_projection.json).
+    A real model costs more to load than the empty
     one (a simulated phone: 0.31 s a model probed with the empty one, 0.43 s in the run). Each wall
     time is the median of `repeats`: the profile pays the typical cost, and on a shared host one
     timing moves by tens of percent. Probed warm and unpaced: the estimate adds the eviction and
