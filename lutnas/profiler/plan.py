@@ -160,7 +160,8 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
                   for start in range(0, len(specs), size)] or [0]
     batches, key_runs = len(batch_runs), sum(batch_runs)
     references = key_runs - len(specs)
-    sessions = sum(-(-runs_b // session_size) for runs_b in batch_runs) if session_size > 0 else batches
+    sessions = sum(max(1, -(-runs_b // session_size)) for runs_b in batch_runs) if session_size > 0 \
+        else batches  # every batch opens one session, an empty plan's too
     per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
                    * (warmup + runs) / 1000.0 + per_key_s * key_runs + process_start_s * batches
                    + per_session_s * (sessions - batches))
