@@ -219,11 +219,10 @@ def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None
     bound = need = ""
     if qc:
         bound = f" (95% interval wider than ±{qc.ci_bound * 100:g}% after up to {qc.max_trials} trials)"
-        cvs = sorted(cv for cv in result.flagged_cvs if cv > 0)
-        if cvs:
+        cv = result.flagged_cv_median()
+        if cv is not None:
             from lutnas.tables.store import trials_for_half_width
 
-            cv = cvs[len(cvs) // 2]
             need = (f"; their trials vary by {cv:.1%} (median CV), so ±{qc.ci_bound * 100:g}% needs "
                     f"~{trials_for_half_width(cv, qc.ci_bound)} trials")
     return (f"{device}: {result.flagged} block(s) never settled{bound}{need}: quiet the device (stop "

@@ -87,12 +87,11 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     that many (one session) and a trial of one more (two sessions) prices a session (a simulated
     phone: 0.09 s per further session of 4 models; with it and the batch-opening reference charged,
     its projection moved from -22.4% to -20.5% of the run, benchmarks/results/dry_run_projection.json).
-    A real model costs more to load than the empty
-    one (a simulated phone: 0.31 s a model probed with the empty one, 0.43 s in the run). Each wall
-    time is the median of `repeats`: the profile pays the typical cost, and on a shared host one
-    timing moves by tens of percent. Probed warm and unpaced: the estimate adds the eviction and
-    pace model per run itself (`plan.run_overhead_ms`). Raises DeviceError as the agent does, or
-    when a probe model fails."""
+    A real model costs more to load than the empty one (a simulated phone: 0.31 s a model probed
+    with the empty one, 0.43 s in the run). Each wall time is the median of `repeats`: the profile
+    pays the typical cost, and on a shared host one timing moves by tens of percent. Probed warm and
+    unpaced: the estimate adds the eviction and pace model per run itself (`plan.run_overhead_ms`).
+    Raises DeviceError as the agent does, or when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
     sample = sample or empty
     session = agent.models_per_session(settings)

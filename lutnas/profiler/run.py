@@ -119,6 +119,11 @@ class KeysResult:
     interrupted: bool = False
     wall_s: float = 0.0
 
+    def flagged_cv_median(self) -> float | None:
+        """The (upper) median trial CV of the never-settled keys with a positive CV; None without."""
+        cvs = sorted(cv for cv in self.flagged_cvs if cv > 0)
+        return cvs[len(cvs) // 2] if cvs else None
+
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("figures_ms")
@@ -126,8 +131,7 @@ class KeysResult:
             data[f"{name}_median"] = statistics.median(values) if values else None
             data[f"{name}_p90"] = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))] \
                 if values else None
-        flagged = sorted(self.flagged_cvs)
-        data["flagged_cv_median"] = flagged[len(flagged) // 2] if flagged else None
+        data["flagged_cv_median"] = self.flagged_cv_median()
         data["cvs"] = data["ci_half_widths"] = data["flagged_cvs"] = None
         return data
 
