@@ -308,15 +308,16 @@ def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
         _print_estimate(plan, common)
         return 0
     for device in args.device or ["local"]:
-        costs = _probe_device(device, args, settings, cache, fmt, plan)
+        costs, push = _probe_device(device, args, settings, cache, fmt, plan)
         console.print(costs.line(device))
         _print_estimate(plan, common, invoke_ms=costs.run_ms, per_key_s=costs.per_key_s,
                         process_start_s=costs.per_batch_s, per_session_s=costs.per_session_s,
-                        session_size=costs.session_size)
+                        session_size=costs.session_size, push=push, per_push_s=costs.per_push_s,
+                        push_s_per_mib=costs.push_s_per_mib)
     return 0
 
 
-def _print_estimate(plan: Any, common: dict[str, Any], **measured: float) -> None:
+def _print_estimate(plan: Any, common: dict[str, Any], **measured: Any) -> None:
     from lutnas.profiler.plan import estimate_plan
 
     for line in estimate_plan(plan, **common, **measured).lines():
@@ -324,16 +325,18 @@ def _print_estimate(plan: Any, common: dict[str, Any], **measured: float) -> Non
 
 
 def _probe_device(device: str, args: argparse.Namespace, settings: RunSettings, cache: Any, fmt: str,
-                  plan: Any) -> Any:
-    """InvocationCosts of `device` (DeviceError/BadInputError as opening or running it raises)."""
+                  plan: Any) -> tuple[Any, tuple[int, float]]:
+    """(InvocationCosts of `device`, (files, MiB) the plan would push to it) (DeviceError /
+    BadInputError as opening or running it raises)."""
     from lutnas.device_agents.factory import open_agent
-    from lutnas.profiler.probe import probe, probe_files
+    from lutnas.profiler.probe import files_to_push, probe, probe_files
 
     empty, sample = probe_files(plan, fmt, cache, args.resolution)
     options = agent_options(args)
     pinned = _pin_cores(args, settings, options)
     with open_agent(device, options) as agent:
-        return probe(agent, pinned, empty, sample)
+        push = files_to_push(agent, plan, fmt, cache, settings.precision)
+        return probe(agent, pinned, empty, sample), push
 
 
 def _check_adaptive(args: argparse.Namespace) -> None:

@@ -297,6 +297,17 @@ class DeviceAgent(ABC):
         A dry run's probe times one session more to charge the extra ones (`profiler.probe`)."""
         return 0
 
+    def missing_files(self, files: Sequence[ModelFile]) -> list[ModelFile]:
+        """Those of `files` a trial would first copy to the device (not there with the same
+        sha256); none where the device reads the host's files in place (the default). A dry run
+        charges their pushes (`profiler.probe`); DeviceError as the device's shell raises."""
+        return []
+
+    def forget_files(self, files: Sequence[ModelFile]) -> None:
+        """Remove `files` from the device, so the next trial pushes them again (the probe times a
+        push so); nothing where files are read in place. DeviceError as the device's shell raises."""
+        return None
+
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,
                        trial_index: int, pace: ModelFile | None = None) -> Iterator[Measurement]:
         """Like `measure_batch`, yielding each Measurement as soon as it is taken; with `pace` (a

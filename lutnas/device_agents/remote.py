@@ -218,6 +218,27 @@ class RemoteAgent(DeviceAgent):
                 found[path] = digest
         return found
 
+    def _remote_paths(self, files: Sequence[ModelFile]) -> dict[int, str]:
+        """Where each file goes on the device: named by its sha256, so a changed file is pushed."""
+        return {i: f"{self.platform.work_dir}/models/{f.sha256[:12]}-{Path(f.path).name}"
+                for i, f in enumerate(files)}
+
+    def missing_files(self, files: Sequence[ModelFile]) -> list[ModelFile]:
+        remote = self._remote_paths(files)
+        paths = sorted(set(remote.values()))
+        present: dict[str, str] = {}
+        for start in range(0, len(paths), 200):  # a plan's thousands of paths: several shell lines
+            present |= self._device_sha256(paths[start:start + 200])
+        return [f for i, f in enumerate(files) if present.get(remote[i]) != f.sha256]
+
+    def forget_files(self, files: Sequence[ModelFile]) -> None:
+        paths = sorted(set(self._remote_paths(files).values()))
+        for start in range(0, len(paths), 200):  # one shell line stays short
+            chunk = paths[start:start + 200]
+            self.shell("rm -f " + " ".join(shlex.quote(p) for p in chunk))
+            for path in chunk:
+                self._on_device.pop(path, None)
+
     # -- measuring ---------------------------------------------------------------------------------
     def models_per_session(self, settings: RunSettings) -> int:
         return MODELS_PER_SESSION
@@ -228,8 +249,7 @@ class RemoteAgent(DeviceAgent):
         program = self._program(settings)
         assert program is not None  # check_settings raised otherwise
         runner_path, runner = self._runner(program)
-        models_dir = f"{self.platform.work_dir}/models"
-        remote = {i: f"{models_dir}/{f.sha256[:12]}-{Path(f.path).name}" for i, f in enumerate(files)}
+        remote = self._remote_paths(files)
         results = self._push_models(files, remote, runner, trial_index)
         pending = [i for i in range(len(files)) if i not in results]
         for start in range(0, len(pending), MODELS_PER_SESSION):
@@ -252,12 +272,19 @@ class RemoteAgent(DeviceAgent):
         if missing:
             self.shell(f"mkdir -p {shlex.quote(self.platform.work_dir + '/models')}")
         failed: dict[int, Measurement] = {}
-        for index in missing:
-            try:
-                self.transport.push(Path(files[index].path), remote[index])
-                self._on_device[remote[index]] = files[index].sha256
-            except FileRefusedError as exc:  # the connection is fine: this file's fault
-                failed[index] = Measurement.failed(files[index], trial_index, runner, str(exc))
+        refused: dict[str, str] = {}
+        pushed: set[str] = set()
+        for index in missing:  # a file listed twice (the drift reference) is pushed once
+            path = remote[index]
+            if path not in pushed and path not in refused:
+                try:
+                    self.transport.push(Path(files[index].path), path)
+                    self._on_device[path] = files[index].sha256
+                    pushed.add(path)
+                except FileRefusedError as exc:  # the connection is fine: this file's fault
+                    refused[path] = str(exc)
+            if path in refused:
+                failed[index] = Measurement.failed(files[index], trial_index, runner, refused[path])
         return failed
 
     def _session_script(self, models: list[tuple[int, str]], runner_path: str, program: RunnerProgram,

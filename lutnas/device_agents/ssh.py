@@ -438,8 +438,7 @@ class SshAgent(RemoteAgent):
         self.check_settings(settings)
         package = self._push_worker()
         runner = RunnerInfo(self.worker.name, "?")
-        remote = {i: f"{self.platform.work_dir}/models/{f.sha256[:12]}-{Path(f.path).name}"
-                  for i, f in enumerate(files)}
+        remote = self._remote_paths(files)
         refused = self._push_models(files, remote, runner, trial_index)
         pending = [i for i in range(len(files))]
         drops = 0

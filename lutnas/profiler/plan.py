@@ -110,12 +110,17 @@ class PlanEstimate:
     device_minutes_min: float
     device_minutes_max: float
     latency_ms_total: float  # estimated one-run latency of every key together
+    push_files: int = 0  # files the device lacks, copied once (included in device time)
+    push_mib: float = 0.0
+    push_minutes: float = 0.0
 
     def lines(self) -> list[str]:
+        pushes = ([f"pushes: {self.push_files} files ({self.push_mib:.1f} MiB) the device lacks, "
+                   f"~{_duration(self.push_minutes)}, once (in the device time)"] if self.push_files else [])
         return [f"plan: {self.keys} keys, {self.cached} already exported, {self.keys - self.cached} "
                 f"to export (~{_duration(self.export_minutes)})",
                 f"measurements: {self.measurements_min} ({self.measurements_max} if every key needs "
-                f"--max-trials)",
+                f"--max-trials)", *pushes,
                 f"device time: ~{_duration(self.device_minutes_min)} ({_duration(self.device_minutes_max)} "
                 f"at --max-trials); estimated one run of every key: {self.latency_ms_total:.1f} ms"]
 
@@ -138,7 +143,8 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
                   invoke_ms: float = 0.05, process_start_s: float = 1.0,
                   batch_size: int = 64, run_overhead_ms: float = 0.0, per_key_s: float = 0.0,
                   reference_every: int = 8, per_session_s: float = 0.0, session_size: int = 0,
-                  ) -> PlanEstimate:
+                  push: tuple[int, float] = (0, 0.0), per_push_s: float = 0.0,
+                  push_s_per_mib: float = 0.0) -> PlanEstimate:
     """Export minutes left (cache aware) and projected device minutes of `plan`.
 
     A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
@@ -147,9 +153,11 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     `run_overhead_ms()`) plus `per_key_s` (a phone's runner start); each batch of `batch_size` keys
     `process_start_s`, and each runner session of `session_size` keys after a batch's first
     `per_session_s` (a phone's shell session; 0: a batch is one session); and the drift reference
-    (the 90th-percentile key) runs as `batch_key_runs` counts. `invoke_ms`, `per_key_s`,
-    `process_start_s` and `per_session_s` are measured on the device by `probe.probe`
-    (`--dry-run --probe`); the defaults are guesses."""
+    (the 90th-percentile key) runs as `batch_key_runs` counts. Once per run, the `push` (files,
+    MiB) the device lacks are copied to it at `per_push_s` a file and `push_s_per_mib`
+    (`probe.files_to_push`). `invoke_ms`, `per_key_s`, `process_start_s`, `per_session_s` and the
+    push costs are measured on the device by `probe.probe` (`--dry-run --probe`); the defaults are
+    guesses (no pushes: the host reads its files in place)."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
@@ -165,6 +173,8 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
                    * (warmup + runs) / 1000.0 + per_key_s * key_runs + process_start_s * batches
                    + per_session_s * (sessions - batches))
+    push_s = per_push_s * push[0] + push_s_per_mib * push[1]  # the first trial's pushes
     return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
-                        len(specs) * max(trials, max_trials), per_trial_s * trials / 60.0,
-                        per_trial_s * max(trials, max_trials) / 60.0, sum(latency))
+                        len(specs) * max(trials, max_trials), (per_trial_s * trials + push_s) / 60.0,
+                        (per_trial_s * max(trials, max_trials) + push_s) / 60.0, sum(latency),
+                        push[0], push[1], push_s / 60.0)

@@ -15,10 +15,14 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
 from lutnas.errors import DeviceError
+
+MIB = 2 ** 20
+MIN_PUSH_MIB = 0.05  # files closer in size than this cannot separate a per-MiB cost from noise
 
 if TYPE_CHECKING:
     from lutnas.profiler.export import ModelCache
@@ -36,6 +40,10 @@ class InvocationCosts:
     per_session_s: each runner session after a batch's first (a phone's shell session of
         `session_size` models and the cool-down read before it); per_batch_s holds the first.
     session_size: models per runner session (`DeviceAgent.models_per_session`); 0: one a batch.
+    per_push_s: copying one model file the device lacks (its first trial's push), timed with the
+        empty model; 0 where the device reads the host's files in place.
+    push_s_per_mib: what each MiB of a pushed file adds (the median block's push against the
+        empty model's); 0 when the two files are about the same size.
     """
 
     per_batch_s: float
@@ -43,12 +51,16 @@ class InvocationCosts:
     run_ms: float
     per_session_s: float = 0.0
     session_size: int = 0
+    per_push_s: float = 0.0
+    push_s_per_mib: float = 0.0
 
     def line(self, device: str) -> str:
         session = (f", {self.per_session_s:.2f} s per session of {self.session_size} models"
                    if self.session_size else "")
+        push = (f", {self.per_push_s:.2f} s per pushed file + {self.push_s_per_mib:.2f} s per MiB"
+                if self.per_push_s or self.push_s_per_mib else "")
         return (f"measured on {device}: {self.per_batch_s:.2f} s per trial batch, {self.per_key_s:.3f} s "
-                f"per model{session}, {self.run_ms:.3f} ms per run of an empty model")
+                f"per model{session}, {self.run_ms:.3f} ms per run of an empty model{push}")
 
 
 def probe_files(plan: "Plan", fmt: str, cache: "ModelCache",
@@ -65,6 +77,49 @@ def probe_files(plan: "Plan", fmt: str, cache: "ModelCache",
             ModelFile(sample.path, "probe-sample", sample.sha256))
 
 
+def _pushes(agent: DeviceAgent) -> bool:
+    """Whether `agent` copies files to its device: one no device can hold (a digest of zeros) is
+    missing there, and never where files are read in place."""
+    return bool(agent.missing_files([ModelFile(Path(__file__), "probe:push", "0" * 64)]))
+
+
+def files_to_push(agent: DeviceAgent, plan: "Plan", fmt: str, cache: "ModelCache",
+                  precision: str) -> tuple[int, float]:
+    """(files, MiB) a run of `plan` would first copy to the device: the exported files it lacks
+    (`DeviceAgent.missing_files`, their sizes) and every file not exported yet (its weights at
+    `precision`, `space.weight_mib`); (0, 0.0) where the device reads files in place. The run's
+    agent removes what it pushed when it closes (unless --keep-files), so a rerun pushes again."""
+    from lutnas.space.complexity import weight_mib
+
+    exported, pending = [], []
+    for spec in plan.specs:
+        model = cache.get(spec.key, fmt)
+        if model is None:
+            pending.append(spec)
+        else:
+            exported.append(ModelFile(model.path, spec.key, model.sha256))
+    if not _pushes(agent):
+        return 0, 0.0
+    missing = agent.missing_files(exported)
+    mib = sum(Path(f.path).stat().st_size for f in missing) / MIB + weight_mib(pending, precision)
+    return len(missing) + len(pending), mib
+
+
+def _push_costs(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: ModelFile,
+                repeats: int, unpushed: dict[str, float]) -> tuple[float, float]:
+    """(s per pushed file, s per MiB): trials of the empty model and of the sample after removing
+    each from the device, against `unpushed` (median trial walls by key with the file there)."""
+    pushed: dict[str, list[float]] = {empty.key: [], sample.key: []}
+    for _ in range(max(1, repeats)):
+        for file in (empty, sample):
+            agent.forget_files([file])
+            pushed[file.key].append(_timed_trial(agent, [file], settings)[0])
+    fixed = max(0.0, statistics.median(pushed[empty.key]) - unpushed[empty.key])
+    extra = statistics.median(pushed[sample.key]) - unpushed[sample.key] - fixed
+    mib = (Path(sample.path).stat().st_size - Path(empty.path).stat().st_size) / MIB
+    return fixed, (max(0.0, extra) / mib if mib >= MIN_PUSH_MIB else 0.0)
+
+
 def _timed_trial(agent: DeviceAgent, files: list[ModelFile], settings: RunSettings) -> tuple[float, float]:
     """(wall seconds of one trial over `files`, the empty model's median ms) ; DeviceError when it
     failed (a probe that cannot run the empty model cannot say anything of the plan)."""
@@ -79,7 +134,7 @@ def _timed_trial(agent: DeviceAgent, files: list[ModelFile], settings: RunSettin
 
 
 def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: ModelFile | None = None,
-          repeats: int = 3, copies: int = 4) -> InvocationCosts:
+          repeats: int = 3, copies: int = 8) -> InvocationCosts:
     """Time trials of one and of `copies` copies of `sample` (one of the plan's own models; the
     empty model when None), after one untimed trial that pushes the files and connects: the slope
     is one model's cost beyond its timed runs, the rest the batch's; the empty model's median is the
@@ -87,10 +142,15 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     that many (one session) and a trial of one more (two sessions) prices a session (a simulated
     phone: 0.09 s per further session of 4 models; with it and the batch-opening reference charged,
     its projection moved from -22.4% to -20.5% of the run, benchmarks/results/dry_run_projection.json).
-    A real model costs more to load than the empty one (a simulated phone: 0.31 s a model probed
-    with the empty one, 0.43 s in the run). Each wall time is the median of `repeats`: the profile
+    The copies are one of the plan's own models: a real model costs more to load than the empty
+    one. Where batches are one session (the host worker), `copies` (8) keeps the slope above the
+    host's noise (4 copies probed 0.001-0.060 s a model on this host). Each wall time is the median of `repeats`: the profile
     pays the typical cost, and on a shared host one timing moves by tens of percent. Probed warm and
     unpaced: the estimate adds the eviction and pace model per run itself (`plan.run_overhead_ms`).
+    Where the agent copies files to its device (`DeviceAgent.missing_files`), the empty model and
+    the sample are removed and their trials timed again: the difference is a push (a simulated
+    phone: 0.21-0.25 s a file, the ~0.1 s a model the projection missed: -20.5% -> -1.7% and -6.0%,
+    benchmarks/results/dry_run_projection.json).
     Raises DeviceError as the agent does, or when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
     sample = sample or empty
@@ -100,10 +160,12 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(copies + 1)]
     empty_file = ModelFile(empty.path, "probe:empty", empty.sha256)
     _timed_trial(agent, [empty_file, files[0]], settings)
-    walls: dict[int, list[float]] = {1: [], copies: [], copies + 1: []}
+    walls: dict[int, list[float]] = {0: [], 1: [], copies: [], copies + 1: []}
     runs_ms, sample_ms = [], []
     for _ in range(max(1, repeats)):
-        runs_ms.append(_timed_trial(agent, [empty_file], settings)[1])
+        wall, ms = _timed_trial(agent, [empty_file], settings)
+        walls[0].append(wall)
+        runs_ms.append(ms)
         wall, ms = _timed_trial(agent, files[:1], settings)
         walls[1].append(wall)
         sample_ms.append(ms)
@@ -114,6 +176,11 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     one, many = statistics.median(walls[1]), statistics.median(walls[copies])
     per_key_total = max(0.0, (many - one) / (copies - 1))
     per_session = max(0.0, statistics.median(walls[copies + 1]) - many - per_key_total) if session else 0.0
+    per_push, per_mib = 0.0, 0.0
+    if _pushes(agent):
+        per_push, per_mib = _push_costs(agent, settings, empty_file, files[0], repeats,
+                                        {empty_file.key: statistics.median(walls[0]), files[0].key: one})
     return InvocationCosts(per_batch_s=max(0.0, one - per_key_total),  # includes its first session
                            per_key_s=max(0.0, per_key_total - timed_s), run_ms=statistics.median(runs_ms),
-                           per_session_s=per_session, session_size=session)
+                           per_session_s=per_session, session_size=session, per_push_s=per_push,
+                           push_s_per_mib=per_mib)

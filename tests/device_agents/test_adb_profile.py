@@ -57,7 +57,8 @@ def test_profile_device_fills_the_store_and_survives_faults(phone: SimulatedAdbd
 def test_unplugged_phone_fails_clearly_and_the_rerun_resumes(phone: SimulatedAdbd, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture):
     store = tmp_path / "m.sqlite"
-    phone.faults.drop_after_commands, phone.faults.offline_after_drop = 16, True
+    # a full run here opens 17 services (LIMIT 2, 2 trials): drop well inside it
+    phone.faults.drop_after_commands, phone.faults.offline_after_drop = 10, True
     assert profile(store, phone.address) == 1
     err = capsys.readouterr().err
     assert "cannot connect to 127.0.0.1" in err

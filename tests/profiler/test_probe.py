@@ -58,12 +58,20 @@ def test_the_estimate_charges_measured_costs_per_key_per_batch_and_the_reference
 class ClockedDevice(DeviceAgent):
     """A device whose trials take known seconds on a fake clock: `batch_s` a batch (with its first
     session), `key_s` a model beyond its timed runs, `session_s` each further session of `session`
-    models; models time `ms` a run."""
+    models; models time `ms` a run. With `push` (s a file, s a MiB) it copies the files it lacks
+    first, each once; without, it reads them in place."""
 
     def __init__(self, clock: list[float], session: int, batch_s: float, key_s: float,
-                 session_s: float, ms: float = 0.5) -> None:
+                 session_s: float, ms: float = 0.5, push: tuple[float, float] | None = None) -> None:
         self.clock, self.session = clock, session
         self.batch_s, self.key_s, self.session_s, self.ms = batch_s, key_s, session_s, ms
+        self.push, self.held = push, set()
+
+    def missing_files(self, files) -> list[ModelFile]:
+        return [f for f in files if f.sha256 not in self.held] if self.push else []
+
+    def forget_files(self, files) -> None:
+        self.held -= {f.sha256 for f in files}
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(device_id="clocked", kind="simulated", model="clocked")
@@ -76,6 +84,9 @@ class ClockedDevice(DeviceAgent):
         sessions = -(-n // self.session) if self.session else 1
         timed_s = n * (settings.warmup + settings.runs) * self.ms / 1000.0
         self.clock[0] += self.batch_s + n * self.key_s + (sessions - 1) * self.session_s + timed_s
+        for file in {f.sha256: f for f in self.missing_files(files)}.values():
+            self.clock[0] += self.push[0] + self.push[1] * file.path.stat().st_size / 2**20
+            self.held.add(file.sha256)
         return [Measurement(f.key, f.sha256, trial_index, RunnerInfo("clocked", "1"),
                             samples_ms=[self.ms] * settings.runs).fill_stats_from_samples() for f in files]
 
@@ -101,6 +112,66 @@ def test_the_probe_recovers_batch_model_and_session_costs(monkeypatch, tmp_path,
         assert costs.per_session_s == pytest.approx(0.35 if session else 0.0)
 
 
+def test_the_probe_recovers_what_a_push_costs_a_file_and_a_mib(monkeypatch, tmp_path) -> None:
+    import lutnas.profiler.probe as probe_module
+
+    clock = [0.0]
+    monkeypatch.setattr(probe_module.time, "perf_counter", lambda: clock[0])
+    (tmp_path / "empty.tflite").write_bytes(b"e" * 1024)
+    (tmp_path / "block.tflite").write_bytes(b"b" * (3 * 2**20 + 1024))  # 3 MiB more
+    empty, block = (ModelFile.from_path(tmp_path / f"{n}.tflite", n) for n in ("empty", "block"))
+    device = ClockedDevice(clock, 4, batch_s=0.5, key_s=0.3, session_s=0.35, push=(0.2, 0.05))
+    costs = probe(device, RunSettings(warmup=1, runs=3), empty, block, repeats=1)
+    assert costs.per_push_s == pytest.approx(0.2 + 0.05 / 1024)  # the empty file's KiB
+    assert costs.push_s_per_mib == pytest.approx(0.05)
+    assert costs.per_key_s == pytest.approx(0.3)  # copies of one file are pushed once, untimed
+    assert "per pushed file" in costs.line("clocked")
+    reads_in_place = probe(ClockedDevice(clock, 4, 0.5, 0.3, 0.35), RunSettings(warmup=1, runs=3),
+                           empty, block, repeats=1)
+    assert (reads_in_place.per_push_s, reads_in_place.push_s_per_mib) == (0.0, 0.0)
+
+
+def test_the_estimate_charges_pushes_once_not_per_trial(tiny_space) -> None:
+    plan = make_plan(tiny_space, limit=16, seed=1)
+    common = dict(reference_every=8, batch_size=8, process_start_s=0.0, invoke_ms=0.0)
+    for trials in (2, 5):
+        base = estimate_plan(plan, "onnx", lambda key: True, trials, trials, 1, 5, **common)
+        pushed = estimate_plan(plan, "onnx", lambda key: True, trials, trials, 1, 5, **common,
+                               push=(16, 4.0), per_push_s=0.25, push_s_per_mib=0.5)
+        extra_s = 16 * 0.25 + 4.0 * 0.5
+        assert (pushed.device_minutes_min - base.device_minutes_min) * 60 == pytest.approx(extra_s)
+        assert (pushed.device_minutes_max - base.device_minutes_max) * 60 == pytest.approx(extra_s)
+    assert any(line.startswith("pushes: 16 files (4.0 MiB)") for line in pushed.lines())
+    assert not any(line.startswith("pushes") for line in base.lines())
+
+
+def test_a_phone_is_pushed_what_it_lacks_once_and_the_dry_run_counts_it(phone: SimulatedAdbd, runner,
+                                                                        tmp_path, monkeypatch,
+                                                                        tiny_space) -> None:
+    from lutnas.device_agents.factory import AgentOptions, open_agent
+    from lutnas.device_agents.remote import RemoteOptions
+    from lutnas.profiler.probe import files_to_push
+
+    cache = ModelCache(tmp_path / "cache")
+    entry = export_empty(32, "tflite", cache)
+    model = ModelFile(entry.path, "probe", entry.sha256)
+    with open_agent(f"adb:{phone.address}", AgentOptions(remote=RemoteOptions(runner=runner))) as agent:
+        pushes = []
+        push = agent.transport.push
+        monkeypatch.setattr(agent.transport, "push", lambda *a, **k: (pushes.append(a), push(*a, **k)))
+        assert agent.missing_files([model]) == [model]
+        results = agent.measure_batch([model, model, model], RunSettings(warmup=1, runs=3), 0)
+        models = [path for _, path in pushes if "/models/" in path]  # not the runner's push
+        assert all(m.ok for m in results) and len(models) == 1  # listed three times, pushed once
+        assert agent.missing_files([model]) == []
+        agent.forget_files([model])
+        assert agent.missing_files([model]) == [model]
+        plan = make_plan(tiny_space, limit=3, seed=1)
+        files, mib = files_to_push(agent, plan, "tflite", cache, "fp32")
+        assert files == 3 and mib > 0.0  # none exported yet: each file's weights
+    assert files_to_push(LocalAgent(), plan, "tflite", cache, "fp32") == (0, 0.0)
+
+
 def test_a_phone_probe_times_a_second_session(phone: SimulatedAdbd, runner, tmp_path) -> None:
     from lutnas.device_agents.factory import AgentOptions, open_agent
     from lutnas.device_agents.remote import MODELS_PER_SESSION, RemoteOptions
@@ -112,6 +183,7 @@ def test_a_phone_probe_times_a_second_session(phone: SimulatedAdbd, runner, tmp_
     # a phone runs MODELS_PER_SESSION models per shell session: one more model opens a second one
     assert costs.session_size == MODELS_PER_SESSION
     assert costs.per_key_s > 0.0  # every model starts benchmark_model on the phone
+    assert costs.per_push_s > 0.0  # the empty model pushed again after forget_files
     assert f"per session of {MODELS_PER_SESSION} models" in costs.line("phone")
 
 
