@@ -313,7 +313,7 @@ def _dry_run(args: argparse.Namespace, settings: RunSettings) -> int:
         _print_estimate(plan, common, invoke_ms=costs.run_ms, per_key_s=costs.per_key_s,
                         process_start_s=costs.per_batch_s, per_session_s=costs.per_session_s,
                         session_size=costs.session_size, push=push, per_push_s=costs.per_push_s,
-                        push_s_per_mib=costs.push_s_per_mib)
+                        push_s_per_mib=costs.push_s_per_mib, push_batch_s=costs.push_batch_s)
     return 0
 
 

@@ -278,6 +278,9 @@ class DeviceAgent(ABC):
     cache_states: tuple[str, ...] = ("warm",)
     # Whether its timing loop can interleave a pace model (RunSettings.pace): lutnas's own worker.
     can_pace: bool = False
+    # Whether a trial first copies the model files to the device (a phone, a board); the host
+    # reads them in place.
+    pushes_files: bool = False
     @abstractmethod
     def info(self) -> DeviceInfo:
         """Fingerprint of the device and its runtimes (cheap after the first call)."""
@@ -298,14 +301,20 @@ class DeviceAgent(ABC):
         return 0
 
     def missing_files(self, files: Sequence[ModelFile]) -> list[ModelFile]:
-        """Those of `files` a trial would first copy to the device (not there with the same
-        sha256); none where the device reads the host's files in place (the default). A dry run
-        charges their pushes (`profiler.probe`); DeviceError as the device's shell raises."""
+        """Those of `files` a trial would first copy to the device (not there under their device
+        path with the same sha256); none where files are read in place (`pushes_files` False). A
+        dry run charges their pushes (`profiler.probe`). DeviceError as the device's shell raises."""
         return []
 
+    def push_files(self, files: Sequence[ModelFile]) -> None:
+        """Copy those of `files` the device lacks, each device path once, as a trial's first step
+        does; nothing where files are read in place. DeviceError as the transport raises, or when
+        the device refuses a file."""
+        return None
+
     def forget_files(self, files: Sequence[ModelFile]) -> None:
-        """Remove `files` from the device, so the next trial pushes them again (the probe times a
-        push so); nothing where files are read in place. DeviceError as the device's shell raises."""
+        """Remove `files` from the device, so the next push copies them again (the probe times
+        pushes so); nothing where files are read in place. DeviceError as the shell raises."""
         return None
 
     def measure_stream(self, files: Sequence[ModelFile], settings: RunSettings,

@@ -66,7 +66,12 @@ class RemoteOptions:
 
 
 class RemoteAgent(DeviceAgent):
-    """One device behind a shell transport. Not thread-safe: one agent per device and worker."""
+    """One device behind a shell transport. Not thread-safe: one agent per device and worker.
+
+    Model files go to `<work_dir>/models/<sha256[:12]>-<name>`, pushed only when the device lacks
+    that path with that digest, and are removed by `close` unless `keep_files`."""
+
+    pushes_files = True
 
     def __init__(self, transport: ShellTransport, platform: Platform, options: RemoteOptions | None = None,
                  on_message: Callable[[str], None] | None = None) -> None:
@@ -231,13 +236,18 @@ class RemoteAgent(DeviceAgent):
             present |= self._device_sha256(paths[start:start + 200])
         return [f for i, f in enumerate(files) if present.get(remote[i]) != f.sha256]
 
+    def push_files(self, files: Sequence[ModelFile]) -> None:
+        refused = self._push_models(files, self._remote_paths(files), RunnerInfo("push", "?"), 0)
+        if refused:
+            raise DeviceError(f"{self.address} refused {files[min(refused)].path}: "
+                              f"{refused[min(refused)].status}")
+
     def forget_files(self, files: Sequence[ModelFile]) -> None:
+        # Paths stay in _on_device: close() removes them again (rm -f of a missing file is a no-op)
+        # and then the folders it made.
         paths = sorted(set(self._remote_paths(files).values()))
         for start in range(0, len(paths), 200):  # one shell line stays short
-            chunk = paths[start:start + 200]
-            self.shell("rm -f " + " ".join(shlex.quote(p) for p in chunk))
-            for path in chunk:
-                self._on_device.pop(path, None)
+            self.shell("rm -f " + " ".join(shlex.quote(p) for p in paths[start:start + 200]))
 
     # -- measuring ---------------------------------------------------------------------------------
     def models_per_session(self, settings: RunSettings) -> int:

@@ -348,6 +348,10 @@ class SshAgent(RemoteAgent):
                 info.libraries.update(self._worker_libraries(python))
         return super().info()
 
+    def _remote_paths(self, files: Sequence[ModelFile]) -> dict[int, str]:
+        self._set_work_dir()  # missing_files may come before info() (a dry run's first call)
+        return super()._remote_paths(files)
+
     def _set_work_dir(self) -> None:
         """~/.cache/lutnas on the board (a home is private; /tmp is shared with other users)."""
         if self.platform.work_dir == LINUX.work_dir:

@@ -144,7 +144,7 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
                   batch_size: int = 64, run_overhead_ms: float = 0.0, per_key_s: float = 0.0,
                   reference_every: int = 8, per_session_s: float = 0.0, session_size: int = 0,
                   push: tuple[int, float] = (0, 0.0), per_push_s: float = 0.0,
-                  push_s_per_mib: float = 0.0) -> PlanEstimate:
+                  push_s_per_mib: float = 0.0, push_batch_s: float = 0.0) -> PlanEstimate:
     """Export minutes left (cache aware) and projected device minutes of `plan`.
 
     A key's latency is estimated from its MACs at `gmacs_per_s` (a phone's big core runs ~5 GMAC/s
@@ -154,10 +154,11 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     `process_start_s`, and each runner session of `session_size` keys after a batch's first
     `per_session_s` (a phone's shell session; 0: a batch is one session); and the drift reference
     (the 90th-percentile key) runs as `batch_key_runs` counts. Once per run, the `push` (files,
-    MiB) the device lacks are copied to it at `per_push_s` a file and `push_s_per_mib`
-    (`probe.files_to_push`). `invoke_ms`, `per_key_s`, `process_start_s`, `per_session_s` and the
-    push costs are measured on the device by `probe.probe` (`--dry-run --probe`); the defaults are
-    guesses (no pushes: the host reads its files in place)."""
+    MiB) the device lacks are copied to it at `per_push_s` a file and `push_s_per_mib`, and each
+    batch of that first trial pays `push_batch_s` before its pushes (`probe.files_to_push`).
+    `invoke_ms`, `per_key_s`, `process_start_s`, `per_session_s` and the push costs are measured
+    on the device by `probe.probe` (`--dry-run --probe`); the defaults are guesses (no pushes: the
+    host reads its files in place)."""
     specs = plan.specs
     cached = sum(1 for spec in specs if is_cached(spec.key))
     export_s = (len(specs) - cached) * EXPORT_S_PER_BLOCK.get(fmt, 4.3) / max(1, export_workers)
@@ -173,7 +174,8 @@ def estimate_plan(plan: Plan, fmt: str, is_cached: Callable[[str], bool], trials
     per_trial_s = ((sum(latency) + references * reference_ms + run_overhead_ms * key_runs)
                    * (warmup + runs) / 1000.0 + per_key_s * key_runs + process_start_s * batches
                    + per_session_s * (sessions - batches))
-    push_s = per_push_s * push[0] + push_s_per_mib * push[1]  # the first trial's pushes
+    push_s = (per_push_s * push[0] + push_s_per_mib * push[1]  # the first trial's pushes
+              + (push_batch_s * batches if push[0] else 0.0))
     return PlanEstimate(len(specs), cached, export_s / 60.0, len(specs) * trials,
                         len(specs) * max(trials, max_trials), (per_trial_s * trials + push_s) / 60.0,
                         (per_trial_s * max(trials, max_trials) + push_s) / 60.0, sum(latency),

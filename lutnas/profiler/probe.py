@@ -11,7 +11,9 @@ of constants. Nothing is stored.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,10 +42,11 @@ class InvocationCosts:
     per_session_s: each runner session after a batch's first (a phone's shell session of
         `session_size` models and the cool-down read before it); per_batch_s holds the first.
     session_size: models per runner session (`DeviceAgent.models_per_session`); 0: one a batch.
-    per_push_s: copying one model file the device lacks (its first trial's push), timed with the
-        empty model; 0 where the device reads the host's files in place.
+    per_push_s: copying one model file the device lacks (a run's first trial pushes them), timed
+        with copies of the empty model; 0 where the device reads the host's files in place.
     push_s_per_mib: what each MiB of a pushed file adds (the median block's push against the
         empty model's); 0 when the two files are about the same size.
+    push_batch_s: what a batch that pushes pays once before its pushes (making the folder).
     """
 
     per_batch_s: float
@@ -53,6 +56,7 @@ class InvocationCosts:
     session_size: int = 0
     per_push_s: float = 0.0
     push_s_per_mib: float = 0.0
+    push_batch_s: float = 0.0
 
     def line(self, device: str) -> str:
         session = (f", {self.per_session_s:.2f} s per session of {self.session_size} models"
@@ -77,20 +81,18 @@ def probe_files(plan: "Plan", fmt: str, cache: "ModelCache",
             ModelFile(sample.path, "probe-sample", sample.sha256))
 
 
-def _pushes(agent: DeviceAgent) -> bool:
-    """Whether `agent` copies files to its device: one no device can hold (a digest of zeros) is
-    missing there, and never where files are read in place."""
-    return bool(agent.missing_files([ModelFile(Path(__file__), "probe:push", "0" * 64)]))
-
-
 def files_to_push(agent: DeviceAgent, plan: "Plan", fmt: str, cache: "ModelCache",
                   precision: str) -> tuple[int, float]:
     """(files, MiB) a run of `plan` would first copy to the device: the exported files it lacks
     (`DeviceAgent.missing_files`, their sizes) and every file not exported yet (its weights at
-    `precision`, `space.weight_mib`); (0, 0.0) where the device reads files in place. The run's
-    agent removes what it pushed when it closes (unless --keep-files), so a rerun pushes again."""
+    `precision`, `space.complexity.weight_mib`: an int8 file's biases and scales are left out);
+    (0, 0.0) where the device reads files in place. The run's agent removes what it pushed when it
+    closes (unless --keep-files), so a rerun pushes again. DeviceError as the device's shell
+    raises; OSError when a cached file cannot be read."""
     from lutnas.space.complexity import weight_mib
 
+    if not agent.pushes_files:
+        return 0, 0.0
     exported, pending = [], []
     for spec in plan.specs:
         model = cache.get(spec.key, fmt)
@@ -98,26 +100,44 @@ def files_to_push(agent: DeviceAgent, plan: "Plan", fmt: str, cache: "ModelCache
             pending.append(spec)
         else:
             exported.append(ModelFile(model.path, spec.key, model.sha256))
-    if not _pushes(agent):
-        return 0, 0.0
     missing = agent.missing_files(exported)
     mib = sum(Path(f.path).stat().st_size for f in missing) / MIB + weight_mib(pending, precision)
     return len(missing) + len(pending), mib
 
 
-def _push_costs(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: ModelFile,
-                repeats: int, unpushed: dict[str, float]) -> tuple[float, float]:
-    """(s per pushed file, s per MiB): trials of the empty model and of the sample after removing
-    each from the device, against `unpushed` (median trial walls by key with the file there)."""
-    pushed: dict[str, list[float]] = {empty.key: [], sample.key: []}
-    for _ in range(max(1, repeats)):
-        for file in (empty, sample):
-            agent.forget_files([file])
-            pushed[file.key].append(_timed_trial(agent, [file], settings)[0])
-    fixed = max(0.0, statistics.median(pushed[empty.key]) - unpushed[empty.key])
-    extra = statistics.median(pushed[sample.key]) - unpushed[sample.key] - fixed
-    mib = (Path(sample.path).stat().st_size - Path(empty.path).stat().st_size) / MIB
-    return fixed, (max(0.0, extra) / mib if mib >= MIN_PUSH_MIB else 0.0)
+def _timed_push(agent: DeviceAgent, files: list[ModelFile]) -> float:
+    start = time.perf_counter()
+    agent.push_files(files)
+    return time.perf_counter() - start
+
+
+def _push_costs(agent: DeviceAgent, empty: ModelFile, sample: ModelFile,
+                repeats: int) -> tuple[float, float, float]:
+    """(s per pushed file, s per MiB, s per batch that pushes) from pushes of probe-only copies
+    (the user's files on the device are never removed): one and two copies of the empty model
+    (the slope is a file; the rest, less a check of files already there, the folder a batch makes
+    before pushing) and one of the sample (its extra MiB)."""
+    with tempfile.TemporaryDirectory(prefix="lutnas-probe-push-") as tmp:
+        copies = []
+        for name, source in (("e1", empty), ("e2", empty), ("s1", sample)):
+            path = Path(tmp) / f"probe-push-{name}-{Path(source.path).name}"
+            shutil.copyfile(source.path, path)
+            copies.append(ModelFile(path, f"probe:push:{name}", source.sha256))
+        e1, e2, s1 = copies
+        one, present, two, big = [], [], [], []
+        for _ in range(max(1, repeats)):
+            agent.forget_files(copies)
+            one.append(_timed_push(agent, [e1]))
+            present.append(_timed_push(agent, [e1]))  # only the device's check: nothing pushed
+            agent.forget_files([e1])
+            two.append(_timed_push(agent, [e1, e2]))
+            big.append(_timed_push(agent, [s1]))
+        agent.forget_files(copies)
+        per_file = max(0.0, statistics.median(two) - statistics.median(one))
+        per_batch = max(0.0, statistics.median(one) - per_file - statistics.median(present))
+        mib = (Path(s1.path).stat().st_size - Path(e1.path).stat().st_size) / MIB
+        extra = statistics.median(big) - statistics.median(one)
+    return per_file, (max(0.0, extra) / mib if mib >= MIN_PUSH_MIB else 0.0), per_batch
 
 
 def _timed_trial(agent: DeviceAgent, files: list[ModelFile], settings: RunSettings) -> tuple[float, float]:
@@ -144,13 +164,13 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     its projection moved from -22.4% to -20.5% of the run, benchmarks/results/dry_run_projection.json).
     The copies are one of the plan's own models: a real model costs more to load than the empty
     one. Where batches are one session (the host worker), `copies` (8) keeps the slope above the
-    host's noise (4 copies probed 0.001-0.060 s a model on this host). Each wall time is the median of `repeats`: the profile
-    pays the typical cost, and on a shared host one timing moves by tens of percent. Probed warm and
-    unpaced: the estimate adds the eviction and pace model per run itself (`plan.run_overhead_ms`).
-    Where the agent copies files to its device (`DeviceAgent.missing_files`), the empty model and
-    the sample are removed and their trials timed again: the difference is a push (a simulated
-    phone: 0.21-0.25 s a file, the ~0.1 s a model the projection missed: -20.5% -> -1.7% and -6.0%,
-    benchmarks/results/dry_run_projection.json).
+    host's noise (4 copies probed 0.001-0.060 s a model on this host). Each wall time is the median
+    of `repeats`: the profile pays the typical cost, and on a shared host one timing moves by tens
+    of percent. Probed warm and unpaced: the estimate adds the eviction and pace model per run
+    itself (`plan.run_overhead_ms`). Where the agent copies files to its device (`pushes_files`),
+    pushes of probe-only copies are timed too (`_push_costs`): a simulated phone's run pushed every
+    file once, ~0.1 s a model the projection had missed (-20.5% before, benchmarks/results/
+    dry_run_projection.json for after).
     Raises DeviceError as the agent does, or when a probe model fails."""
     settings = dataclasses.replace(settings, cache="warm", pace=False)
     sample = sample or empty
@@ -160,12 +180,10 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     files = [ModelFile(sample.path, f"probe:{i}", sample.sha256) for i in range(copies + 1)]
     empty_file = ModelFile(empty.path, "probe:empty", empty.sha256)
     _timed_trial(agent, [empty_file, files[0]], settings)
-    walls: dict[int, list[float]] = {0: [], 1: [], copies: [], copies + 1: []}
+    walls: dict[int, list[float]] = {1: [], copies: [], copies + 1: []}
     runs_ms, sample_ms = [], []
     for _ in range(max(1, repeats)):
-        wall, ms = _timed_trial(agent, [empty_file], settings)
-        walls[0].append(wall)
-        runs_ms.append(ms)
+        runs_ms.append(_timed_trial(agent, [empty_file], settings)[1])
         wall, ms = _timed_trial(agent, files[:1], settings)
         walls[1].append(wall)
         sample_ms.append(ms)
@@ -176,11 +194,8 @@ def probe(agent: DeviceAgent, settings: RunSettings, empty: ModelFile, sample: M
     one, many = statistics.median(walls[1]), statistics.median(walls[copies])
     per_key_total = max(0.0, (many - one) / (copies - 1))
     per_session = max(0.0, statistics.median(walls[copies + 1]) - many - per_key_total) if session else 0.0
-    per_push, per_mib = 0.0, 0.0
-    if _pushes(agent):
-        per_push, per_mib = _push_costs(agent, settings, empty_file, files[0], repeats,
-                                        {empty_file.key: statistics.median(walls[0]), files[0].key: one})
+    pushes = _push_costs(agent, empty_file, files[0], repeats) if agent.pushes_files else (0.0, 0.0, 0.0)
     return InvocationCosts(per_batch_s=max(0.0, one - per_key_total),  # includes its first session
                            per_key_s=max(0.0, per_key_total - timed_s), run_ms=statistics.median(runs_ms),
-                           per_session_s=per_session, session_size=session, per_push_s=per_push,
-                           push_s_per_mib=per_mib)
+                           per_session_s=per_session, session_size=session, per_push_s=pushes[0],
+                           push_s_per_mib=pushes[1], push_batch_s=pushes[2])

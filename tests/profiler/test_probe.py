@@ -11,7 +11,7 @@ import pytest
 from lutnas.device_agents.base import DeviceAgent, DeviceInfo, Measurement, ModelFile, RunnerInfo, RunSettings
 from lutnas.device_agents.local import LocalAgent
 from lutnas.errors import DeviceError
-from lutnas.profiler.export import ModelCache, export_empty
+from lutnas.profiler.export import ModelCache, export_empty, export_spec
 from lutnas.profiler.plan import estimate_plan, make_plan
 from lutnas.profiler.probe import InvocationCosts, probe
 from tests.adbd import SimulatedAdbd
@@ -58,20 +58,36 @@ def test_the_estimate_charges_measured_costs_per_key_per_batch_and_the_reference
 class ClockedDevice(DeviceAgent):
     """A device whose trials take known seconds on a fake clock: `batch_s` a batch (with its first
     session), `key_s` a model beyond its timed runs, `session_s` each further session of `session`
-    models; models time `ms` a run. With `push` (s a file, s a MiB) it copies the files it lacks
-    first, each once; without, it reads them in place."""
+    models; models time `ms` a run. With `push` (s a check, s a folder, s a file, s a MiB) it
+    copies the files it lacks first, each device path (digest and name) once; without, it reads
+    them in place."""
 
     def __init__(self, clock: list[float], session: int, batch_s: float, key_s: float,
-                 session_s: float, ms: float = 0.5, push: tuple[float, float] | None = None) -> None:
+                 session_s: float, ms: float = 0.5,
+                 push: tuple[float, float, float, float] | None = None) -> None:
         self.clock, self.session = clock, session
         self.batch_s, self.key_s, self.session_s, self.ms = batch_s, key_s, session_s, ms
-        self.push, self.held = push, set()
+        self.push, self.held, self.pushes_files = push, set(), push is not None
+
+    @staticmethod
+    def _where(file: ModelFile) -> tuple[str, str]:
+        return file.sha256, file.path.name
 
     def missing_files(self, files) -> list[ModelFile]:
-        return [f for f in files if f.sha256 not in self.held] if self.push else []
+        return [f for f in files if self._where(f) not in self.held] if self.push else []
+
+    def push_files(self, files) -> None:
+        if not self.push:
+            return
+        check_s, folder_s, file_s, mib_s = self.push
+        missing = {self._where(f): f for f in self.missing_files(files)}
+        self.clock[0] += check_s + (folder_s if missing else 0.0)
+        for where, file in missing.items():
+            self.clock[0] += file_s + mib_s * file.path.stat().st_size / 2**20
+            self.held.add(where)
 
     def forget_files(self, files) -> None:
-        self.held -= {f.sha256 for f in files}
+        self.held -= {self._where(f) for f in files}
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(device_id="clocked", kind="simulated", model="clocked")
@@ -84,9 +100,7 @@ class ClockedDevice(DeviceAgent):
         sessions = -(-n // self.session) if self.session else 1
         timed_s = n * (settings.warmup + settings.runs) * self.ms / 1000.0
         self.clock[0] += self.batch_s + n * self.key_s + (sessions - 1) * self.session_s + timed_s
-        for file in {f.sha256: f for f in self.missing_files(files)}.values():
-            self.clock[0] += self.push[0] + self.push[1] * file.path.stat().st_size / 2**20
-            self.held.add(file.sha256)
+        self.push_files(files)
         return [Measurement(f.key, f.sha256, trial_index, RunnerInfo("clocked", "1"),
                             samples_ms=[self.ms] * settings.runs).fill_stats_from_samples() for f in files]
 
@@ -120,12 +134,15 @@ def test_the_probe_recovers_what_a_push_costs_a_file_and_a_mib(monkeypatch, tmp_
     (tmp_path / "empty.tflite").write_bytes(b"e" * 1024)
     (tmp_path / "block.tflite").write_bytes(b"b" * (3 * 2**20 + 1024))  # 3 MiB more
     empty, block = (ModelFile.from_path(tmp_path / f"{n}.tflite", n) for n in ("empty", "block"))
-    device = ClockedDevice(clock, 4, batch_s=0.5, key_s=0.3, session_s=0.35, push=(0.2, 0.05))
+    device = ClockedDevice(clock, 4, batch_s=0.5, key_s=0.3, session_s=0.35,
+                           push=(0.03, 0.1, 0.2, 0.05))
     costs = probe(device, RunSettings(warmup=1, runs=3), empty, block, repeats=1)
     assert costs.per_push_s == pytest.approx(0.2 + 0.05 / 1024)  # the empty file's KiB
     assert costs.push_s_per_mib == pytest.approx(0.05)
+    assert costs.push_batch_s == pytest.approx(0.1)  # the folder, not the check every batch pays
     assert costs.per_key_s == pytest.approx(0.3)  # copies of one file are pushed once, untimed
     assert "per pushed file" in costs.line("clocked")
+    assert not device.held - {(empty.sha256, "empty.tflite"), (block.sha256, "block.tflite")}
     reads_in_place = probe(ClockedDevice(clock, 4, 0.5, 0.3, 0.35), RunSettings(warmup=1, runs=3),
                            empty, block, repeats=1)
     assert (reads_in_place.per_push_s, reads_in_place.push_s_per_mib) == (0.0, 0.0)
@@ -137,8 +154,8 @@ def test_the_estimate_charges_pushes_once_not_per_trial(tiny_space) -> None:
     for trials in (2, 5):
         base = estimate_plan(plan, "onnx", lambda key: True, trials, trials, 1, 5, **common)
         pushed = estimate_plan(plan, "onnx", lambda key: True, trials, trials, 1, 5, **common,
-                               push=(16, 4.0), per_push_s=0.25, push_s_per_mib=0.5)
-        extra_s = 16 * 0.25 + 4.0 * 0.5
+                               push=(16, 4.0), per_push_s=0.25, push_s_per_mib=0.5, push_batch_s=0.1)
+        extra_s = 16 * 0.25 + 4.0 * 0.5 + 0.1 * -(-len(plan.specs) // 8)  # the first trial's batches
         assert (pushed.device_minutes_min - base.device_minutes_min) * 60 == pytest.approx(extra_s)
         assert (pushed.device_minutes_max - base.device_minutes_max) * 60 == pytest.approx(extra_s)
     assert any(line.startswith("pushes: 16 files (4.0 MiB)") for line in pushed.lines())
@@ -169,6 +186,10 @@ def test_a_phone_is_pushed_what_it_lacks_once_and_the_dry_run_counts_it(phone: S
         plan = make_plan(tiny_space, limit=3, seed=1)
         files, mib = files_to_push(agent, plan, "tflite", cache, "fp32")
         assert files == 3 and mib > 0.0  # none exported yet: each file's weights
+        block = export_spec(plan.specs[0], "tflite", cache)
+        assert files_to_push(agent, plan, "tflite", cache, "fp32")[0] == 3  # exported, not pushed
+        agent.push_files([ModelFile(block.path, plan.specs[0].key, block.sha256)])
+        assert files_to_push(agent, plan, "tflite", cache, "fp32")[0] == 2  # on the phone now
     assert files_to_push(LocalAgent(), plan, "tflite", cache, "fp32") == (0, 0.0)
 
 
