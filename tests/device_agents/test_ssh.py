@@ -144,6 +144,20 @@ def test_shell_quotes_and_uploads_by_hash(sshd: Sshd, tmp_path: Path):
     assert not Path(remote[0]).exists()  # close() removes what was pushed
 
 
+def test_a_dry_run_asks_for_missing_files_in_the_boards_work_dir_before_info(sshd: Sshd, tmp_path: Path):
+    source = tmp_path / "block.tflite"
+    source.write_bytes(b"not really a model")
+    files = [ModelFile.from_path(source, "k")]
+    with agent_for(sshd, tmp_path) as agent:  # no info() yet: the dry run's first call
+        assert agent.pushes_files and agent.missing_files(files) == files
+        agent.push_files(files)
+        assert agent.missing_files(files) == []
+        (pushed,) = (tmp_path / "board" / "models").iterdir()  # the work dir, not /tmp/lutnas
+        assert pushed.read_bytes() == source.read_bytes()
+        agent.forget_files(files)
+        assert agent.missing_files(files) == files and not pushed.exists()
+
+
 def test_a_runner_for_another_architecture_is_refused_before_upload(sshd: Sshd, tmp_path: Path,
                                                                     capsys: pytest.CaptureFixture):
     other = 0x3E if platform.machine() == "aarch64" else 0xB7
