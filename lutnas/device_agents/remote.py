@@ -34,6 +34,7 @@ from lutnas.device_agents.transport import FileRefusedError, ShellTransport, pri
 from lutnas.errors import BadInputError, DeviceError, RunnerOutputError
 
 MODELS_PER_SESSION = 4
+SHELL_PATHS = 200  # device paths per shell line (~15 KB of command): a plan has thousands
 
 
 @dataclass(frozen=True)
@@ -212,16 +213,26 @@ class RemoteAgent(DeviceAgent):
             raise DeviceError(f"{self.address}: checking runner {device_path} printed {first_lines(check)}")
 
     def _device_sha256(self, paths: Sequence[str]) -> dict[str, str]:
-        if not paths:
-            return {}
-        out = self.shell("sha256sum " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null; true")
+        """{device path: sha256} of those of `paths` that are files on the device, each path asked
+        once, SHELL_PATHS to a shell line."""
+        unique = list(dict.fromkeys(paths))
         found = {}
-        for line in out.splitlines():
-            digest, _, path = line.partition(" ")
-            path = path.lstrip(" *")
-            if len(digest) == 64 and path in paths:
-                found[path] = digest
+        for start in range(0, len(unique), SHELL_PATHS):
+            chunk = unique[start:start + SHELL_PATHS]
+            out = self.shell("sha256sum " + " ".join(shlex.quote(p) for p in chunk) + " 2>/dev/null; true")
+            asked = set(chunk)
+            for line in out.splitlines():
+                digest, _, path = line.partition(" ")
+                path = path.lstrip(" *")
+                if len(digest) == 64 and path in asked:
+                    found[path] = digest
         return found
+
+    def _remove(self, paths: Sequence[str]) -> None:
+        """`rm -f` `paths` on the device, SHELL_PATHS to a shell line."""
+        unique = sorted(set(paths))
+        for start in range(0, len(unique), SHELL_PATHS):
+            self.shell("rm -f " + " ".join(shlex.quote(p) for p in unique[start:start + SHELL_PATHS]))
 
     def _remote_paths(self, files: Sequence[ModelFile]) -> dict[int, str]:
         """Where each file goes on the device: named by its sha256, so a changed file is pushed."""
@@ -230,24 +241,19 @@ class RemoteAgent(DeviceAgent):
 
     def missing_files(self, files: Sequence[ModelFile]) -> list[ModelFile]:
         remote = self._remote_paths(files)
-        paths = sorted(set(remote.values()))
-        present: dict[str, str] = {}
-        for start in range(0, len(paths), 200):  # a plan's thousands of paths: several shell lines
-            present |= self._device_sha256(paths[start:start + 200])
+        present = self._device_sha256(list(remote.values()))
         return [f for i, f in enumerate(files) if present.get(remote[i]) != f.sha256]
 
     def push_files(self, files: Sequence[ModelFile]) -> None:
-        refused = self._push_models(files, self._remote_paths(files), RunnerInfo("push", "?"), 0)
+        refused = self._push_missing(files, self._remote_paths(files))
         if refused:
-            raise DeviceError(f"{self.address} refused {files[min(refused)].path}: "
-                              f"{refused[min(refused)].status}")
+            path, why = next(iter(refused.items()))
+            raise DeviceError(f"{self.address} refused {path}: {why}")
 
     def forget_files(self, files: Sequence[ModelFile]) -> None:
         # Paths stay in _on_device: close() removes them again (rm -f of a missing file is a no-op)
         # and then the folders it made.
-        paths = sorted(set(self._remote_paths(files).values()))
-        for start in range(0, len(paths), 200):  # one shell line stays short
-            self.shell("rm -f " + " ".join(shlex.quote(p) for p in paths[start:start + 200]))
+        self._remove(list(self._remote_paths(files).values()))
 
     # -- measuring ---------------------------------------------------------------------------------
     def models_per_session(self, settings: RunSettings) -> int:
@@ -274,28 +280,28 @@ class RemoteAgent(DeviceAgent):
                                                    runner, trial_index, note)
         return [results[i] for i in range(len(files))]
 
+    def _push_missing(self, files: Sequence[ModelFile], remote: dict[int, str]) -> dict[str, str]:
+        """Push what the device lacks, each device path once (the drift reference is listed
+        several times in a batch); {device path: why the device refused it}."""
+        present = self._device_sha256(list(remote.values()))
+        missing = {remote[i]: f for i, f in enumerate(files) if present.get(remote[i]) != f.sha256}
+        if missing:
+            self.shell(f"mkdir -p {shlex.quote(self.platform.work_dir + '/models')}")
+        refused: dict[str, str] = {}
+        for path, file in missing.items():
+            try:
+                self.transport.push(Path(file.path), path)
+                self._on_device[path] = file.sha256
+            except FileRefusedError as exc:  # the connection is fine: this file's fault
+                refused[path] = str(exc)
+        return refused
+
     def _push_models(self, files: Sequence[ModelFile], remote: dict[int, str], runner: RunnerInfo,
                      trial_index: int) -> dict[int, Measurement]:
         """Push what the device lacks; a file it refuses gets a failed Measurement (returned)."""
-        present = self._device_sha256(list(remote.values()))
-        missing = [i for i, f in enumerate(files) if present.get(remote[i]) != f.sha256]
-        if missing:
-            self.shell(f"mkdir -p {shlex.quote(self.platform.work_dir + '/models')}")
-        failed: dict[int, Measurement] = {}
-        refused: dict[str, str] = {}
-        pushed: set[str] = set()
-        for index in missing:  # a file listed twice (the drift reference) is pushed once
-            path = remote[index]
-            if path not in pushed and path not in refused:
-                try:
-                    self.transport.push(Path(files[index].path), path)
-                    self._on_device[path] = files[index].sha256
-                    pushed.add(path)
-                except FileRefusedError as exc:  # the connection is fine: this file's fault
-                    refused[path] = str(exc)
-            if path in refused:
-                failed[index] = Measurement.failed(files[index], trial_index, runner, refused[path])
-        return failed
+        refused = self._push_missing(files, remote)
+        return {i: Measurement.failed(f, trial_index, runner, refused[remote[i]])
+                for i, f in enumerate(files) if remote[i] in refused}
 
     def _session_script(self, models: list[tuple[int, str]], runner_path: str, program: RunnerProgram,
                         settings: RunSettings) -> tuple[str, str]:
@@ -369,8 +375,7 @@ class RemoteAgent(DeviceAgent):
             paths = sorted(self._on_device)
             work_dir = self.platform.work_dir
             try:
-                for start in range(0, len(paths), 200):
-                    self.shell("rm -f " + " ".join(shlex.quote(p) for p in paths[start:start + 200]))
+                self._remove(paths)
                 self.shell(f"rmdir {shlex.quote(work_dir + '/models')} {shlex.quote(work_dir)} "
                            "2>/dev/null; true")
             except DeviceError as exc:

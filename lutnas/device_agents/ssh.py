@@ -326,6 +326,7 @@ class SshAgent(RemoteAgent):
         self.ssh = transport.options
         self.worker = worker
         self._worker_checked: dict[str, bool] = {}
+        self._work_dir_set = False
 
     @staticmethod
     def accepts(address: str) -> bool:
@@ -353,13 +354,15 @@ class SshAgent(RemoteAgent):
         return super()._remote_paths(files)
 
     def _set_work_dir(self) -> None:
-        """~/.cache/lutnas on the board (a home is private; /tmp is shared with other users)."""
-        if self.platform.work_dir == LINUX.work_dir:
+        """~/.cache/lutnas on the board (a home is private; /tmp is shared with other users);
+        asked once (a board without a usable $HOME keeps LINUX.work_dir)."""
+        if not self._work_dir_set:
             work_dir = self.ssh.work_dir
             if not work_dir:
                 home = self.shell('printf "%s" "$HOME"').strip()
                 work_dir = f"{home}/.cache/lutnas" if home.startswith("/") else LINUX.work_dir
             self.platform = replace(self.platform, work_dir=work_dir)
+            self._work_dir_set = True  # after the shell answered: a dropped one asks again
 
     def _worker_libraries(self, python: str) -> dict[str, str]:
         script = ("import importlib.metadata as m, platform\n"

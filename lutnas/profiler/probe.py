@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 
 from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings
 from lutnas.errors import DeviceError
+from lutnas.space.complexity import MIB, weight_mib
 
-MIB = 2 ** 20
 MIN_PUSH_MIB = 0.05  # files closer in size than this cannot separate a per-MiB cost from noise
 
 if TYPE_CHECKING:
@@ -89,8 +89,6 @@ def files_to_push(agent: DeviceAgent, plan: "Plan", fmt: str, cache: "ModelCache
     (0, 0.0) where the device reads files in place. The run's agent removes what it pushed when it
     closes (unless --keep-files), so a rerun pushes again. DeviceError as the device's shell
     raises; OSError when a cached file cannot be read."""
-    from lutnas.space.complexity import weight_mib
-
     if not agent.pushes_files:
         return 0, 0.0
     exported, pending = [], []
