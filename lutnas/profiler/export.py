@@ -34,7 +34,7 @@ import lutnas
 from lutnas.device_agents.base import ModelFile
 from lutnas.errors import BadInputError, ExportError
 from lutnas.fileio import atomic_path
-from lutnas.profiler import converter, export_executorch, quantize, stitch
+from lutnas.profiler import converter, export_executorch, export_speedups, quantize, stitch
 from lutnas.space import BLOCKS_REVISION, BlockSpec, SearchSpace, SubnetConfig, subnet_key
 from lutnas.supernet.blocks import build_block, example_input
 
@@ -233,37 +233,6 @@ def _write_torchscript(module: nn.Module, example: torch.Tensor,
     return produced, reference
 
 
-_CIA_MEMO: dict[tuple[int, int], object] = {}
-
-
-def _memoize_cia_ops() -> None:
-    """Let torch.export reuse its set of CompositeImplicitAutograd ops between decompositions.
-
-    Every `run_decompositions` (litert-torch runs 3-4 per model) walks all op namespaces to rebuild
-    that set, ~0.15 s a block here (6% of a conversion, measured), though it changes only when an
-    op is registered; torch does not cache it because custom ops can be registered later. Keyed on
-    the count of registered CIA kernels and op namespaces it is recomputed exactly then. The files
-    written are byte-identical (checked on every `elasticvit` block kind). Idempotent; a torch
-    without this private function is left alone.
-    """
-    from torch.export import exported_program
-
-    original = getattr(exported_program, "_collect_all_valid_cia_ops", None)
-    if original is None or getattr(original, "lutnas_memo", False):
-        return
-
-    def collect() -> object:
-        key = (len(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd")),
-               len(torch.ops._dir))
-        if key not in _CIA_MEMO:
-            _CIA_MEMO.clear()
-            _CIA_MEMO[key] = original()
-        return _CIA_MEMO[key]
-
-    collect.lutnas_memo = True  # type: ignore[attr-defined]
-    exported_program._collect_all_valid_cia_ops = collect
-
-
 def _error(produced: np.ndarray, reference: np.ndarray) -> np.ndarray:
     if produced.shape != reference.shape:
         raise ExportError(f"output shape {produced.shape} differs from PyTorch's {reference.shape}")
@@ -276,7 +245,8 @@ def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: 
     Quantized formats are checked by quantize's own criterion (scale 0: no tolerance applies here).
     `blocks`: the block files `out` is stitched from instead of converting `module`."""
     if fmt.startswith("tflite"):
-        _memoize_cia_ops()
+        converter.litert_torch()
+        export_speedups.install()
     if blocks:
         produced, reference = _write_stitched(blocks, module, example, out)
     elif fmt in quantize.FORMATS:
@@ -437,8 +407,7 @@ def _worker_init(preload: tuple[str, ...]) -> None:
     import_plugins()
     if any(fmt.startswith("tflite") for fmt in preload):
         converter.litert_torch()  # import and JAX start-up: seconds, paid at pool start
-
-        _memoize_cia_ops()
+        export_speedups.install()
     if "onnx" in preload:
         import onnxruntime  # noqa: F401
     gc.collect()

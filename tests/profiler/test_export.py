@@ -12,7 +12,6 @@ from lutnas.device_agents.runtimes import load_tflite_interpreter
 from lutnas.errors import ExportError
 from lutnas.profiler.export import (
     ModelCache,
-    _memoize_cia_ops,
     export_many,
     export_module,
     export_pool,
@@ -130,16 +129,3 @@ def test_the_export_pool_is_started_once_and_reused(tiny_space, tmp_path) -> Non
         assert entry.max_abs_error < 1e-4
     finally:
         shutdown_export_pool()
-
-
-def test_memoized_cia_ops_are_torchs_own_set() -> None:
-    from torch.export import exported_program
-
-    _memoize_cia_ops()
-    memoized = exported_program._collect_all_valid_cia_ops
-    assert getattr(memoized, "lutnas_memo", False)
-    _memoize_cia_ops()  # idempotent: never wraps the wrapper
-    assert exported_program._collect_all_valid_cia_ops is memoized
-    from torch._export.utils import _collect_all_valid_cia_ops
-
-    assert set(memoized()) == set(_collect_all_valid_cia_ops())

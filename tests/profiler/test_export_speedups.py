@@ -1,0 +1,125 @@
+"""The conversion speed-ups (profiler/export_speedups.py) register what torch registers and write
+the same bytes as litert-torch without them."""
+
+import contextlib
+import functools
+import random
+
+import pytest
+from torch.export import exported_program
+
+from lutnas.profiler import export_speedups
+from lutnas.profiler.export import ModelCache, export_spec
+
+
+def test_memoized_cia_ops_are_torchs_own_set() -> None:
+    export_speedups.memoize_cia_ops()
+    memoized = exported_program._collect_all_valid_cia_ops
+    assert getattr(memoized, "lutnas_memo", False)
+    export_speedups.memoize_cia_ops()  # idempotent: never wraps the wrapper
+    assert exported_program._collect_all_valid_cia_ops is memoized
+    from torch._export.utils import _collect_all_valid_cia_ops
+
+    assert set(memoized()) == set(_collect_all_valid_cia_ops())
+
+
+def _kernel_name(kernel: object) -> str:
+    """What a registered kernel is, comparable across two registrations of the same thing."""
+    if isinstance(kernel, functools.partial):
+        keywords = sorted((k, _kernel_name(v)) for k, v in kernel.keywords.items())
+        return f"partial({getattr(kernel.func, '__qualname__', kernel.func)}, {keywords})"
+    return getattr(kernel, "__qualname__", repr(kernel))
+
+
+def _registrations(ops: list) -> dict:
+    from torch._subclasses.fake_impls import op_implementations_dict
+
+    return {op: ({key: _kernel_name(kernel) for key, kernel in op.py_kernels.items()},
+                 op in op_implementations_dict) for op in ops}
+
+
+def _original_override() -> object:
+    current = exported_program._override_composite_implicit_decomp
+    if current is export_speedups.fast_cia_override:
+        return export_speedups._ORIGINALS[(exported_program, "_override_composite_implicit_decomp")]
+    return current
+
+
+def test_fast_override_registers_what_torchs_registers_and_restores_it() -> None:
+    from torch._export.utils import _collect_all_valid_cia_ops
+
+    ops = sorted(_collect_all_valid_cia_ops(), key=str)
+    chosen = random.Random(0).sample(ops, 40)
+    table = {op: (lambda *args, **kwargs: NotImplemented) for op in chosen}
+    before = _registrations(chosen)
+    seen = {}
+    for name, override in (("torch", _original_override()),
+                           ("fast", export_speedups.fast_cia_override)):
+        with override(table):
+            seen[name] = _registrations(chosen)
+        assert _registrations(chosen) == before, f"{name} left registrations behind"
+    assert seen["fast"] == seen["torch"]
+    assert seen["fast"] != before  # the check can fail: the override did register something
+
+
+def test_fast_override_restores_what_it_touched_when_registering_fails() -> None:
+    class Refuses(dict):
+        def items(self):  # two ops registered, then a failure
+            yield from list(super().items())[:2]
+            raise RuntimeError("refused")
+
+    from torch._export.utils import _collect_all_valid_cia_ops
+
+    chosen = sorted(_collect_all_valid_cia_ops(), key=str)[:3]
+    before = _registrations(chosen)
+    with pytest.raises(RuntimeError, match="refused"):
+        with export_speedups.fast_cia_override(Refuses({op: (lambda: None) for op in chosen})):
+            pass
+    assert _registrations(chosen) == before
+
+
+def test_fast_override_is_installed_only_over_the_torch_source_it_reproduces(monkeypatch) -> None:
+    @contextlib.contextmanager
+    def another_torchs_override(table):
+        yield
+
+    monkeypatch.setattr(exported_program, "_override_composite_implicit_decomp",
+                        another_torchs_override)
+    assert export_speedups.install_fast_cia_override() is False
+    assert exported_program._override_composite_implicit_decomp is another_torchs_override
+
+
+def test_switched_off_installs_nothing(monkeypatch) -> None:
+    export_speedups.uninstall()
+    monkeypatch.setenv(export_speedups.SWITCH_ENV, "off")
+    export_speedups.install()
+    assert not export_speedups._ORIGINALS
+    assert not getattr(exported_program._collect_all_valid_cia_ops, "lutnas_memo", False)
+
+
+@pytest.mark.slow
+def test_tflite_files_are_byte_identical_with_and_without_the_speed_ups(elasticvit_space,
+                                                                         tmp_path) -> None:
+    from lutnas.profiler import converter
+
+    converter.litert_torch()
+    # Two blocks of the same widths one after the other (the second reuses JAX lowerings of the
+    # first), an attention block and a feed-forward one: every kind of lowering the memo serves.
+    blocks = elasticvit_space.unique_blocks([128])
+    mbconv = [s for s in blocks if s.kind == "mbconv" and s.hw <= 8][:2]
+    others = [next(s for s in blocks if s.kind == kind) for kind in ("attn", "ffn")]
+    specs = mbconv + others
+    shas = {}
+    for mode in ("on", "off"):
+        export_speedups.uninstall()
+        if mode == "on":
+            export_speedups.install()
+            assert exported_program._override_composite_implicit_decomp is \
+                export_speedups.fast_cia_override
+        cache = ModelCache(tmp_path / mode)
+        shas[mode] = {s.key: export_spec(s, "tflite", cache).sha256 for s in specs}
+    export_speedups.install()
+    from litert_torch.backend.jax_bridge import _wrap
+
+    assert _wrap._stablehlo_to_vhlo.cache_info().hits > 0  # the memo served the second block
+    assert shas["on"] == shas["off"]
