@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-_CIA_MEMO: dict[tuple[int, int], object] = {}
+_CIA_MEMO: dict[tuple[int, int], set[Any]] = {}
 # (module, attribute) -> what was there before lutnas replaced it, for uninstall().
 _ORIGINALS: dict[tuple[ModuleType, str], Any] = {}
 # Set to "off" to convert with torch's and litert-torch's own functions (a suspected speed-up fault).
@@ -50,27 +50,33 @@ _OVERRIDE_SOURCE_SHA256 = "4422dc79d0792af728dd8eacf0a2fadcf00195c8802ceca15632b
 def memoize_cia_ops() -> None:
     """Let torch.export reuse its set of CompositeImplicitAutograd ops between decompositions.
 
-    Every `run_decompositions` walks all op namespaces to rebuild that set, though it changes only
-    when an op is registered; torch does not cache it because custom ops can be registered later.
-    Keyed on the count of registered CIA kernels and op namespaces it is recomputed exactly then.
-    Idempotent; a torch without this private function is left alone.
+    Every `run_decompositions` walks all op namespaces to rebuild that set (from exported_program,
+    and twice a block more from decomp_utils when litert-torch's decomposition tables
+    materialise), though it changes only when an op is registered; torch does not cache it because
+    custom ops can be registered later. Keyed on the count of registered CIA kernels and op
+    namespaces it is recomputed exactly then; each caller gets its own copy. Idempotent; a torch
+    without these private functions is left alone.
     """
-    from torch.export import exported_program
+    from torch._export import utils as export_utils
+    from torch.export import decomp_utils, exported_program
 
-    original = getattr(exported_program, "_collect_all_valid_cia_ops", None)
-    if original is None or getattr(original, "lutnas_memo", False):
+    original = getattr(export_utils, "_collect_all_valid_cia_ops", None)
+    if original is None:
         return
 
-    def collect() -> object:
+    def collect() -> set[Any]:
         key = (len(torch._C._dispatch_get_registrations_for_dispatch_key("CompositeImplicitAutograd")),
                len(torch.ops._dir))
         if key not in _CIA_MEMO:
             _CIA_MEMO.clear()
-            _CIA_MEMO[key] = original()
-        return _CIA_MEMO[key]
+            _CIA_MEMO[key] = set(original())
+        return set(_CIA_MEMO[key])
 
     collect.lutnas_memo = True  # type: ignore[attr-defined]
-    _replace(exported_program, "_collect_all_valid_cia_ops", collect)
+    for module in (exported_program, decomp_utils):  # each imported the function by name
+        current = getattr(module, "_collect_all_valid_cia_ops", None)
+        if current is not None and not getattr(current, "lutnas_memo", False):
+            _replace(module, "_collect_all_valid_cia_ops", collect)
 
 
 def _replace(module: ModuleType, name: str, new: Any) -> None:
@@ -92,6 +98,18 @@ def _force_dispatch_to_orig_cia_callable(fake_tensor_mode: Any, op: Any, *args: 
     original = kwargs.pop("original_callable")
     with fake_tensor_mode:
         return original(*args, **kwargs)
+
+
+_AUTOGRAD_KERNELS: dict[Any, Callable[..., Any]] = {}
+
+
+def _autograd_kernel(op: Any, make: Callable[..., Callable[..., Any]]) -> Callable[..., Any]:
+    """`autograd_not_implemented(op, deferred_error=True)`, made once per op: a closure over the
+    op and the flag only, so one serves every decomposition (torch makes ~19k a block)."""
+    kernel = _AUTOGRAD_KERNELS.get(op)
+    if kernel is None:
+        kernel = _AUTOGRAD_KERNELS[op] = make(op, deferred_error=True)
+    return kernel
 
 
 @contextmanager
@@ -119,7 +137,7 @@ def fast_cia_override(cia_ops_to_callable: dict[Any, Callable[..., Any]]) -> Ite
             kernels = op.py_kernels
             for key in ep._AUTOGRAD_ALIAS_BACKEND_KEYS_TO_OVERRIDE:
                 if key not in kernels:
-                    kernels[key] = autograd_not_implemented(op, deferred_error=True)
+                    kernels[key] = _autograd_kernel(op, autograd_not_implemented)
             original = _get_decomp_for_cia(op)  # before the CIA entry is replaced (torch's order)
             kernels.pop(cia_key, None)
             kernels[cia_key] = decomp

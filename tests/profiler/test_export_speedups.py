@@ -13,14 +13,19 @@ from lutnas.profiler.export import ModelCache, export_spec
 
 
 def test_memoized_cia_ops_are_torchs_own_set() -> None:
+    from torch.export import decomp_utils
+
     export_speedups.memoize_cia_ops()
     memoized = exported_program._collect_all_valid_cia_ops
     assert getattr(memoized, "lutnas_memo", False)
+    assert decomp_utils._collect_all_valid_cia_ops is memoized  # the decomposition tables' caller
     export_speedups.memoize_cia_ops()  # idempotent: never wraps the wrapper
     assert exported_program._collect_all_valid_cia_ops is memoized
     from torch._export.utils import _collect_all_valid_cia_ops
 
-    assert set(memoized()) == set(_collect_all_valid_cia_ops())
+    assert memoized() == set(_collect_all_valid_cia_ops())
+    memoized().clear()  # a caller that changes its copy does not change the memo
+    assert memoized() == set(_collect_all_valid_cia_ops())
 
 
 def _kernel_name(kernel: object) -> str:
