@@ -40,10 +40,10 @@ _CIA_MEMO: dict[tuple[int, int], set[Any]] = {}
 _ORIGINALS: dict[tuple[ModuleType, str], Any] = {}
 # Set to "off" to convert with torch's and litert-torch's own functions (a suspected speed-up fault).
 SWITCH_ENV = "LUTNAS_EXPORT_SPEEDUPS"
-# sha256 of inspect.getsource(torch.export.exported_program._override_composite_implicit_decomp)
-# in torch 2.13.0, the version fast_cia_override reproduces line by line.
 # JAX lowerings kept across models: a few KB of text and bytecode each, so ~40 MB at most.
 JAX_LOWERINGS_KEPT = 4096
+# sha256 of inspect.getsource(torch.export.exported_program._override_composite_implicit_decomp)
+# in torch 2.13.0, the version fast_cia_override reproduces line by line.
 _OVERRIDE_SOURCE_SHA256 = "4422dc79d0792af728dd8eacf0a2fadcf00195c8802ceca15632b737d9d5c9bd"
 
 
