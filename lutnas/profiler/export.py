@@ -244,7 +244,7 @@ def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: 
     """Write `out` and run it on `example`: (max abs error against PyTorch, output scale).
     Quantized formats are checked by quantize's own criterion (scale 0: no tolerance applies here).
     `blocks`: the block files `out` is stitched from instead of converting `module`."""
-    if fmt.startswith("tflite"):
+    if fmt.startswith("tflite") and not blocks:  # stitching converts nothing
         converter.litert_torch()
         export_speedups.install()
     if blocks:

@@ -157,7 +157,10 @@ def fast_cia_override(cia_ops_to_callable: dict[Any, Callable[..., Any]]) -> Ite
             _deregister_op_impl(op)
 
 
+@functools.lru_cache(maxsize=8)
 def _source_sha256(function: Callable[..., Any]) -> str:
+    """Digest of a function's source text, read once per function: install() runs before every
+    conversion, and over an unknown torch it would otherwise read torch's file each time."""
     try:
         return hashlib.sha256(inspect.getsource(function).encode()).hexdigest()
     except (OSError, TypeError):
