@@ -231,9 +231,12 @@ class Measurement:
     peak_mem_mb: float | None = None  # the runner's peak memory footprint, when it printed one
     flags: list[str] = field(default_factory=list)  # "partial-delegation", "average-as-median", ...
     # Paced timing (RunSettings.pace): the pace model's median over the invokes interleaved with
-    # this file's timed ones, and which pace model it was.
+    # this file's timed ones, and which pace model it was; and the median over runs of each run's
+    # ms / its pace invoke's ms (None where only the medians were recorded: then the trial's
+    # ratio is median_ms / pace_ms; store.paced_ms).
     pace_ms: float | None = None
     pace_sha256: str = ""
+    pace_ratio: float | None = None
 
     @property
     def ok(self) -> bool:

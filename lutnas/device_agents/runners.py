@@ -271,6 +271,8 @@ def measurement_from_record(record: dict[str, Any], file: ModelFile, trial_index
         measurement.status = "error: the worker returned no samples"
     if record.get("pace_ms") is not None:
         measurement.pace_ms = float(record["pace_ms"])
+    if record.get("pace_ratio") is not None:
+        measurement.pace_ratio = float(record["pace_ratio"])
     return measurement.fill_stats_from_samples()
 
 

@@ -364,7 +364,7 @@ class _KeyLoop:
             scales = {sha: scale for sha, (_, scale) in units.items()}
             self.fixed_scales = {sha: scale for sha, (run, scale) in units.items() if run != self.run_id}
         return paced_ms(float(measurement.median_ms or 0.0), measurement.pace_ms,
-                        measurement.pace_sha256, scales)
+                        measurement.pace_sha256, scales, measurement.pace_ratio)
 
     def _reference_check(self, measurement: Measurement, round_index: int) -> bool:
         if not measurement.ok or measurement.median_ms is None:

@@ -39,7 +39,7 @@ APP_ID = "lutnas-measurement-store"
 # in place on open, its rows becoming fp32 (all lutnas measured before precision existed).
 # 3: what the runner said beyond its timings, as columns of measurements (statistic, delegation,
 # partitions, peak memory, runner flags); older rows get NULL there (not recorded, not "none").
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 FLAGS = ("settled", "re-measured", "never-settled", "below-resolution")
 SQLITE_HEADER = b"SQLite format 3\x00"
 BUSY_TIMEOUT_S = 30.0
@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS measurements (
     freqs_before_json TEXT NOT NULL, freqs_after_json TEXT NOT NULL,
     timestamp REAL NOT NULL, status TEXT NOT NULL,
     statistic TEXT, delegated_nodes INTEGER, total_nodes INTEGER, partitions INTEGER,
-    peak_mem_mb REAL, runner_flags TEXT, pace_ms REAL, pace_sha256 TEXT
+    peak_mem_mb REAL, runner_flags TEXT, pace_ms REAL, pace_sha256 TEXT, pace_ratio REAL
 );
 CREATE INDEX IF NOT EXISTS measurements_by_settings
     ON measurements (device_id, runtime, threads, core_mask, accelerator, precision, key);
@@ -99,10 +99,11 @@ CREATE TABLE IF NOT EXISTS run_spaces (
 
 # Schema 3: the runner's facts beyond timings (Measurement's fields of the same names; runner_flags
 # is Measurement.flags joined by commas, "" when the runner raised none). Schema 4: pace_ms and
-# pace_sha256 of paced timing (RunSettings.pace), NULL on unpaced rows.
+# pace_sha256 of paced timing (RunSettings.pace), NULL on unpaced rows. Schema 5: pace_ratio, the
+# median of per-run ratios (Measurement.pace_ratio), NULL on unpaced rows and on rows paced before.
 RUNNER_FACT_COLUMNS = ("statistic", "delegated_nodes", "total_nodes", "partitions", "peak_mem_mb",
-                       "runner_flags", "pace_ms", "pace_sha256")
-_RUNNER_FACT_TYPES = ("TEXT", "INTEGER", "INTEGER", "INTEGER", "REAL", "TEXT", "REAL", "TEXT")
+                       "runner_flags", "pace_ms", "pace_sha256", "pace_ratio")
+_RUNNER_FACT_TYPES = ("TEXT", "INTEGER", "INTEGER", "INTEGER", "REAL", "TEXT", "REAL", "TEXT", "REAL")
 MEASUREMENT_COLUMNS = [
     "measurement_id", "run_id", "device_id", "runtime", "threads", "core_mask", "accelerator",
     "precision", "key", "kind", "model_sha256", "runner_name", "runner_version", "runner_sha256",
@@ -347,6 +348,7 @@ class MeasurementStore:
             _int_or_none(m.delegated_nodes), _int_or_none(m.total_nodes), _int_or_none(m.partitions),
             float(m.peak_mem_mb) if m.peak_mem_mb is not None else None, ",".join(m.flags),
             float(m.pace_ms) if m.pace_ms is not None else None, m.pace_sha256 or None,
+            float(m.pace_ratio) if m.pace_ratio is not None else None,
         )
 
         def insert(c: sqlite3.Connection) -> int:
@@ -383,7 +385,7 @@ class MeasurementStore:
         e.g. a table's `pace_scales_ms`) or else the store's own (`pace_scales`)."""
         identity = settings_identity(device_id, settings)
         rows = self._query(
-            "SELECT key, median_ms, pace_ms, pace_sha256 FROM measurements WHERE device_id = ? "
+            "SELECT key, median_ms, pace_ms, pace_sha256, pace_ratio FROM measurements WHERE device_id = ? "
             "AND runtime = ? AND threads = ? "
             "AND core_mask = ? AND accelerator = ? AND precision = ? AND status = 'ok' "
             "AND median_ms IS NOT NULL "
@@ -392,9 +394,9 @@ class MeasurementStore:
             scales = self.pace_scales(device_id, settings)
         wanted = set(keys) if keys is not None else None
         result: dict[str, list[float]] = {}
-        for key, median, pace, sha in rows:
+        for key, median, pace, sha, ratio in rows:
             if wanted is None or key in wanted:
-                result.setdefault(key, []).append(paced_ms(median, pace, sha, scales or {}))
+                result.setdefault(key, []).append(paced_ms(median, pace, sha, scales or {}, ratio))
         return result
 
     def pace_scales(self, device_id: str, settings: RunSettings) -> dict[str, float]:
@@ -467,7 +469,8 @@ class MeasurementStore:
         for column in ("statistic", "runner_flags", "pace_sha256"):
             frame[column] = pd.Series([v if isinstance(v, str) else None for v in frame[column]],
                                       index=frame.index, dtype=object)
-        frame["pace_ms"] = pd.to_numeric(frame["pace_ms"], errors="coerce").astype("float64")
+        for column in ("pace_ms", "pace_ratio"):
+            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
         return self._paced(frame)
 
     def _paced(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -482,8 +485,8 @@ class MeasurementStore:
             scales = {sha: scale for sha, (_, scale) in self._pace_units(
                 (identity[0], identity[1], int(identity[2]), *identity[3:])).items()}
             frame.loc[group.index, "median_ms"] = [
-                paced_ms(m, p, s, scales) for m, p, s in zip(group["median_ms"], group["pace_ms"],
-                                                              group["pace_sha256"])]
+                paced_ms(m, p, s, scales, r) for m, p, s, r in zip(
+                    group["median_ms"], group["pace_ms"], group["pace_sha256"], group["pace_ratio"])]
         return frame
 
     # -- quality ---------------------------------------------------------------------------------
@@ -600,14 +603,19 @@ def _migrate_to_runner_facts(conn: sqlite3.Connection) -> bool:
 
 
 def paced_ms(median_ms: float, pace_ms: float | None, pace_sha256: str | None,
-             scales: Mapping[str, float]) -> float:
-    """A trial's median in ms; for a paced trial, median / pace x the pace model's scale (ms): the
-    host's speed at that moment cancels, since the file and the pace model ran invoke by invoke
-    (PACING in device_agents/base.py). A paced trial whose scale is unknown keeps the ratio's own
-    unit, the pace median of that trial (scale = pace_ms): its raw ms."""
+             scales: Mapping[str, float], pace_ratio: float | None = None) -> float:
+    """A trial's median in ms; for a paced trial, its ratio to the pace model x the pace model's
+    scale (ms): the host's speed at that moment cancels, since the file and the pace model ran
+    invoke by invoke (PACING in device_agents/base.py). The ratio is `pace_ratio` (the median of
+    per-run ratios, Measurement.pace_ratio) where recorded, else median / pace (rows paced before
+    schema 5; the two differed by -0.2% to +1.1%, median over blocks, inside a trial's 4-7% CV:
+    benchmarks/paced_estimator.py). A paced
+    trial whose scale is unknown keeps the unit of that trial's pace median (scale = pace_ms)."""
     if pace_ms is None or pace_ms != pace_ms or pace_ms <= 0:
         return float(median_ms)
     scale = scales.get(pace_sha256 or "", pace_ms)
+    if pace_ratio is not None and pace_ratio == pace_ratio and pace_ratio > 0:
+        return float(pace_ratio) * float(scale)
     return float(median_ms) * float(scale) / float(pace_ms)
 
 

@@ -98,5 +98,18 @@ def test_paced_trials_carry_the_pace_model_timed_next_to_every_invoke(tiny_space
         assert m.ok, m.status
         assert m.pace_ms is not None and m.pace_ms > 0 and m.pace_sha256 == pace.sha256
         assert json.loads(m.raw_output)["pace_ms"] == m.pace_ms
+        # the median of per-run ratios: near, not equal to, the ratio of the two medians
+        assert m.pace_ratio == json.loads(m.raw_output)["pace_ratio"]
+        assert 0.5 < m.pace_ratio / (m.median_ms / m.pace_ms) < 2.0
     unpaced = LocalAgent().measure_batch(files, RunSettings(runtime="tflite", warmup=2, runs=9), 0)
-    assert all(m.pace_ms is None and m.pace_sha256 == "" for m in unpaced)
+    assert all(m.pace_ms is None and m.pace_sha256 == "" and m.pace_ratio is None for m in unpaced)
+
+
+def test_the_paired_ratio_sets_each_run_against_its_own_pace_invoke():
+    from lutnas.device_agents.local_worker import paired_ratio
+
+    # runs of 1, 2 and 3 ms, each followed by a pace invoke of 1, 1 and 2 ms: ratios 1, 2 and 1.5
+    assert paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 2.0]) == 1.5  # the medians' ratio would be 2.0
+    assert paired_ratio([1.0, 2.0], [1.0]) is None  # runs and pace invokes do not pair up
+    assert paired_ratio([1.0, 2.0], [1.0, 0.0]) is None
+    assert paired_ratio([], []) is None

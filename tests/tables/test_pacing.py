@@ -70,6 +70,24 @@ def test_an_unpaced_trial_keeps_its_ms_and_unknown_scales_fall_back_to_raw():
     assert paced_ms(2.0, 0.2, PACE, {PACE: 0.1}) == pytest.approx(1.0)
 
 
+def test_a_trial_with_per_run_ratios_is_figured_by_them_and_older_rows_by_their_medians(tmp_path):
+    assert paced_ms(2.0, 0.2, PACE, {PACE: 0.1}, pace_ratio=8.0) == pytest.approx(0.8)
+    assert paced_ms(2.0, 0.2, PACE, {PACE: 0.1}, pace_ratio=float("nan")) == pytest.approx(1.0)
+    assert paced_ms(2.0, None, None, {PACE: 0.1}, pace_ratio=8.0) == 2.0  # unpaced: raw ms
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.upsert_device(DEVICE)
+        run = store.start_run(DEVICE.device_id, PACED, "tiny", "block", [])
+        old, new = _paced("conv:a", 1.0, 0.1, 0), _paced("conv:a", 1.0, 0.1, 1)
+        new.pace_ratio = 11.0  # the runs, each against its own pace invoke
+        for m in (old, new):
+            store.add_measurement(run, DEVICE.device_id, PACED, "conv", m)
+        store.finish_run(run, {})
+        assert store.trial_medians(DEVICE.device_id, PACED)["conv:a"] == pytest.approx([1.0, 1.1])
+        frame = store.measurements_frame()
+        assert frame["median_ms"].tolist() == pytest.approx([1.0, 1.1])
+        assert frame["pace_ratio"].isna().tolist() == [True, False]
+
+
 def test_a_table_refuses_a_store_that_mixes_paced_and_unpaced_runs(tmp_path):
     with MeasurementStore(tmp_path / "s.sqlite") as store:
         store.upsert_device(DEVICE)
