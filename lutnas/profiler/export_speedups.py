@@ -18,7 +18,9 @@ All three replace private functions, so each is installed only where it is known
 the memos where the private functions exist, the override only over the torch source it was written
 against (a digest of its source text; any other torch keeps its own). `LUTNAS_EXPORT_SPEEDUPS=off`
 leaves all of them out. tests/profiler/test_export_speedups.py checks files written with and
-without them are byte-identical.
+without them are byte-identical. ExecuTorch's export (.pte) runs torch's decompositions too and
+gets the first two: 46.5 blocks/min instead of 34.4, 40 of 40 files identical
+(benchmarks/results/export_throughput_pte*.json).
 """
 
 from __future__ import annotations

@@ -128,3 +128,21 @@ def test_tflite_files_are_byte_identical_with_and_without_the_speed_ups(elasticv
 
     assert _wrap._stablehlo_to_vhlo.cache_info().hits > 0  # the memo served the second block
     assert shas["on"] == shas["off"]
+
+
+@pytest.mark.slow
+def test_pte_files_are_byte_identical_with_and_without_the_speed_ups(elasticvit_space,
+                                                                      tmp_path) -> None:
+    """ExecuTorch runs torch's decompositions as well: the CIA memo and the fast override serve
+    it; its files must not change either."""
+    blocks = elasticvit_space.unique_blocks([128])
+    specs = [next(s for s in blocks if s.kind == kind) for kind in ("mbconv", "attn")]
+    shas = {}
+    for mode in ("on", "off"):
+        export_speedups.uninstall()
+        if mode == "on":
+            export_speedups.install()
+        cache = ModelCache(tmp_path / mode)
+        shas[mode] = {s.key: export_spec(s, "pte", cache).sha256 for s in specs}
+    export_speedups.install()
+    assert shas["on"] == shas["off"]
