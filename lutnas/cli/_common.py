@@ -92,14 +92,16 @@ def positive_int(text: str) -> int:
 
 
 def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
-    """`--max-host-change PCT`: how far the host check's reference block may move from its table
-    figure before whole-subnet measurements are refused (lutnas.profiler.subnets.HOST_REFUSE).
-    Parsed to a fraction (30 -> 0.3), what the measuring functions take."""
+    """`--max-host-change PCT`: how far the host check's reference blocks (their median) may move
+    from their table figures before whole-subnet measurements are refused
+    (lutnas.profiler.subnets.HOST_REFUSE). Parsed to a fraction (30 -> 0.3), what the measuring
+    functions take."""
     default = os.environ.get("LUTNAS_MAX_HOST_CHANGE", "30")
     parser.add_argument("--max-host-change", type=_percent, default=default, metavar="PCT",
-                        help="refuse whole-subnet measurements when the table's reference block, "
-                             "timed in the same processes, moved more than PCT%% (plus its own "
-                             "uncertainty) from its table figure; smaller moves are normalised "
+                        help="refuse whole-subnet measurements when the table's reference blocks, "
+                             "timed in the same processes, moved more than PCT%% (median, plus "
+                             "their own uncertainty) from their table figures; smaller moves are "
+                             "normalised "
                              f"(default {default}: $LUTNAS_MAX_HOST_CHANGE, else 30)")
 
 

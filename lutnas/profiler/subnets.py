@@ -98,6 +98,12 @@ HOST_REFUSE = 0.30  # beyond +-30% the host is too different to normalise: refus
 # blocks under ~50 us do not time like their in-model selves), so its ratio says nothing of the host:
 # the check is skipped (recorded as no check), never used to normalise or refuse.
 HOST_CHECK_MIN_MS = 0.05
+# The subnets' blocks at these percentiles of table latency are the references; a session's ratio is
+# the median of theirs. One reference alone once normalised a whole calibration by its own x1.18
+# (elasticvit 160 px, onnxruntime, cold-llc paced, 2026-12-02) while the evaluation's reference read
+# x0.99: the correction came out 14% low (MAPE 13.75%, 2.56% had the calibration been taken as
+# measured). A median of three is not moved by one block's trouble.
+HOST_REFERENCE_PERCENTILES = (50, 75, 90)
 # Paced timing assumes the pace model runs alike after every model it follows. A model whose
 # memory footprint evicts the pace model breaks that: on `elasticvit` at 128 px (onnxruntime) the
 # pace model took 0.255 ms after whole subnets and 0.135-0.14 ms after blocks, so paced subnets came
@@ -115,14 +121,15 @@ class HostCheck:
     """How the device's speed now compares with when the table was profiled: a reference block of
     the table measured in the same processes as the subnets (ratio = now / table)."""
 
-    reference: str
-    ratio: float
+    reference: str  # the reference blocks' keys, joined by "; "
+    ratio: float  # the median of the references' ratios
     invoke_ms: float | None  # an almost empty model measured the same way: the per-invoke cost
     # Relative half-width of the 95% interval of the reference's own table figure (0: unknown): a
     # change smaller than the table's uncertainty about its reference cannot be told from noise.
     slack: float = 0.0
     # The move beyond which the host is refused (before the slack): `--max-host-change`.
     refuse_beyond: float = HOST_REFUSE
+    ratios: tuple[float, ...] = ()  # each reference's now / table, in the order of `reference`
 
     @property
     def tolerance(self) -> float:
@@ -138,8 +145,9 @@ class HostCheck:
         return abs(self.ratio - 1.0) > self.refuse_beyond + self.slack
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference, "ratio": self.ratio, "invoke_ms": self.invoke_ms,
-                "normalised": self.normalised, "slack": self.slack, "refuse_beyond": self.refuse_beyond}
+        return {"reference": self.reference, "ratio": self.ratio, "ratios": list(self.ratios),
+                "invoke_ms": self.invoke_ms, "normalised": self.normalised, "slack": self.slack,
+                "refuse_beyond": self.refuse_beyond}
 
 
 def _check_pace_state(store: MeasurementStore, device_id: str, settings: RunSettings,
@@ -172,29 +180,44 @@ def pace_scales(table: LatencyTable) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in scales.items()} if scales else None
 
 
-def _reference_block(table: LatencyTable, space: SearchSpace, configs: Sequence[SubnetConfig]) -> BlockSpec:
-    """The subnets' block at the 90th percentile of table latency: well above any timer step."""
+def _reference_blocks(table: LatencyTable, space: SearchSpace,
+                      configs: Sequence[SubnetConfig]) -> list[BlockSpec]:
+    """The subnets' blocks at HOST_REFERENCE_PERCENTILES of table latency (distinct; fewer when
+    the subnets have fewer blocks): well above any timer step. TableError when none is in the table."""
     keys = {b.key: b for c in configs for b in space.blocks_of(c) if table.has(b.key)}
     if not keys:
         raise TableError("none of the subnets' blocks is in the table; profile the space first")
     figures = table.lookup()
     ordered = sorted(keys, key=lambda k: (figures[k], k))
-    return keys[ordered[min(len(ordered) - 1, (9 * len(ordered)) // 10)]]
+    picked = [ordered[min(len(ordered) - 1, (p * len(ordered)) // 100)] for p in HOST_REFERENCE_PERCENTILES]
+    return [keys[k] for k in dict.fromkeys(picked)]
 
 
 def _host_check(store: MeasurementStore, device_id: str, settings: RunSettings, table: LatencyTable,
-                reference: BlockSpec, run_id: int, refuse_beyond: float = HOST_REFUSE) -> HostCheck:
-    ref_key, invoke_key = f"hostref:{run_id}:{reference.key}", f"invoke:{run_id}"
-    done = store.trial_medians(device_id, settings, [ref_key, invoke_key], scales=pace_scales(table))
-    if not done.get(ref_key):
-        raise DeviceError(f"the reference block {reference.key} failed in every trial next to the "
-                          f"subnets; see `lutnas measurements --all`")
-    figure = table.latency_ms(reference.key)
-    ratio = figure_of(done[ref_key]) / figure
+                references: Sequence[BlockSpec], run_id: int,
+                refuse_beyond: float = HOST_REFUSE) -> HostCheck | None:
+    """The session's HostCheck from its references measured next to the subnets: the median of
+    their ratios and of their table intervals' relative half-widths. References faster than
+    HOST_CHECK_MIN_MS are left out; None when none is left (no check). DeviceError when a
+    reference failed in every trial."""
+    usable = [r for r in references if table.latency_ms(r.key) >= HOST_CHECK_MIN_MS]
+    if not usable:
+        return None
+    ref_keys, invoke_key = [f"hostref:{run_id}:{r.key}" for r in usable], f"invoke:{run_id}"
+    done = store.trial_medians(device_id, settings, [*ref_keys, invoke_key], scales=pace_scales(table))
+    ratios, slacks = [], []
+    for reference, ref_key in zip(usable, ref_keys):
+        if not done.get(ref_key):
+            raise DeviceError(f"the reference block {reference.key} failed in every trial next to the "
+                              f"subnets; see `lutnas measurements --all`")
+        figure = table.latency_ms(reference.key)
+        ratios.append(figure_of(done[ref_key]) / figure)
+        interval = (table.metadata.get("ci95_ms") or {}).get(reference.key)
+        slacks.append((float(interval[1]) - float(interval[0])) / (2.0 * figure)
+                      if interval and figure > 0 else 0.0)
     invoke = figure_of(done[invoke_key]) if done.get(invoke_key) else None
-    interval = (table.metadata.get("ci95_ms") or {}).get(reference.key)
-    slack = (float(interval[1]) - float(interval[0])) / (2.0 * figure) if interval and figure > 0 else 0.0
-    return HostCheck(reference.key, ratio, invoke, max(0.0, slack), refuse_beyond)
+    return HostCheck("; ".join(r.key for r in usable), float(np.median(ratios)), invoke,
+                     max(0.0, float(np.median(slacks))), refuse_beyond, tuple(ratios))
 
 
 def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable, space: SearchSpace,
@@ -207,17 +230,17 @@ def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable,
     fmt = format_for(settings.runtime, settings.precision)
     store.upsert_device(info)
     run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
-    reference = _reference_block(table, space, configs)
-    ref_entry = export_spec(reference, fmt, cache)
+    references = _reference_blocks(table, space, configs)
     empty = export_empty(configs[0].resolution, fmt, cache)
-    checked = [ModelFile(ref_entry.path, f"hostref:{run_id}:{reference.key}", ref_entry.sha256),
-               ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
+    checked = [ModelFile(e.path, f"hostref:{run_id}:{r.key}", e.sha256)
+               for r, e in ((r, export_spec(r, fmt, cache)) for r in references)]
+    checked.append(ModelFile(empty.path, f"invoke:{run_id}", empty.sha256))
     try:
         measure_files(agent, list(files) + checked, SUBNET_KIND, settings, trials, store, run_id,
                       progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked}, cache=cache)
     finally:
         store.finish_run(run_id, {"subnets": len(files), "trials": trials,
-                                  "host_reference": reference.key})
+                                  "host_reference": "; ".join(r.key for r in references)})
     return run_id
 
 
@@ -232,14 +255,14 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     store, and normalised to the host's speed when the table was profiled.
 
     The profiling loop's `measure_files` gives subnets the blocks' protocol (shuffled trials in
-    fresh processes, QC, drift checks). A reference block of the table and an almost empty model
-    are measured in the same processes: the block's figure now / in the table is the host's change
-    of speed (HostCheck, appended to `checks`); beyond +-3% the subnets of that session are divided
-    by it, beyond +-30% they are refused (DeviceError), never fitted; both bounds widen by the
-    relative half-width of the reference's 95% interval in the table; `max_host_change` (a fraction,
-    `--max-host-change`) replaces the 30%. Subnets finished before are not
-    measured again (their own session's check applies). TableError for another device; DeviceError
-    when a subnet has no successful trial."""
+    fresh processes, QC, drift checks). Reference blocks of the table (HOST_REFERENCE_PERCENTILES)
+    and an almost empty model are measured in the same processes: the median of the blocks'
+    figures now / in the table is the host's change of speed (HostCheck, appended to `checks`);
+    beyond +-3% the subnets of that session are divided by it, beyond +-30% they are refused
+    (DeviceError), never fitted; both bounds widen by the median relative half-width of the
+    references' 95% intervals in the table; `max_host_change` (a fraction, `--max-host-change`)
+    replaces the 30%. Subnets finished before are not measured again (their own session's check
+    applies). TableError for another device; DeviceError when a subnet has no successful trial."""
     settings = table.run_settings()
     info = agent.info()
     if info.device_id != table.device.device_id:
@@ -280,19 +303,17 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
                                      keys=list(keys), precision=settings.precision)
     ratios: dict[str, float] = {}
     for run_id, group in frame.groupby("run_id"):
-        refs = [k for k in store.trial_medians(device_id, settings)
+        refs = [BlockSpec.parse(k.split(":", 2)[2]) for k in store.trial_medians(device_id, settings)
                 if k.startswith(f"hostref:{int(run_id)}:")]
-        if not refs:
-            continue
-        check = _host_check(store, device_id, settings, table, BlockSpec.parse(refs[0].split(":", 2)[2]),
-                            int(run_id), refuse_beyond)
-        if table.latency_ms(check.reference) < HOST_CHECK_MIN_MS:
+        check = _host_check(store, device_id, settings, table, refs, int(run_id), refuse_beyond)
+        if check is None:  # a store from before host checks, or only references under the timer
             continue
         if check.refused:
             _set_aside(store, device_id, settings, group, check)
             raise DeviceError(
-                f"the host ran the table's block {check.reference} {check.ratio - 1:+.0%} off its "
-                f"table figure (beyond {refuse_beyond:.0%} + its own ±{check.slack:.0%} uncertainty) "
+                f"the host ran the table's blocks {check.reference} {check.ratio - 1:+.0%} off their "
+                f"table figures (median; beyond {refuse_beyond:.0%} + their own "
+                f"±{check.slack:.0%} uncertainty) "
                 f"while measuring these subnets: it is not in the state it was profiled in; rerun on "
                 f"a quiet host (these subnets are measured again), re-profile, or accept a larger "
                 f"--max-host-change; nothing was fitted")
@@ -306,7 +327,7 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
 def _set_aside(store: MeasurementStore, device_id: str, settings: RunSettings, group: Any,
                check: HostCheck) -> None:
     """Mark a refused session's subnet rows (kept, not used) and unfinish their keys."""
-    status = f"host-refused: reference ran {check.ratio - 1:+.0%} off its table figure"
+    status = f"host-refused: references ran {check.ratio - 1:+.0%} off their table figures"
     store.set_status([int(i) for i in group["measurement_id"]], status)
     store.unfinish(device_id, settings, [str(k) for k in group["key"].unique()])
 
@@ -428,9 +449,9 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
     table's settings (the profiling loop's trials) on the device at `address`.
 
     On the table's own device the winner is measured as calibration and evaluation measure subnets:
-    with the table's reference block and an empty model in the same processes (host check: the
+    with the table's reference blocks and an empty model in the same processes (host check: the
     figure is normalised beyond +-3%, refused beyond +-30%, DeviceError; both widened by the
-    reference's own interval in the table), and, when it carries
+    references' own intervals in the table), and, when it carries
     trained weights, next to the same config with the table's seeded weights (`static_ms`), so a
     gap between prediction and measurement can be told apart from the host and from the weights.
     SearchError when the device returned no latency."""

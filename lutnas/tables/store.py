@@ -39,6 +39,7 @@ APP_ID = "lutnas-measurement-store"
 # in place on open, its rows becoming fp32 (all lutnas measured before precision existed).
 # 3: what the runner said beyond its timings, as columns of measurements (statistic, delegation,
 # partitions, peak memory, runner flags); older rows get NULL there (not recorded, not "none").
+# 4: paced timing (pace_ms, pace_sha256). 5: pace_ratio, the paired statistic of paced trials.
 SCHEMA_VERSION = 5
 FLAGS = ("settled", "re-measured", "never-settled", "below-resolution")
 SQLITE_HEADER = b"SQLite format 3\x00"

@@ -162,9 +162,37 @@ def test_the_host_check_allows_for_the_table_figures_own_uncertainty(tmp_path: P
     assert check["ratio"] == pytest.approx(1.5) and check["slack"] == pytest.approx(0.4)
     assert check["normalised"]
     with MeasurementStore(tmp_path / "m2.sqlite") as store, \
-            pytest.raises(DeviceError, match="its own"):
+            pytest.raises(DeviceError, match="their own"):
         calibrate(_device(tiny_space, table, seed=0, speed=2.0), table, tiny_space, 6, 0, store,
                   trials=2, resolutions=[32])
+
+
+def test_one_reference_block_off_on_its_own_does_not_normalise_the_session(tmp_path: Path,
+                                                                           tiny_space: SearchSpace) -> None:
+    """The host is as profiled, but one reference reads x1.18 (as one did on the 160 px proof): the
+    median of the three references stays at 1, so the subnets are used as measured."""
+    table = _table(tiny_space)
+    device = _device(tiny_space, table, seed=0)
+    odd: list[str] = []
+
+    class OneOff(_WithReferences):
+        def __missing__(self, key: str) -> float:
+            value = super().__missing__(key)
+            if key.startswith("hostref:") and (not odd or odd[0] == key.split(":", 2)[2]):
+                if not odd:
+                    odd.append(key.split(":", 2)[2])
+                return 1.18 * value
+            return value
+
+    timings = device.base_ms
+    device.base_ms = OneOff(dict(timings), timings.lut, timings.speed, timings.invoke_ms)
+    with MeasurementStore(tmp_path / "m.sqlite") as store:
+        record = calibrate(device, table, tiny_space, 6, 0, store, trials=2, resolutions=[32])
+    check = record["host_checks"][0]
+    assert len(check["ratios"]) == 3 and sorted(check["ratios"]) == pytest.approx([1.0, 1.0, 1.18])
+    assert check["ratio"] == pytest.approx(1.0) and not check["normalised"]
+    assert check["reference"].count("; ") == 2
+    assert record["scale"] == pytest.approx(1.1) and record["overhead_ms"] == pytest.approx(0.2)
 
 
 def test_calibrate_takes_the_weight_term_when_whole_subnets_grow_with_their_weights(
