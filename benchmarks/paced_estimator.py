@@ -7,8 +7,8 @@ cache state, then reads each trial's two ratios from the store: "medians", `medi
 (the ratio of the medians, what paced figures were before store schema 5), and "paired",
 `pace_ratio` (the median over runs of run ms / the pace invoke's ms right after it). Reported per
 cache state and statistic: the trial-to-trial CV of the blocks (median and 90th percentile), the
-trials a ±2% 95% interval of the median would need at that CV (the QC's advice line: (1.96 x 1.2533
-x CV / 0.02)^2), the share of blocks whose 95% interval (order statistics, `ci_half_width`) is
+trials a ±2% 95% interval of the median would need at that CV (the QC's advice line,
+`trials_for_half_width`), the share of blocks whose 95% interval (order statistics, `ci_half_width`) is
 within ±2% after the trials taken, and the median over blocks of paired / medians (their systematic
 difference).
 
@@ -34,11 +34,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from lutnas.tables.store import MeasurementStore, ci_half_width, cv_of
+from lutnas.tables.store import MeasurementStore, ci_half_width, cv_of, trials_for_half_width
 
 RESULTS = Path(__file__).parent / "results"
 BIN = Path(sys.executable).parent
-Z95, MEDIAN_EFFICIENCY = 1.96, 1.2533  # normal quantile; SE of a median / SE of a mean (normal data)
 
 
 def profile(store: Path, args: argparse.Namespace, cache_state: str) -> float:
@@ -74,7 +73,7 @@ def summarise(per_key: dict[str, list[float]], bound: float) -> dict[str, float]
     cv = statistics.median(cvs)
     return {"blocks": len(per_key), "cv_median_pct": round(100 * cv, 2),
             "cv_p90_pct": round(100 * cvs[round(0.9 * (len(cvs) - 1))], 2),
-            "trials_for_bound": round((Z95 * MEDIAN_EFFICIENCY * cv / bound) ** 2),
+            "trials_for_bound": trials_for_half_width(cv, bound),
             "settled_share": round(float(np.mean(settled)), 3)}
 
 

@@ -118,14 +118,14 @@ PACE_STATE_BOUND = 0.25
 
 @dataclass
 class HostCheck:
-    """How the device's speed now compares with when the table was profiled: a reference block of
-    the table measured in the same processes as the subnets (ratio = now / table)."""
+    """How the device's speed now compares with when the table was profiled: reference blocks of
+    the table measured in the same processes as the subnets (ratio = the median of now / table)."""
 
     reference: str  # the reference blocks' keys, joined by "; "
     ratio: float  # the median of the references' ratios
     invoke_ms: float | None  # an almost empty model measured the same way: the per-invoke cost
-    # Relative half-width of the 95% interval of the reference's own table figure (0: unknown): a
-    # change smaller than the table's uncertainty about its reference cannot be told from noise.
+    # Relative half-width of the 95% intervals of the references' own table figures (median; 0:
+    # unknown): a change smaller than the table's uncertainty about them cannot be told from noise.
     slack: float = 0.0
     # The move beyond which the host is refused (before the slack): `--max-host-change`.
     refuse_beyond: float = HOST_REFUSE
@@ -232,9 +232,10 @@ def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable,
     run_id = store.start_run(info.device_id, settings, space.name, SUBNET_KIND, list(argv))
     references = _reference_blocks(table, space, configs)
     empty = export_empty(configs[0].resolution, fmt, cache)
-    checked = [ModelFile(e.path, f"hostref:{run_id}:{r.key}", e.sha256)
-               for r, e in ((r, export_spec(r, fmt, cache)) for r in references)]
-    checked.append(ModelFile(empty.path, f"invoke:{run_id}", empty.sha256))
+    checked = [ModelFile(empty.path, f"invoke:{run_id}", empty.sha256)]
+    for reference in references:
+        entry = export_spec(reference, fmt, cache)
+        checked.append(ModelFile(entry.path, f"hostref:{run_id}:{reference.key}", entry.sha256))
     try:
         measure_files(agent, list(files) + checked, SUBNET_KIND, settings, trials, store, run_id,
                       progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked}, cache=cache)
@@ -302,8 +303,9 @@ def _session_ratios(store: MeasurementStore, device_id: str, settings: RunSettin
                                      threads=settings.threads, core_mask=settings.core_mask,
                                      keys=list(keys), precision=settings.precision)
     ratios: dict[str, float] = {}
+    measured = list(store.trial_medians(device_id, settings))  # read once, not once per session
     for run_id, group in frame.groupby("run_id"):
-        refs = [BlockSpec.parse(k.split(":", 2)[2]) for k in store.trial_medians(device_id, settings)
+        refs = [BlockSpec.parse(k.split(":", 2)[2]) for k in measured
                 if k.startswith(f"hostref:{int(run_id)}:")]
         check = _host_check(store, device_id, settings, table, refs, int(run_id), refuse_beyond)
         if check is None:  # a store from before host checks, or only references under the timer
