@@ -153,18 +153,25 @@ class HostCheck:
 def _check_pace_state(store: MeasurementStore, device_id: str, settings: RunSettings,
                       table: LatencyTable, keys: Sequence[str]) -> None:
     """DeviceError when the pace model ran more than PACE_STATE_BOUND slower (or faster) after the
-    subnets `keys` than after the table's blocks (its unit): paced figures of the whole models
-    would be biased by their memory footprint, not by the host, so nothing is fitted on them."""
+    subnets `keys` than after the table's blocks: paced figures of the whole models would be biased
+    by their memory footprint, not by the host, so nothing is fitted on them. The blocks are the
+    host check's references timed in the same processes where the store has them (a host that got
+    slower since profiling moves both alike), else the table's pace unit."""
     scales = pace_scales(table)
     if not scales:
         return
     frame = store.measurements_frame(device_id=device_id, runtime=settings.runtime,
                                      threads=settings.threads, core_mask=settings.core_mask,
-                                     keys=list(keys), precision=settings.precision)
+                                     precision=settings.precision)
     frame = frame[frame["pace_sha256"].isin(list(scales))]
-    if frame.empty:
+    subnets = frame[frame["key"].isin(list(keys))]
+    if subnets.empty:
         return
-    ratio = float(np.median([p / scales[s] for p, s in zip(frame["pace_ms"], frame["pace_sha256"])]))
+    references = frame[frame["run_id"].isin(set(subnets["run_id"]))
+                       & frame["key"].str.startswith("hostref:")]
+    after_blocks = float(np.median(references["pace_ms"])) if not references.empty else None
+    ratio = float(np.median([p / (after_blocks or scales[s])
+                             for p, s in zip(subnets["pace_ms"], subnets["pace_sha256"])]))
     if abs(ratio - 1.0) > PACE_STATE_BOUND:
         raise DeviceError(
             f"the pace model ran x{ratio:.2f} of its table figure after these whole models: their "
