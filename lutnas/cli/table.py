@@ -145,6 +145,12 @@ def build_table_command(args: argparse.Namespace) -> int:
         if len(table.metadata.get("runners", [])) > 1:
             err_console.print(f"[yellow]warning:[/] measurements come from several runner builds: "
                               f"{', '.join(table.metadata['runners'])}")
+        mixed = table.metadata.get("mixed_pace_statistics") or []
+        if mixed:
+            err_console.print(f"[yellow]warning:[/] {len(mixed)} key(s) mix paced trials stored before "
+                              f"store schema 5 (run median / pace median) with paired ones (each run "
+                              f"against its own pace invoke), e.g. {mixed[0]}; they differ by ~1%: "
+                              f"profile into a fresh store for one statistic")
         if args.calibrate:
             _calibrate(args, table, store)
     rebuild = carry_over(previous, table, keep_correction=not args.fresh) if previous else None

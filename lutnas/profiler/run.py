@@ -55,8 +55,10 @@ class QualitySettings:
     The figure of a key is the median of its trial medians; QC asks that the distribution-free 95%
     confidence interval of that median (`median_ci`) has a relative half-width under `ci_bound`,
     adding trials (up to `max_trials` per key, and `remeasure_time_factor` x the first pass's wall
-    time in all) until it does. The trial-to-trial CV across fresh processes on a 2-core host is
-    7-11% however many trials are taken; the interval of the median shrinks as 1/sqrt(n).
+    time in all) until it does. The trial-to-trial CV across fresh processes on this project's
+    2-core VM was 0.4-2% (median over `elasticvit` 128 px blocks, warm) when it was quiet and 4-11%
+    when its neighbours were busy, however many trials were taken (benchmarks/qc_flags.py,
+    paced_estimator.py); the interval of the median shrinks as 1/sqrt(n).
     A key whose figure is within `resolution_steps` of the runner's time resolution is flagged
     "below-resolution" rather than chased. The drift bound (25%) tolerates the process-to-process
     spread and still catches the 20-50%-slow processes of toolchain.md; a drift must also exceed

@@ -356,7 +356,20 @@ def build_table(store: Any, device_id: str | None = None, runtime: str | None = 
                                         settings, space_name, metadata)
     if table.run_settings().pace:  # the ms unit of a paced table: whole models measured later use it
         table.metadata["pace_scales_ms"] = store.pace_scales(identity["device_id"], table.run_settings())
+        table.metadata["mixed_pace_statistics"] = mixed_pace_statistics(frame)
     return table
+
+
+def mixed_pace_statistics(frame: pd.DataFrame) -> list[str]:
+    """Keys whose paced trials use both statistics: rows stored before store schema 5 (the ratio
+    of the run median to the pace median) next to rows with `pace_ratio` (the paired statistic).
+    The two differed by -0.2% to +1.1% (median over blocks, benchmarks/results/paced_estimator.json),
+    so such a key's figure mixes two slightly different measures."""
+    paced = frame[frame["pace_ms"].notna()]
+    if paced.empty:
+        return []
+    has_ratio = paced["pace_ratio"].notna().groupby(paced["key"]).agg(["any", "all"])
+    return sorted(str(k) for k in has_ratio.index[has_ratio["any"] & ~has_ratio["all"]])
 
 
 _MIXING_ADVICE = {

@@ -86,6 +86,9 @@ def test_a_trial_with_per_run_ratios_is_figured_by_them_and_older_rows_by_their_
         frame = store.measurements_frame()
         assert frame["median_ms"].tolist() == pytest.approx([1.0, 1.1])
         assert frame["pace_ratio"].isna().tolist() == [True, False]
+        # a table says which keys mix the two statistics; a key with one statistic is not named
+        store.add_measurement(run, DEVICE.device_id, PACED, "conv", _paced("conv:b", 1.0, 0.1, 0))
+        assert build_table(store).metadata["mixed_pace_statistics"] == ["conv:a"]
 
 
 def test_a_table_refuses_a_store_that_mixes_paced_and_unpaced_runs(tmp_path):
