@@ -143,3 +143,18 @@ def test_whole_models_that_evict_the_pace_model_are_refused_not_fitted(tmp_path)
         fixes = r".* --cache-state cold-llc .* without --pace"
         with pytest.raises(DeviceError, match=r"pace model ran x1\.90 " + fixes):
             _check_pace_state(store, DEVICE.device_id, PACED, table, ["subnet:big"])
+
+
+def test_the_pace_state_is_not_refused_when_every_cache_is_flushed_before_the_pace(tmp_path):
+    """cold-llc: a pace that starts from flushed caches carries no footprint; on 2026-12-02 it ran
+    x1.5 after 128 px subnets as after 13 ms of sleep, the same for every subnet."""
+    from lutnas.profiler.subnets import _check_pace_state
+
+    cold = RunSettings(runtime="onnxruntime", threads=1, warmup=2, runs=4, pace=True, cache="cold-llc")
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.upsert_device(DEVICE)
+        _run(store, cold, [("conv:a", 1.0, 0.1), ("conv:b", 0.5, 0.1)])
+        table = build_table(store)
+        run = store.start_run(DEVICE.device_id, cold, "tiny", "subnet", [])
+        store.add_measurement(run, DEVICE.device_id, cold, "subnet", _paced("subnet:big", 10.0, 0.19))
+        _check_pace_state(store, DEVICE.device_id, cold, table, ["subnet:big"])  # x1.90, not refused
