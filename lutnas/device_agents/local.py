@@ -34,7 +34,6 @@ from lutnas.device_agents.base import (
     RunnerInfo,
     RunSettings,
 )
-from lutnas.device_agents.local_worker import pace_identity
 from lutnas.device_agents.runners import LOCAL_WORKER, WorkerProgram
 from lutnas.device_agents.runtimes import runtime_versions
 from lutnas.errors import BadInputError, DeviceError
@@ -215,7 +214,7 @@ class LocalAgent(DeviceAgent):
             for record in process.lines():
                 measurement = self.worker.parse_line(record, files[index], trial_index, settings.runtime)
                 if pace is not None and measurement.pace_ms is not None:
-                    measurement.pace_sha256 = pace_identity(pace.sha256)
+                    measurement.pace_sha256 = pace.sha256
                 yield measurement
                 index += 1
                 if index == len(files):

@@ -270,33 +270,18 @@ def llc_evictor(core: int = 0) -> Callable[[], None]:
     return _evictor(EVICT_LLC_FACTOR * llc_bytes(core))
 
 
-# Paced timing's protocol, part of the pace unit's identity (`pace_identity`): the timed pace
-# invoke follows an untimed one of the pace model itself ("primed"), so it starts from the pace
-# model's own state whatever ran before it. Timed straight after the model (after a flush of every
-# cache, cold-llc) it ran x1.5 after 128 px elasticvit subnets of what it ran after their blocks,
-# and x1.2-1.6 after 13 ms of sleep, of numpy compute or of rewriting 100 MiB (onnxruntime,
-# 2026-12-02: warm, it took 0.098 ms after 0.1 ms of other compute and 0.29 ms after 10 ms); primed,
-# x0.94-1.04 after all of them (throwaway scripts, session-12 note). So no cache state flushes
-# before the pace any more.
-PACE_PROTOCOL = "primed"
-
-
-def pace_identity(pace_sha256: str) -> str:
-    """The pace unit's identity a paced Measurement carries (`pace_sha256`): the pace model's file
-    and the protocol that timed it, so rows timed before the pace was primed keep their own unit."""
-    return f"{pace_sha256}+{PACE_PROTOCOL}"
-
-
 def eviction_bytes(cache: str, core: int = 0) -> tuple[int, int]:
     """(bytes rewritten before every invoke, bytes before every pace invoke) for a cache state
-    (CACHE_STATES in base.py); ValueError for an unknown one. Nothing is evicted before the pace
-    model: it is primed instead (PACE_PROTOCOL)."""
+    (CACHE_STATES in base.py); ValueError for an unknown one. Only cold-llc evicts before the pace
+    model: after a cold-l2 eviction the model's weights must still be in the last level, and a
+    flush of it before the pace would take them out."""
     if cache == "warm":
         return 0, 0
     if cache == "cold-l2":
         return EVICT_L2_FACTOR * l2_bytes(core), 0
     if cache == "cold-llc":
-        return EVICT_LLC_FACTOR * llc_bytes(core), 0
+        size = EVICT_LLC_FACTOR * llc_bytes(core)
+        return size, size
     raise ValueError(f"unknown cache state {cache!r}")
 
 
@@ -316,9 +301,8 @@ def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
             ) -> tuple[list[float], dict[str, float] | None, list[float]]:
     """`runs` timed invokes after `warmup` untimed ones -> (ms per run, per-operator ms or None,
     ms per run of `pace`). `before` runs untimed ahead of every warm-up and timed invoke (the
-    cache eviction); `pace`, when given, runs right after every invoke, once untimed and once
-    timed (PACE_PROTOCOL), so both see the same host state (PACING in base.py), after
-    `pace_before` (untimed) when given."""
+    cache eviction); `pace`, when given, is invoked and timed right after every invoke, so both
+    see the same host state (PACING in base.py), after `pace_before` (untimed) when given."""
     invoke = runner.load(path, threads)
     for _ in range(warmup):
         if before is not None:
@@ -344,7 +328,6 @@ def measure(runner: Runner, path: str, threads: int, warmup: int, runs: int,
             if pace is not None:
                 if pace_before is not None:
                     pace_before()
-                pace()  # untimed: the timed invoke starts from the pace model's own state
                 middle = clock()
                 pace()
                 paced.append((clock() - middle) / 1e6)

@@ -89,15 +89,15 @@ EVICT_MS_PER_MIB = 0.1
 def run_overhead_ms(cache: str, pace: bool, core: int = 0, gmacs_per_s: float = 5.0,
                     invoke_ms: float = 0.05) -> float:
     """ms each warm-up and timed run costs beyond the model itself on the host worker: the cache
-    state's evictions (local_worker.eviction_bytes, at EVICT_MS_PER_MIB) and, paced, two invokes of
-    the pace model (primed, then timed; estimated from its MACs like a block). 0 for warm, unpaced."""
+    state's evictions (local_worker.eviction_bytes, at EVICT_MS_PER_MIB) and, paced, one invoke of
+    the pace model (estimated from its MACs like a block). 0 for warm, unpaced."""
     from lutnas.device_agents.local_worker import eviction_bytes
     from lutnas.profiler.export import PACE_SPEC
 
     before, before_pace = eviction_bytes(cache, core)
     evicted_mib = (before + (before_pace if pace else 0)) / 2**20
     pace_ms = block_complexity(BlockSpec.parse(PACE_SPEC)).macs / (gmacs_per_s * 1e6) + invoke_ms
-    return evicted_mib * EVICT_MS_PER_MIB + (2 * pace_ms if pace else 0.0)
+    return evicted_mib * EVICT_MS_PER_MIB + (pace_ms if pace else 0.0)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import pandas as pd
 
 from lutnas.device_agents.base import DeviceAgent, ModelFile, RunSettings, check_cache_state
 from lutnas.device_agents.factory import AgentOptions, open_agent
-from lutnas.device_agents.local_worker import PACE_PROTOCOL
+from lutnas.device_agents.local_worker import eviction_bytes
 from lutnas.errors import BadInputError, DeviceError, SearchError, TableError
 from lutnas.predictors.base import Predictor, PredictorContext
 from lutnas.predictors.evaluate import Evaluation, evaluate_predictors
@@ -114,12 +114,11 @@ HOST_REFERENCE_PERCENTILES = (50, 75, 90)
 # elasticvit subnets and 0.473 after their blocks (x0.96, same day). A moderate,
 # consistent bias is what the correction's scale absorbs; beyond this move of the pace model
 # between the table's blocks and the subnets it grows with the model's size: refuse.
-# Not checked on cold-llc rows timed before the pace was primed (local_worker.PACE_PROTOCOL): no
-# footprint reaches a pace that starts from flushed caches, yet on 2026-12-02 (another host CPU,
-# pace 0.16 ms) it ran x1.5 after the 128 px subnets (0.235-0.246 ms over 7-13 ms subnets) and
-# x1.2-1.6 after 13 ms of sleep, compute or memory rewriting: the time since the pace model last
-# ran, not the subnets. Refusing there sent the user to the cold-llc they already used. A primed
-# pace ran x0.94-1.04 after all of those, so primed rows are checked in every cache state.
+# Not checked with cold-llc: no footprint reaches a pace that starts from flushed caches, yet on
+# 2026-12-02 (another host CPU, pace 0.16 ms) it ran x1.5 after the 128 px subnets (0.235-0.246 ms
+# over 7-13 ms subnets) and x1.2-1.6 after 13 ms of sleep, of a numpy compute loop or of rewriting
+# 100 MiB (throwaway script): the host's timing state after any long step, the same for every
+# subnet, which the scale absorbs. Refusing there sent the user to the cold-llc they already used.
 PACE_STATE_BOUND = 0.25
 
 
@@ -163,17 +162,15 @@ def _check_pace_state(store: MeasurementStore, device_id: str, settings: RunSett
     subnets `keys` than after the table's blocks: paced figures of the whole models would be biased
     by their memory footprint, not by the host, so nothing is fitted on them. The blocks are the
     host check's references timed in the same processes where the store has them (a host that got
-    slower since profiling moves both alike), else the table's pace unit. cold-llc rows timed
-    before the pace was primed are not checked (PACE_STATE_BOUND)."""
+    slower since profiling moves both alike), else the table's pace unit. Not checked for a cache
+    state that flushes every cache before the pace invoke (cold-llc): no footprint reaches it."""
     scales = pace_scales(table)
-    if not scales:
+    if not scales or eviction_bytes(settings.cache)[1] > 0:
         return
     frame = store.measurements_frame(device_id=device_id, runtime=settings.runtime,
                                      threads=settings.threads, core_mask=settings.core_mask,
                                      precision=settings.precision)
     frame = frame[frame["pace_sha256"].isin(list(scales))]
-    if settings.cache == "cold-llc":
-        frame = frame[frame["pace_sha256"].str.endswith("+" + PACE_PROTOCOL)]
     subnets = frame[frame["key"].isin(list(keys))]
     if subnets.empty:
         return
