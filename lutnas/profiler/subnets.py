@@ -119,6 +119,10 @@ HOST_REFERENCE_PERCENTILES = (50, 75, 90)
 # over 7-13 ms subnets) and x1.2-1.6 after 13 ms of sleep, of a numpy compute loop or of rewriting
 # 100 MiB (throwaway script): the host's timing state after any long step, the same for every
 # subnet, which the scale absorbs. Refusing there sent the user to the cold-llc they already used.
+# Priming the pace instead (one untimed pace invoke before the timed one, no flush) made it
+# x0.94-1.04 after all of those, but doubled the blocks' cold-llc trial CV (3.64% -> 7.38%,
+# benchmarks/results/paced_estimator_primed_b28b3e3.json): a flushed pace tracks the memory
+# system that cold-llc runs depend on. Reverted.
 PACE_STATE_BOUND = 0.25
 
 
