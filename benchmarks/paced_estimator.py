@@ -24,16 +24,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
+from _report import print_rows, timed_command
 
+from lutnas.tables.frame import WHOLE_MODEL_KINDS
 from lutnas.tables.store import MeasurementStore, ci_half_width, cv_of, trials_for_half_width
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,18 +45,14 @@ def profile(store: Path, args: argparse.Namespace, cache_state: str) -> float:
             str(args.seed), "--pace", "--cache-state", cache_state, "--trials", str(args.trials),
             "--max-trials", str(args.trials), "--runs", str(args.runs), "--warmup", str(args.warmup),
             "--store", str(store)]
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"profile-device failed ({done.returncode}): {done.stderr[-800:]}")
-    return time.perf_counter() - start
+    return timed_command(argv)
 
 
 def trial_ratios(store_path: Path) -> dict[str, dict[str, list[float]]]:
     """statistic -> key -> that statistic of every ok trial of the key (unitless ratios)."""
     with MeasurementStore(store_path) as store:
         frame = store.measurements_frame(ok_only=True)
-    blocks = frame[~frame["kind"].isin(["subnet", "hostcheck"]) & frame["pace_ratio"].notna()]
+    blocks = frame[~frame["kind"].isin(WHOLE_MODEL_KINDS) & frame["pace_ratio"].notna()]
     out: dict[str, dict[str, list[float]]] = {"medians": {}, "paired": {}}
     for key, group in blocks.groupby("key"):
         out["medians"][key] = (group["raw_median_ms"] / group["pace_ms"]).tolist()
@@ -106,13 +100,8 @@ def main() -> None:
                              "paired_over_medians": round(shift, 4),
                              "profile_s": round(seconds, 1), "load_before": load_before,
                              "load_after": round(os.getloadavg()[0], 2)})
-    table = Table(title=f"paced statistics, {args.space} {args.resolution} px, {args.runtime}, "
-                        f"{args.limit} blocks x {args.trials} trials x {args.runs} runs")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console(width=160).print(table)
+    print_rows(f"paced statistics, {args.space} {args.resolution} px, {args.runtime}, "
+               f"{args.limit} blocks x {args.trials} trials x {args.runs} runs", rows, width=160)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"args": vars(args), "cpu_count": os.cpu_count(),
                                            "rows": rows}, indent=2) + "\n")

@@ -19,12 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from _report import timed_command
 from rich.console import Console
 from rich.table import Table
 
@@ -33,14 +32,6 @@ from lutnas.tables.table import build_table
 
 RESULTS = Path(__file__).parent / "results"
 BIN = Path(sys.executable).parent
-
-
-def _run(argv: list[str], env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:3])} failed ({done.returncode}): {done.stderr[-800:]}")
-    return time.perf_counter() - start
 
 
 def _block_stats(store_path: Path) -> dict[str, float]:
@@ -64,10 +55,10 @@ def one(space: str, pace: bool, samples: int, trials: int, work: Path, env: dict
     profile = [str(BIN / "profile-device"), "--device", "local", "--space", space, "--runtime", "tflite",
                "--threads", "1", "--trials", str(trials), "--warmup", "20", "--runs", "100",
                "--store", str(store)] + (["--pace"] if pace else [])
-    profile_s = _run(profile, env)
-    _run([str(BIN / "lutnas"), "build-table", "--store", str(store), "--out", str(table),
+    profile_s = timed_command(profile, env)
+    timed_command([str(BIN / "lutnas"), "build-table", "--store", str(store), "--out", str(table),
           "--calibrate", "6"], env)
-    _run([str(BIN / "lutnas"), "evaluate", "--device", "local", "--table", str(table), "--samples",
+    timed_command([str(BIN / "lutnas"), "evaluate", "--device", "local", "--table", str(table), "--samples",
           str(samples), "--store", str(store), "--plot", str(work / "evaluate.png"), "--json", str(report)],
          env)
     reports = {r["predictor"]: r for r in json.loads(report.read_text())["reports"]}

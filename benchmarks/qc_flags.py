@@ -22,18 +22,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from _report import print_rows, timed_command
 
 from lutnas.profiler.export import ModelCache, export_many, format_for, pace_file, shutdown_export_pool
 from lutnas.profiler.plan import make_plan
 from lutnas.space import SearchSpace
+from lutnas.tables.frame import WHOLE_MODEL_KINDS
 from lutnas.tables.store import MeasurementStore, ci_half_width, cv_of
 
 RESULTS = Path(__file__).parent / "results"
@@ -58,19 +57,14 @@ def profile(store: Path, args: argparse.Namespace, pace: bool) -> float:
     argv = [str(BIN / "lutnas"), "profile-device", "--space", args.space, "--resolution",
             str(args.resolution), "--runtime", args.runtime, "--limit", str(args.limit), "--seed",
             str(args.seed), "--cache-state", args.cache_state, "--store", str(store)]
-    argv += ["--pace"] if pace else []
-    start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"profile-device failed ({done.returncode}): {done.stderr[-800:]}")
-    return time.perf_counter() - start
+    return timed_command(argv + (["--pace"] if pace else []))
 
 
 def verdicts(store_path: Path) -> dict[str, float]:
     """The QC's flags and the spread of the blocks' trial figures in one store."""
     with MeasurementStore(store_path) as store:
         frame = store.measurements_frame(ok_only=True)
-        blocks = frame[~frame["kind"].isin(["subnet", "hostcheck"])]
+        blocks = frame[~frame["kind"].isin(WHOLE_MODEL_KINDS)]
         quality = store.quality_frame()
         figures: dict[str, list[float]] = {}
         for key, group in blocks.groupby("key"):
@@ -109,13 +103,8 @@ def main() -> None:
             rows.append({"mode": mode, **verdicts(store), "profile_s": round(seconds, 1),
                          "export_s": export_s, "load_before": load_before,
                          "load_after": round(os.getloadavg()[0], 2)})
-    table = Table(title=f"QC verdicts, profile-device defaults: {args.space} {args.resolution} px, "
-                        f"{args.runtime}, {args.cache_state}, {args.limit} blocks")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*(str(v) for v in row.values()))
-    Console(width=200).print(table)
+    print_rows(f"QC verdicts, profile-device defaults: {args.space} {args.resolution} px, "
+               f"{args.runtime}, {args.cache_state}, {args.limit} blocks", rows)
     out = Path(args.json or RESULTS / f"qc_flags_{args.runtime}_{args.cache_state}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "cpu_count": os.cpu_count(), "rows": rows},

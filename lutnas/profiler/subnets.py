@@ -40,7 +40,7 @@ from lutnas.profiler.export import (
 )
 from lutnas.profiler.run import measure_files
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
-from lutnas.tables.frame import HOST_CHECK_KIND, SUBNET_KIND
+from lutnas.tables.frame import HOST_CHECK_KIND, SUBNET_KIND, WHOLE_MODEL_KINDS
 from lutnas.tables.store import MeasurementStore, figure_of
 from lutnas.tables.table import LatencyTable
 
@@ -171,9 +171,10 @@ def _check_pace_state(store: MeasurementStore, device_id: str, settings: RunSett
     scales = pace_scales(table)
     if not scales or eviction_bytes(settings.cache)[1] > 0:
         return
+    # whole models and host-check references only: not the table's thousands of block trials
     frame = store.measurements_frame(device_id=device_id, runtime=settings.runtime,
                                      threads=settings.threads, core_mask=settings.core_mask,
-                                     precision=settings.precision)
+                                     precision=settings.precision, kinds=WHOLE_MODEL_KINDS)
     frame = frame[frame["pace_sha256"].isin(list(scales))]
     subnets = frame[frame["key"].isin(list(keys))]
     if subnets.empty:
