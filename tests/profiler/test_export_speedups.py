@@ -94,6 +94,97 @@ def test_fast_override_is_installed_only_over_the_torch_source_it_reproduces(mon
     assert exported_program._override_composite_implicit_decomp is another_torchs_override
 
 
+def _histories(node_source_init) -> list:
+    """Every node's provenance after two decompositions of a small module, as dicts without the
+    graphs' ids (addresses, different in every run)."""
+    import torch
+    from torch.fx import traceback as fx_traceback
+
+    def strip(entry: dict) -> dict:
+        return {k: [strip(e) for e in v] if k == "from_node" else v
+                for k, v in entry.items() if k != "graph_id"}
+
+    class Small(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.hardswish(torch.nn.functional.layer_norm(x, (8,))) @ x.T
+
+    saved = fx_traceback.NodeSource.__init__
+    fx_traceback.NodeSource.__init__ = node_source_init
+    try:
+        program = torch.export.export(Small(), (torch.randn(4, 8),))
+        program = program.run_decompositions().run_decompositions()
+    finally:
+        fx_traceback.NodeSource.__init__ = saved
+    return [[strip(s.to_dict()) for s in node.meta.get("from_node", [])]
+            for node in program.graph.nodes]
+
+
+def test_shared_provenance_records_torchs_history() -> None:
+    from torch.fx import traceback as fx_traceback
+
+    export_speedups.share_node_provenance()
+    torchs = export_speedups._ORIGINALS[(fx_traceback.NodeSource, "__init__")]
+    shared = _histories(export_speedups._node_source_init)
+    assert any(len(h) and h[0]["from_node"] for h in shared)  # histories two passes deep
+    assert shared == _histories(torchs)
+
+
+def test_shared_provenance_is_installed_only_over_the_torch_source_it_reproduces(monkeypatch) -> None:
+    from torch.fx import traceback as fx_traceback
+
+    def another_torchs_init(self, node, pass_name="", action=None):
+        pass
+
+    monkeypatch.setattr(fx_traceback.NodeSource, "__init__", another_torchs_init)
+    assert export_speedups.share_node_provenance() is False
+    assert fx_traceback.NodeSource.__init__ is another_torchs_init
+
+
+def test_jax_contexts_are_reused_a_bounded_number_of_times(monkeypatch) -> None:
+    from jax._src.interpreters import mlir
+
+    from lutnas.profiler import converter
+
+    converter.litert_torch()
+    export_speedups.uninstall()
+    made = []
+    original = mlir.make_ir_context
+
+    def counted():
+        made.append(original())
+        return made[-1]
+
+    counted.__wrapped__ = original
+    monkeypatch.setattr(export_speedups, "_source_sha256",
+                        lambda f: export_speedups._MAKE_IR_CONTEXT_SHA256 if f is counted else "")
+    monkeypatch.setattr(mlir, "make_ir_context", counted)
+    assert export_speedups.reuse_jax_ir_context(lowerings=3) is True
+    served = [mlir.make_ir_context() for _ in range(7)]
+    assert len(made) == 3  # 3 + 3 + 1
+    assert [id(c) for c in served] == [id(made[i // 3]) for i in range(7)]
+    export_speedups.uninstall()
+    assert mlir.make_ir_context is counted
+    monkeypatch.undo()
+    export_speedups.install()
+    assert export_speedups._ORIGINALS[(mlir, "make_ir_context")] is original
+
+
+def test_jax_context_reuse_is_installed_only_over_the_jax_source_it_was_measured_with(
+        monkeypatch) -> None:
+    from jax._src.interpreters import mlir
+
+    export_speedups.uninstall()
+
+    def another_jaxs_make_ir_context():
+        return None
+
+    monkeypatch.setattr(mlir, "make_ir_context", another_jaxs_make_ir_context)
+    assert export_speedups.reuse_jax_ir_context() is False
+    assert mlir.make_ir_context is another_jaxs_make_ir_context
+    monkeypatch.undo()
+    export_speedups.install()
+
+
 def test_switched_off_installs_nothing(monkeypatch) -> None:
     export_speedups.uninstall()
     monkeypatch.setenv(export_speedups.SWITCH_ENV, "off")
@@ -121,6 +212,11 @@ def test_tflite_files_are_byte_identical_with_and_without_the_speed_ups(elasticv
             export_speedups.install()
             assert exported_program._override_composite_implicit_decomp is \
                 export_speedups.fast_cia_override
+            from jax._src.interpreters import mlir
+            from torch.fx.traceback import NodeSource
+
+            assert NodeSource.__init__ is export_speedups._node_source_init
+            assert getattr(mlir.make_ir_context, "lutnas_memo", False)
         cache = ModelCache(tmp_path / mode)
         shas[mode] = {s.key: export_spec(s, "tflite", cache).sha256 for s in specs}
     export_speedups.install()
