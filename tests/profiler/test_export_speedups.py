@@ -185,6 +185,68 @@ def test_jax_context_reuse_is_installed_only_over_the_jax_source_it_was_measured
     export_speedups.install()
 
 
+def _jax_texts() -> list[str]:
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.zeros((4, 8))
+    return [jax.jit(f).lower(x).as_text() for f in (
+        lambda x: jnp.clip(x.T @ x, 0, 6),  # constants out of order: canonicalisation matters
+        lambda x: jax.nn.hard_swish(x) * 3.0,
+        lambda x: jnp.transpose(x.reshape(2, 2, 8), (1, 0, 2)),
+    )]
+
+
+def test_vhlo_from_the_shared_context_is_jaxlibs_bytecode() -> None:
+    from litert_torch.backend.jax_bridge import _wrap
+
+    export_speedups.install()
+    original = export_speedups._ORIGINALS[(_wrap, "_stablehlo_to_vhlo")]
+    serialize = export_speedups._vhlo_in_jax_context(original, check_every=1000)
+    assert serialize is not original
+    texts = _jax_texts()
+    assert [serialize(t) for t in texts] == [original(t) for t in texts]
+    assert serialize.state["agrees"]
+
+
+def test_vhlo_goes_back_to_jaxlibs_path_for_good_once_they_differ(monkeypatch) -> None:
+    from litert_torch.backend.jax_bridge import _wrap
+
+    export_speedups.install()
+    original = export_speedups._ORIGINALS[(_wrap, "_stablehlo_to_vhlo")]
+    calls = []
+
+    def another_jaxlib(ir_text: str) -> bytes:
+        calls.append(ir_text)
+        return b"another jaxlib's bytecode" if len(calls) == 3 else original(ir_text)
+
+    monkeypatch.setattr(export_speedups, "_source_sha256",
+                        lambda f: export_speedups._TO_VHLO_SHA256)
+    serialize = export_speedups._vhlo_in_jax_context(another_jaxlib, check_every=2)
+    texts = _jax_texts()
+    assert serialize(texts[0]) == original(texts[0])  # checked (1st of the first 2)
+    assert serialize(texts[1]) == original(texts[1])  # checked (2nd)
+    assert serialize(texts[2]) == original(texts[2]) and len(calls) == 2  # not checked
+    assert serialize(texts[0]) == b"another jaxlib's bytecode"  # checked (4th): differs
+    assert not serialize.state["agrees"]
+    assert serialize(texts[1]) == original(texts[1]) and len(calls) == 4  # jaxlib's way for good
+    monkeypatch.setattr(export_speedups, "_source_sha256", lambda f: "another litert-torch")
+    assert export_speedups._vhlo_in_jax_context(another_jaxlib) is another_jaxlib
+
+
+def test_vhlo_text_the_module_path_refuses_goes_through_jaxlibs_path(monkeypatch) -> None:
+    seen = []
+
+    def text_path(ir_text: str) -> bytes:
+        seen.append(ir_text)
+        return b"from the text path"
+
+    monkeypatch.setattr(export_speedups, "_source_sha256",
+                        lambda f: export_speedups._TO_VHLO_SHA256)
+    assert export_speedups._vhlo_in_jax_context(text_path)("not mlir") == b"from the text path"
+    assert seen == ["not mlir"]
+
+
 def test_switched_off_installs_nothing(monkeypatch) -> None:
     export_speedups.uninstall()
     monkeypatch.setenv(export_speedups.SWITCH_ENV, "off")
@@ -217,6 +279,9 @@ def test_tflite_files_are_byte_identical_with_and_without_the_speed_ups(elasticv
 
             assert NodeSource.__init__ is export_speedups._node_source_init
             assert getattr(mlir.make_ir_context, "lutnas_memo", False)
+            from litert_torch.backend.jax_bridge import _wrap
+
+            assert _wrap._stablehlo_to_vhlo.__wrapped__.__qualname__.endswith("serialize")
         cache = ModelCache(tmp_path / mode)
         shas[mode] = {s.key: export_spec(s, "tflite", cache).sha256 for s in specs}
     export_speedups.install()
