@@ -350,7 +350,9 @@ def reuse_jax_ir_context(lowerings: int = LOWERINGS_PER_CONTEXT) -> bool:
     lowering depends on (the module's text is the same in a fresh one), so one serves `lowerings`
     of them; then a fresh one, so the types and attributes a context keeps do not pile up. 30
     sampled blocks in one process: 40.5 and 39.9 s against 45.9 and 44.8 s, the same bytes in all
-    four runs. Returns whether installed (only over the jax source it was measured with).
+    four runs. Memory: after 120 consecutive plan blocks in one process (with the VHLO path below)
+    769 MiB resident against 763 MiB with a fresh context each time, 154 s against 174 s. Returns
+    whether installed (only over the jax source it was measured with).
     Idempotent."""
     from jax._src.interpreters import mlir
 
