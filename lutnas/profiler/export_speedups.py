@@ -20,7 +20,8 @@ same for every block rather than work on the block:
 - Each JAX lowering made a fresh MLIR context and loaded every dialect into it (~3 ms, ~40 a
   block): `reuse_jax_ir_context` lets 256 lowerings share one (-11%, 30 of 30 files identical);
   the VHLO serialisation, which made a context of its own each time, parses in that one too
-  (`_vhlo_in_jax_context`: the same bytecode, checked on a sample as it runs; ~-10%).
+  (`VhloSerializer`: the same bytecode on 362 of 362 texts, checked on a sample as it runs;
+  ~-10%).
 
 All five replace private functions, so each is installed only where it is known to be equivalent:
 the memos where the private functions exist, the override, the provenance constructor and the shared
@@ -38,6 +39,7 @@ import functools
 import hashlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,11 +67,14 @@ _MAKE_IR_CONTEXT_SHA256 = "294dc621ddee78d9634408ca350100ce5a0fb0d27de7f4a7d5d3b
 # sha256 of inspect.getsource(litert_torch.backend.jax_bridge._wrap._stablehlo_to_vhlo) in
 # litert-torch 0.10.0, whose choice of VHLO version _vhlo_in_jax_context repeats.
 _TO_VHLO_SHA256 = "a66c2e1f3b410de4b25231502baf9a540481d2dcca026f0e39836b0fd3ef57f7"
-# _vhlo_in_jax_context compares its bytecode with jaxlib's for the first this many texts of a
-# process and every this-many-th after (~5 ms each): 1/32 of the saving.
+# VhloSerializer compares its bytecode with jaxlib's for the first this many texts of a process,
+# every this-many-th after and every text with op names not seen before (~5 ms each).
 VHLO_CHECK_EVERY = 32
+# The jaxlib whose `serialize_portable_artifact` VhloSerializer was compared with (its C++ passes
+# decide the bytecode; the litert-torch digest above does not pin them).
+_JAXLIB_VERSION = "0.10.2"
 # Lowerings served by one reused MLIR context before a fresh one: a context keeps every type and
-# attribute it ever uniqued, so a long profile would grow without bound on one; ~6 blocks' worth.
+# attribute it ever uniqued, so a long profile would grow without bound on one; 3-6 blocks' worth.
 LOWERINGS_PER_CONTEXT = 256
 
 
@@ -248,57 +253,102 @@ def memoize_jax_lowering(entries: int = JAX_LOWERINGS_KEPT) -> bool:
 
     lower.lutnas_memo = True  # type: ignore[attr-defined]
     _replace(_wrap, "_lower_to_ir_text", lower)
-    _replace(_wrap, "_stablehlo_to_vhlo",
-             functools.lru_cache(maxsize=entries)(_vhlo_in_jax_context(to_vhlo)))
+    _replace(_wrap, "_stablehlo_to_vhlo", _vhlo_in_jax_context(to_vhlo, entries))
     return True
 
 
-def _vhlo_in_jax_context(to_vhlo: Callable[[str], bytes],
+def _jaxlib_version() -> str:
+    import jaxlib
+
+    return str(getattr(jaxlib, "__version__", ""))
+
+
+def _vhlo_in_jax_context(to_vhlo: Callable[[str], bytes], entries: int = JAX_LOWERINGS_KEPT,
                          check_every: int = VHLO_CHECK_EVERY) -> Callable[[str], bytes]:
-    """litert-torch's StableHLO text -> VHLO bytecode, parsed in JAX's (reused) MLIR context.
+    """litert-torch's text -> VHLO conversion, kept for `entries` texts and, where it is the
+    litert-torch source and the jaxlib measured, done in JAX's shared context (`VhloSerializer`).
+    Elsewhere: `to_vhlo` behind a plain memo (the bytes are jaxlib's)."""
+    if _source_sha256(to_vhlo) != _TO_VHLO_SHA256 or _jaxlib_version() != _JAXLIB_VERSION:
+        return functools.lru_cache(maxsize=entries)(to_vhlo)
+    return VhloSerializer(to_vhlo, entries, check_every)
+
+
+class VhloSerializer:
+    """StableHLO text -> VHLO bytecode in JAX's (reused) MLIR context, checked against jaxlib's.
 
     litert-torch hands the text to jaxlib's `serialize_portable_artifact`, which builds an MLIR
     context of its own for every call: ~5 ms, 4.3 of them the context. Here the text is parsed with
     `make_ir_context` (shared while reuse_jax_ir_context is in place), canonicalised (jaxlib's path
     canonicalises: without it 352 of 362 bytecodes of 8 blocks matched, with it 362 of 362) and
-    serialised from the module: ~0.6 ms. The first `check_every` texts of a process and every
-    `check_every`-th after are also serialised jaxlib's way and compared; on a difference the
-    process goes back to jaxlib's way for good, so a jax whose path changed costs time, not bytes.
-    Returns `to_vhlo` itself unless it is the litert-torch source this repeats."""
-    if _source_sha256(to_vhlo) != _TO_VHLO_SHA256:
-        return to_vhlo
-    from jax._src.interpreters import mlir
-    from jax._src.lib.mlir import ir, passmanager
-    from jax._src.lib.mlir.dialects import hlo
+    serialised from the module: ~0.6 ms. Checked against `to_vhlo` (jaxlib's way): every text whose
+    set of op names has not been seen before, the first `check_every` texts and every
+    `check_every`-th after. On a difference, or when jaxlib refuses a text this path took, the
+    process goes back to jaxlib's way for good and forgets every bytecode it kept, so a jaxlib
+    whose path changed costs time; a difference in a text never checked would go unseen (mismatches
+    are detected on a sample). Keeps the last `entries` bytecodes (litert-torch asks for the same
+    text once per block that lowers it)."""
 
-    # litert-torch's own choice of target version, as _stablehlo_to_vhlo makes it.
-    if hlo.get_api_version() < 9:
-        target = hlo.get_minimum_version()
-    else:
-        target = hlo.get_version_from_compatibility_requirement(
-            hlo.StablehloCompatibilityRequirement.WEEK_12)
-    state = {"calls": 0, "agrees": True}
+    _OP_NAME = re.compile(r"\b(?:stablehlo|chlo|mhlo|func|sdy)\.[a-z_]+")
 
-    def serialize(ir_text: str) -> bytes:
-        if not state["agrees"]:
-            return to_vhlo(ir_text)
-        try:
-            with mlir.make_ir_context():
-                module = ir.Module.parse(ir_text)
-                passmanager.PassManager.parse("builtin.module(canonicalize)").run(module.operation)
-                bytecode = hlo.serialize_portable_artifact(module, target)
-        except Exception:  # noqa: BLE001 - what this path cannot take, jaxlib's reports as before
-            return to_vhlo(ir_text)
-        state["calls"] += 1
-        if state["calls"] <= check_every or state["calls"] % check_every == 0:
-            reference = to_vhlo(ir_text)
-            if reference != bytecode:
-                state["agrees"] = False
-                return reference
+    def __init__(self, to_vhlo: Callable[[str], bytes], entries: int, check_every: int) -> None:
+        self.to_vhlo, self.entries, self.check_every = to_vhlo, entries, check_every
+        self.calls = 0  # texts serialised this way
+        self.hits = 0  # texts served from `kept`
+        self.agrees = True
+        self.kept: dict[str, bytes] = {}
+        self.seen_ops: set[str] = set()
+        # litert-torch's own choice of target version, as its _stablehlo_to_vhlo makes it.
+        from jax._src.lib.mlir.dialects import hlo
+
+        if hlo.get_api_version() < 9:
+            self.target = hlo.get_minimum_version()
+        else:
+            self.target = hlo.get_version_from_compatibility_requirement(
+                hlo.StablehloCompatibilityRequirement.WEEK_12)
+
+    def __call__(self, ir_text: str) -> bytes:
+        if ir_text in self.kept:
+            self.hits += 1
+            return self.kept[ir_text]
+        if len(self.kept) >= self.entries:
+            self.kept.pop(next(iter(self.kept)))  # the oldest first
+        bytecode = self.kept[ir_text] = self._serialize(ir_text)
         return bytecode
 
-    serialize.state = state  # type: ignore[attr-defined]
-    return serialize
+    def _serialize(self, ir_text: str) -> bytes:
+        if not self.agrees:
+            return self.to_vhlo(ir_text)
+        try:
+            bytecode = self._in_shared_context(ir_text)
+        except Exception:  # noqa: BLE001 - what this path cannot take, jaxlib's reports as before
+            return self.to_vhlo(ir_text)
+        self.calls += 1
+        ops = set(self._OP_NAME.findall(ir_text))
+        if ops <= self.seen_ops and self.check_every < self.calls and self.calls % self.check_every:
+            return bytecode
+        self.seen_ops |= ops
+        try:
+            reference = self.to_vhlo(ir_text)
+        except Exception:
+            self._give_up()
+            raise
+        if reference != bytecode:
+            self._give_up()
+        return reference
+
+    def _in_shared_context(self, ir_text: str) -> bytes:
+        from jax._src.interpreters import mlir
+        from jax._src.lib.mlir import ir, passmanager
+        from jax._src.lib.mlir.dialects import hlo
+
+        with mlir.make_ir_context():
+            module = ir.Module.parse(ir_text)
+            passmanager.PassManager.parse("builtin.module(canonicalize)").run(module.operation)
+            return hlo.serialize_portable_artifact(module, self.target)
+
+    def _give_up(self) -> None:
+        self.agrees = False
+        self.kept.clear()
 
 
 def _node_source_init(self: Any, node: Any, pass_name: str = "", action: Any = None) -> None:
@@ -306,9 +356,10 @@ def _node_source_init(self: Any, node: Any, pass_name: str = "", action: Any = N
 
     Every node a decomposition makes records the node it came from, with that node's whole
     history deep-copied; the history grows with every pass, so the copies took ~0.18 s of a
-    block's ~3 s under cProfile. Nothing in torch or litert-torch changes a NodeSource after it is
-    made (only read: serialisation, `to_dict`), so sharing the older entries records the same
-    history."""
+    block's ~3 s under cProfile. Nothing in torch, litert-torch, executorch or torchao changes a
+    NodeSource already in a history, or its lists, in place (they read it: serialisation,
+    `to_dict`; litert-torch rebinds `from_node` only on one it has just made), so sharing the older
+    entries records the same history."""
     from torch.fx.traceback import NodeSource, NodeSourceAction
 
     self.pass_name = pass_name
@@ -336,7 +387,8 @@ def share_node_provenance() -> bool:
     current = fx_traceback.NodeSource.__init__
     if current is _node_source_init:
         return True
-    if _source_sha256(current) != _NODE_SOURCE_INIT_SHA256:
+    # A wrapper's source digest is its wrapped function's (inspect unwraps): never replace one.
+    if hasattr(current, "__wrapped__") or _source_sha256(current) != _NODE_SOURCE_INIT_SHA256:
         return False
     _replace(fx_traceback.NodeSource, "__init__", _node_source_init)
     return True
@@ -346,9 +398,12 @@ def reuse_jax_ir_context(lowerings: int = LOWERINGS_PER_CONTEXT) -> bool:
     """Let JAX's lowerings share an MLIR context, `lowerings` at a time.
 
     Each of the ~40 JAX lowerings of a block (`jax.jit(f).lower`) made its own context and loaded
-    every dialect into it (`make_ir_context`, ~3 ms each here). The context holds no state a
-    lowering depends on (the module's text is the same in a fresh one), so one serves `lowerings`
-    of them; then a fresh one, so the types and attributes a context keeps do not pile up. 30
+    every dialect into it (`make_ir_context`, ~3 ms each here). On the CPU lowerings litert-torch
+    asks for, the context holds no state a lowering depends on (the module's text is the same in a
+    fresh one), so one serves `lowerings` calls (lowerings and VhloSerializer's parses); then a
+    fresh one, so the types and attributes a context keeps do not pile up. A context someone
+    altered (JAX's TPU and Mosaic paths register dialects and allow unregistered ones) is not
+    handed out again. 30
     sampled blocks in one process: 40.5 and 39.9 s against 45.9 and 44.8 s, the same bytes in all
     four runs. Memory: after 120 consecutive plan blocks in one process (with the VHLO path below)
     769 MiB resident against 763 MiB with a fresh context each time, 154 s against 174 s. Returns
@@ -357,19 +412,20 @@ def reuse_jax_ir_context(lowerings: int = LOWERINGS_PER_CONTEXT) -> bool:
     from jax._src.interpreters import mlir
 
     original = mlir.make_ir_context
-    if getattr(original, "lutnas_memo", False):
+    if getattr(original, "lutnas_shared", False):
         return True
-    if _source_sha256(original) != _MAKE_IR_CONTEXT_SHA256:
+    if hasattr(original, "__wrapped__") or _source_sha256(original) != _MAKE_IR_CONTEXT_SHA256:
         return False
     state: dict[str, Any] = {"context": None, "served": 0}
 
     def make() -> Any:
-        if state["context"] is None or state["served"] >= lowerings:
+        context = state["context"]
+        if context is None or state["served"] >= lowerings or context.allow_unregistered_dialects:
             state["context"], state["served"] = original(), 0
         state["served"] += 1
         return state["context"]
 
-    make.lutnas_memo = True  # type: ignore[attr-defined]
+    make.lutnas_shared = True  # type: ignore[attr-defined]
     _replace(mlir, "make_ir_context", make)
     return True
 
