@@ -107,7 +107,11 @@ class AnalyticPredictor(BlockSumPredictor):
             pred = _model(theta[:4], np.exp(theta[4:])[kind_index], t)[0]
             return np.concatenate([np.log(pred) - np.log(y), EFFICIENCY_PRIOR * theta[4:]])
 
-        theta = least_squares(residuals, x0, method="trf", loss="soft_l1", f_scale=0.3).x
+        # Bounded in log space (e^±25 around the start): a constant the data does not pin (a
+        # bandwidth no block is short of) otherwise drifts until exp() overflows to inf, and the
+        # predictor file (strict JSON) cannot be written (seen once in CI on a noisy host).
+        theta = least_squares(residuals, x0, method="trf", loss="soft_l1", f_scale=0.3,
+                              bounds=(x0 - LOG_BOUND, x0 + LOG_BOUND)).x
         self.constants_ = {name: float(np.exp(v)) for name, v in zip(CONSTANTS, theta[:4])}
         self.efficiency_ = {k: float(np.exp(v)) for k, v in zip(kinds, theta[4:])}
         log_err = np.log(_model(theta[:4], np.exp(theta[4:])[kind_index], t)[0]) - np.log(y)
@@ -178,6 +182,10 @@ class AnalyticPredictor(BlockSumPredictor):
         if not predictor.efficiency_ or "*" not in predictor.sigma_:
             raise PredictorError("analytic predictor file lacks fitted constants; refit it")
         return predictor
+
+
+# How far (natural log) a fitted constant may move from its starting estimate.
+LOG_BOUND = 25.0
 
 
 def _model(log_constants: np.ndarray, efficiency: np.ndarray,
