@@ -33,6 +33,8 @@ SMOOTH_MAX_P = 4.0
 # Pull of the per-kind efficiencies towards 1 (log space): with few blocks of a kind the fit would
 # otherwise trade them freely against peak compute.
 EFFICIENCY_PRIOR = 0.3
+# How far (natural log) a fitted constant may move from its starting estimate.
+LOG_BOUND = 25.0
 BOUNDS = ("overhead", "compute", "memory")
 CONSTANTS = ("peak_macs_per_ms", "bandwidth_bytes_per_ms", "launch_ms_per_op", "call_ms")
 
@@ -182,10 +184,6 @@ class AnalyticPredictor(BlockSumPredictor):
         if not predictor.efficiency_ or "*" not in predictor.sigma_:
             raise PredictorError("analytic predictor file lacks fitted constants; refit it")
         return predictor
-
-
-# How far (natural log) a fitted constant may move from its starting estimate.
-LOG_BOUND = 25.0
 
 
 def _model(log_constants: np.ndarray, efficiency: np.ndarray,

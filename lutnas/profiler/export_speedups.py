@@ -198,6 +198,13 @@ def _source_sha256(function: Callable[..., Any]) -> str:
         return ""
 
 
+def _is_measured_source(function: Callable[..., Any], digest: str) -> bool:
+    """Whether `function` is the library source a speed-up was measured against. A wrapper
+    (`__wrapped__`) digests as what it wraps, since inspect unwraps: it never counts, so nobody's
+    wrapper is dropped by a replacement."""
+    return not hasattr(function, "__wrapped__") and _source_sha256(function) == digest
+
+
 def install_fast_cia_override() -> bool:
     """Put `fast_cia_override` in place of torch's when torch's is the source it reproduces;
     returns whether it is in place. Idempotent."""
@@ -268,7 +275,7 @@ def _vhlo_in_jax_context(to_vhlo: Callable[[str], bytes], entries: int = JAX_LOW
     """litert-torch's text -> VHLO conversion, kept for `entries` texts and, where it is the
     litert-torch source and the jaxlib measured, done in JAX's shared context (`VhloSerializer`).
     Elsewhere: `to_vhlo` behind a plain memo (the bytes are jaxlib's)."""
-    if _source_sha256(to_vhlo) != _TO_VHLO_SHA256 or _jaxlib_version() != _JAXLIB_VERSION:
+    if not _is_measured_source(to_vhlo, _TO_VHLO_SHA256) or _jaxlib_version() != _JAXLIB_VERSION:
         return functools.lru_cache(maxsize=entries)(to_vhlo)
     return VhloSerializer(to_vhlo, entries, check_every)
 
@@ -387,8 +394,7 @@ def share_node_provenance() -> bool:
     current = fx_traceback.NodeSource.__init__
     if current is _node_source_init:
         return True
-    # A wrapper's source digest is its wrapped function's (inspect unwraps): never replace one.
-    if hasattr(current, "__wrapped__") or _source_sha256(current) != _NODE_SOURCE_INIT_SHA256:
+    if not _is_measured_source(current, _NODE_SOURCE_INIT_SHA256):
         return False
     _replace(fx_traceback.NodeSource, "__init__", _node_source_init)
     return True
@@ -403,18 +409,17 @@ def reuse_jax_ir_context(lowerings: int = LOWERINGS_PER_CONTEXT) -> bool:
     fresh one), so one serves `lowerings` calls (lowerings and VhloSerializer's parses); then a
     fresh one, so the types and attributes a context keeps do not pile up. A context someone
     altered (JAX's TPU and Mosaic paths register dialects and allow unregistered ones) is not
-    handed out again. 30
-    sampled blocks in one process: 40.5 and 39.9 s against 45.9 and 44.8 s, the same bytes in all
-    four runs. Memory: after 120 consecutive plan blocks in one process (with the VHLO path below)
-    769 MiB resident against 763 MiB with a fresh context each time, 154 s against 174 s. Returns
-    whether installed (only over the jax source it was measured with).
+    handed out again. 30 sampled blocks in one process: 40.5 and 39.9 s against 45.9 and 44.8 s,
+    the same bytes in all four runs. Memory: after 120 consecutive plan blocks in one process
+    (with VhloSerializer) 769 MiB resident against 763 MiB with a fresh context each time, 154 s
+    against 174 s. Returns whether installed (only over the jax source it was measured with).
     Idempotent."""
     from jax._src.interpreters import mlir
 
     original = mlir.make_ir_context
     if getattr(original, "lutnas_shared", False):
         return True
-    if hasattr(original, "__wrapped__") or _source_sha256(original) != _MAKE_IR_CONTEXT_SHA256:
+    if not _is_measured_source(original, _MAKE_IR_CONTEXT_SHA256):
         return False
     state: dict[str, Any] = {"context": None, "served": 0}
 

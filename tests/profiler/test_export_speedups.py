@@ -178,10 +178,6 @@ def test_shared_provenance_is_installed_only_over_the_torch_source_it_reproduces
 def test_jax_contexts_are_reused_a_bounded_number_of_times(monkeypatch) -> None:
     from jax._src.interpreters import mlir
 
-    from lutnas.profiler import converter
-
-    converter.litert_torch()
-    export_speedups.uninstall()
     made = []
     original = mlir.make_ir_context
 
@@ -222,8 +218,6 @@ def test_jax_context_reuse_is_installed_only_over_the_jax_source_it_was_measured
     monkeypatch.setattr(mlir, "make_ir_context", a_wrapper)
     assert export_speedups.reuse_jax_ir_context() is False
     assert mlir.make_ir_context is a_wrapper
-    monkeypatch.undo()
-    export_speedups.install()
 
 
 def _jax_texts() -> list[str]:
@@ -239,10 +233,10 @@ def _jax_texts() -> list[str]:
 
 
 def _jaxlibs() -> object:
+    """litert-torch's own text -> VHLO (the fixture starts every test without the speed-ups)."""
     from litert_torch.backend.jax_bridge import _wrap
 
-    export_speedups.install()
-    return export_speedups._ORIGINALS[(_wrap, "_stablehlo_to_vhlo")]
+    return _wrap._stablehlo_to_vhlo
 
 
 def test_vhlo_from_the_shared_context_is_jaxlibs_bytecode() -> None:
