@@ -46,8 +46,10 @@ RUNTIME_FORMATS = {"tflite": "tflite", "onnxruntime": "onnx", "torch": "torchscr
 # blocks have float ends that chain as they are; int8 ends each carry their own quantization.
 STITCHED_FORMATS = ("tflite",)
 STITCHED = "stitched"
-# "convert" turns stitching off (stitched files ran 2-6% slower than converted ones here, stitch.py);
-# an environment variable so the export workers see it too.
+# How a static subnet converted whole is made (the cache keeps it apart from files of older lutnas,
+# whose repeated blocks had one weight tensor between them): see build_subnet.
+DISTINCT = "distinct-weights"
+# "convert" turns stitching off; an environment variable so the export workers see it too.
 ASSEMBLY_ENV = "LUTNAS_SUBNET_ASSEMBLY"
 
 
@@ -104,8 +106,9 @@ class ModelCache:
         self.versions = tool_versions()
 
     def path_for(self, key: str, fmt: str, assembly: str = "") -> Path:
-        """`assembly` names how a whole model was made when not by one conversion ("stitched"):
-        a stitched and a converted file of one subnet are different files."""
+        """`assembly` names how a whole model was made (STITCHED from block files, or DISTINCT:
+        converted with each position's weights of its own): files made differently are
+        different files."""
         if fmt not in FORMATS:
             raise BadInputError(f"unknown model format {fmt!r}; use one of {', '.join(FORMATS)}")
         identity = {"key": key, "format": fmt, "versions": self.versions} | _quantizer_of(fmt)
@@ -273,10 +276,11 @@ def _write_checked(key: str, module: nn.Module, example: torch.Tensor, spatial: 
 
 
 def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: bool, fmt: str,
-                  cache: ModelCache, blocks: Sequence[Path] = ()) -> ExportedModel:
+                  cache: ModelCache, blocks: Sequence[Path] = (), assembly: str = "") -> ExportedModel:
     """Write, check and record one model; returns the cached entry when already done. With
-    `blocks` (.tflite files whose composition `module` is), the file is stitched from them."""
-    assembly = STITCHED if blocks else ""
+    `blocks` (.tflite files whose composition `module` is), the file is stitched from them.
+    `assembly`: how a whole model is made (ModelCache.path_for); STITCHED when `blocks` are given."""
+    assembly = STITCHED if blocks else assembly
     done = cache.get(key, fmt, assembly)
     if done is not None:
         return done
@@ -313,12 +317,26 @@ def export_spec(spec: BlockSpec, fmt: str, cache: ModelCache) -> ExportedModel:
     return export_module(spec.key, module, example_input(spec), spec.record.spatial_input, fmt, cache)
 
 
-def build_subnet(space: SearchSpace, config: SubnetConfig) -> nn.Module:
-    """The static model of a subnet: exactly the composition of its blocks' modules, each with the
-    seeded weights of its own block file (so a file stitched from those is this model)."""
+def build_subnet(space: SearchSpace, config: SubnetConfig, as_blocks: bool = False) -> nn.Module:
+    """The static model of a subnet: the composition of its blocks' modules, seeded.
+
+    A block whose key comes again later in the subnet (a stage repeating one block) gets weights
+    of its own at every position (seeded by key and position), as a trained subnet has. With one
+    seed per key, the converters merge the equal weights into one tensor read by every repeat
+    (litert-torch and torch.onnx's exporter both do): four 40-48-block `elasticvit` 128 px subnets
+    came out 42-53 MB as .tflite against 63-89 MB with the weights apart, a model smaller than the
+    one deployed. On this host's LiteRT (1 thread, 32 MiB LLC) that was within the timing's noise
+    (one 42-block subnet over 16 fresh interpreter sets: merged x1.000-1.005 of apart), but a
+    device short of memory bandwidth streams what the file holds.
+    `as_blocks`: every block with its own block file's weights, seeded by its key alone: the model
+    a file stitched from those files is (stitch.py keeps the repeats' weights apart)."""
     modules = []
+    seen: dict[str, int] = {}
     for spec in space.blocks_of(config):
-        torch.manual_seed(model_seed(spec.key))
+        repeat = seen.get(spec.key, 0)
+        seen[spec.key] = repeat + 1
+        suffix = "" if as_blocks or repeat == 0 else f"#{repeat}"
+        torch.manual_seed(model_seed(spec.key + suffix))
         modules.append(build_block(spec))
     return nn.Sequential(*modules).eval()
 
@@ -343,9 +361,10 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
         return done
     blocks = [cache.get(s.key, fmt) for s in space.blocks_of(config)] if _stitching(fmt) else []
     if blocks and all(blocks):
-        return export_module(key, build_subnet(space, config), example, True, fmt, cache,
-                             blocks=[b.path for b in blocks if b is not None])
-    return export_module(key, build_subnet(space, config), example, True, fmt, cache)
+        return export_module(key, build_subnet(space, config, as_blocks=True), example, True, fmt,
+                             cache, blocks=[b.path for b in blocks if b is not None])
+    return export_module(key, build_subnet(space, config), example, True, fmt, cache,
+                         assembly=DISTINCT)
 
 
 def cached_subnet(space: SearchSpace, config: SubnetConfig, fmt: str,
@@ -354,7 +373,7 @@ def cached_subnet(space: SearchSpace, config: SubnetConfig, fmt: str,
     off) or converted."""
     key = subnet_key(space, config)
     stitched = cache.get(key, fmt, STITCHED) if _stitching(fmt) else None
-    return stitched or cache.get(key, fmt)
+    return stitched or cache.get(key, fmt, DISTINCT)
 
 
 class _Empty(nn.Module):

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
+from onnx import numpy_helper
 
 from lutnas.errors import BadInputError, ExportError
 from lutnas.profiler import stitch
 from lutnas.profiler.export import (
+    DISTINCT,
     STITCHED,
     ModelCache,
+    build_subnet,
     cached_subnet,
     export_many,
+    export_module,
     export_subnet,
     export_subnets,
     shutdown_export_pool,
@@ -42,7 +51,7 @@ def test_a_stitched_subnet_is_the_converters_op_list_and_matches_torch(tiny_spac
     assert stitched.max_abs_error < 1e-4  # checked against PyTorch on export
     # without the blocks' files the subnet is converted whole
     converted = export_subnet(tiny_space, config, "tflite", ModelCache(tmp_path))
-    assert converted.path == ModelCache(tmp_path).path_for(key, "tflite")
+    assert converted.path == ModelCache(tmp_path).path_for(key, "tflite", DISTINCT)
     # chaining alone adds transposes and reshapes at the transformer boundary; folding removes
     # exactly those: what runs is what the converter makes of the whole model
     blocks = [block_cache.get(s.key, "tflite").path for s in tiny_space.blocks_of(config)]
@@ -54,6 +63,57 @@ def test_a_stitched_subnet_is_the_converters_op_list_and_matches_torch(tiny_spac
     # the cache hands the same file back, however it was made
     assert export_subnet(tiny_space, config, "tflite", block_cache).sha256 == stitched.sha256
     assert export_subnet(tiny_space, config, "tflite", ModelCache(tmp_path)).sha256 == converted.sha256
+
+
+def _varied(data: np.ndarray) -> bool:
+    """A weight: over 64 bytes and not one value repeated (the converters also merge the ones and
+    zeros of norm layers and biases at their initial values: a few KB a subnet, left as they are)."""
+    return data.nbytes > 64 and len(np.unique(data)) > 1
+
+
+def _shared_tflite_weights(path: Path) -> int:
+    """Weights (_varied) that more than one op of a .tflite file reads."""
+    model = stitch.read_model(path)
+    graph = model.subgraphs[0]
+    reads = Counter(t for op in graph.operators for t in op.inputs if t >= 0)
+    data = {t: model.buffers[graph.tensors[t].buffer].data for t in reads}
+    return sum(1 for t, n in reads.items() if n > 1 and data[t] is not None and _varied(np.asarray(data[t])))
+
+
+def _shared_onnx_weights(path: Path) -> int:
+    """Weights (_varied) that more than one node of an .onnx file reads (directly or through the
+    Identity nodes the exporter makes for a merged initializer)."""
+    graph = onnx.load(str(path)).graph
+    reads = Counter(name for node in graph.node for name in node.input)
+    return sum(1 for t in graph.initializer if reads[t.name] > 1 and _varied(numpy_helper.to_array(t)))
+
+
+def test_repeated_blocks_keep_weights_of_their_own(tiny_space, block_cache, tmp_path) -> None:
+    # the smallest subnet with its first transformer stage two deep: an attention and an FFN block
+    # come twice (no block file beyond the fixture's)
+    stages = list(tiny_space.smallest().stages)
+    stages[2] = dataclasses.replace(stages[2], depth=2)
+    config = dataclasses.replace(tiny_space.smallest(), stages=tuple(stages))
+    key = subnet_key(tiny_space, config)
+    assert len({s.key for s in tiny_space.blocks_of(config)}) < len(tiny_space.blocks_of(config))
+    # stitched from the block files (their weights repeat, in tensors apart) and checked against
+    # the model made of those files' weights
+    stitched = export_subnet(tiny_space, config, "tflite", block_cache)
+    assert stitched.path == block_cache.path_for(key, "tflite", STITCHED)
+    assert stitched.max_abs_error < 1e-4
+    # one seed per key: both converters merge the repeats' equal weights into one tensor...
+    example = torch.randn(1, 3, config.resolution, config.resolution)
+    merged_cache = ModelCache(tmp_path / "merged")
+    merged = [export_module(key, build_subnet(tiny_space, config, as_blocks=True), example, True, fmt,
+                            merged_cache) for fmt in ("tflite", "onnx")]
+    assert _shared_tflite_weights(merged[0].path) > 0 and _shared_onnx_weights(merged[1].path) > 0
+    # ...which the static subnet's conversions and the stitched file do not have
+    cache = ModelCache(tmp_path / "whole")
+    converted = [export_subnet(tiny_space, config, fmt, cache) for fmt in ("tflite", "onnx")]
+    assert all(c.path == cache.path_for(key, c.format, DISTINCT) for c in converted)
+    assert _shared_tflite_weights(converted[0].path) == 0 == _shared_tflite_weights(stitched.path)
+    assert _shared_onnx_weights(converted[1].path) == 0
+    assert stitch.op_counts(stitched.path) == stitch.op_counts(converted[0].path)
 
 
 def test_blocks_that_do_not_compose_are_refused(tiny_space, block_cache) -> None:
