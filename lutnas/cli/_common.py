@@ -11,12 +11,14 @@ from typing import Any
 from rich.console import Console, ConsoleDimensions
 
 from lutnas.errors import BadInputError
-from lutnas.space import SearchSpace, SubnetConfig
+from lutnas.space import BUILTIN_SPACES, SearchSpace, SubnetConfig
 from lutnas.space import read_config as read_space_config
 
 # Width rich lays out tables at when its stream is not a terminal: wide enough that no block key,
 # config JSON or summary line is ever wrapped or cut with "…" in a pipe or a file.
 PIPE_WIDTH = 100_000
+# The help of every --space / space argument: the built-in names as the package has them.
+SPACE_HELP = f"a built-in space ({', '.join(BUILTIN_SPACES)}) or a space YAML file"
 
 
 class _StreamConsole(Console):

@@ -18,6 +18,7 @@ from rich.table import Table
 from lutnas.cli._common import add_json_flag, console, json_aware, print_json, require
 from lutnas.cli.device_options import add_accelerator_flag
 from lutnas.cli.table import DEFAULT_STORE
+from lutnas.device_agents.base import RUNTIMES
 
 
 def _open(path: str) -> Any:
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     meas.add_argument("--device", help="device id (see `lutnas runs`); optional when the store "
                                        "holds one device")
     meas.add_argument("--store", default=DEFAULT_STORE)
-    meas.add_argument("--runtime")
+    meas.add_argument("--runtime", choices=RUNTIMES, help="only this runtime's measurements")
     add_accelerator_flag(meas, "only measurements taken on this accelerator (default: all)")
     meas.add_argument("--kind", action="append", help="only these kinds (e.g. mbconv, subnet)")
     meas.add_argument("--csv", type=Path, metavar="PATH", help="write every trial row to this CSV")

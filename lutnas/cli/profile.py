@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.markup import escape
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, require
+from lutnas.cli._common import SPACE_HELP, console, err_console, require
 from lutnas.cli.device_options import (
     DEVICE_FORMS,
     add_accelerator_flag,
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "(default ~/.android/adbkey, created when missing).")
     p.add_argument("--device", action="append", metavar="ADDRESS",
                    help=f"{DEVICE_FORMS}; repeat for several (default: local)")
-    p.add_argument("--space", required=True, help="tiny, elasticvit or a space YAML file")
+    p.add_argument("--space", required=True, help=SPACE_HELP)
     p.add_argument("--runtime", default="tflite", help=f"one of {', '.join(RUNTIMES)} (default tflite)")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default 1)")
     p.add_argument("--precision", default="fp32",
@@ -164,8 +164,18 @@ class _RichProgress:
     def __init__(self, progress: Any) -> None:  # a rich.progress.Progress
         self.bars = progress
         self.tasks: dict[str, int] = {}
+        self.started = False
+
+    def stop(self) -> None:
+        """Stop the bars if an event started them (rich's stop prints a line even when not started)."""
+        if self.started:
+            self.bars.stop()
+            self.started = False
 
     def __call__(self, event: LoopProgress) -> None:
+        if not self.started:  # at the first event: a run refused before any draws no empty line
+            self.bars.start()
+            self.started = True
         if event.device not in self.tasks:
             label = "export models" if event.phase == "export" else event.device
             self.tasks[event.device] = self.bars.add_task(label, total=None, cv="")
@@ -208,27 +218,37 @@ def print_summary(summary: ProfileSummary, qc: QualitySettings | None = None) ->
             console.print(f"[yellow]{escape(advice)}[/]", soft_wrap=True)
 
 
+# Trials per block past which the advice stops offering more trials: each is a fresh process, and
+# 100 a block is 20x the default 5 (a plan of 400 blocks would take days on a phone).
+PRACTICAL_TRIALS = 100
+
+
 def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None) -> str | None:
     """What to do about `result`'s never-settled blocks (README, "Measurements you can trust"), as
     one line; None when none. With the settings, the line says how many trials the bound would need
     at the flagged blocks' median trial CV (`trials_for_half_width`): on a host whose trials vary by
-    5%, a ±2% interval needs ~42, which no rerun with the same --max-trials reaches. Below-resolution
-    blocks need nothing (fine inside a sum)."""
+    5%, a ±2% interval needs ~42, which no rerun with the same --max-trials reaches; past
+    PRACTICAL_TRIALS it says more trials will not do. Below-resolution blocks need nothing (fine
+    inside a sum)."""
     if not result.flagged:
         return None
     bound = need = ""
+    more = ("then rerun the same command with a larger --trials (and --max-trials), or accept a looser "
+            "--ci-bound")
     if qc:
         bound = f" (95% interval wider than ±{qc.ci_bound * 100:g}% after up to {qc.max_trials} trials)"
         cv = result.flagged_cv_median()
         if cv is not None:
             from lutnas.tables.store import trials_for_half_width
 
+            trials = trials_for_half_width(cv, qc.ci_bound)
             need = (f"; their trials vary by {cv:.1%} (median CV), so ±{qc.ci_bound * 100:g}% needs "
-                    f"~{trials_for_half_width(cv, qc.ci_bound)} trials")
+                    f"~{trials} trials")
+            if trials > PRACTICAL_TRIALS:
+                more = "then rerun the same command: more trials will not settle blocks this noisy"
     return (f"{device}: {result.flagged} block(s) never settled{bound}{need}: quiet the device (stop "
-            f"other jobs, let a phone cool, pin --cores), then rerun the same command with a larger "
-            f"--trials (and --max-trials), or accept a looser --ci-bound; `lutnas measurements --device "
-            f"{device}` flags them never-settled")
+            f"other jobs, let a phone cool, pin --cores), {more}; `lutnas measurements "
+            f"--device {device}` flags them never-settled")
 
 
 def profile_device(args: argparse.Namespace) -> int:
@@ -264,19 +284,21 @@ def profile_device(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[cv]}"))
-    with Progress(*columns, console=err_console, transient=False) as bars:
-        try:
-            summary = run_profile(
-                args.device or ["local"], args.space, settings, args.store, trials=args.trials,
-                granularity=args.granularity, resolutions=args.resolution, limit=args.limit,
-                sample_fraction=args.sample, seed=args.seed,
-                cache=ModelCache(args.cache) if args.cache else None, export_workers=args.export_workers,
-                qc=qc, agent_options=options, argv=sys.argv[1:], progress=_RichProgress(bars))
-        except KeyboardInterrupt:
-            bars.stop()
-            print(f"stopped during export; nothing measured was lost. Run the same command again to "
-                  f"resume (store {args.store}).", file=sys.stderr)
-            return 130
+    progress = _RichProgress(Progress(*columns, console=err_console, transient=False))
+    try:
+        summary = run_profile(
+            args.device or ["local"], args.space, settings, args.store, trials=args.trials,
+            granularity=args.granularity, resolutions=args.resolution, limit=args.limit,
+            sample_fraction=args.sample, seed=args.seed,
+            cache=ModelCache(args.cache) if args.cache else None, export_workers=args.export_workers,
+            qc=qc, agent_options=options, argv=sys.argv[1:], progress=progress)
+    except KeyboardInterrupt:
+        progress.stop()
+        print(f"stopped during export; nothing measured was lost. Run the same command again to "
+              f"resume (store {args.store}).", file=sys.stderr)
+        return 130
+    finally:
+        progress.stop()
     print_summary(summary, qc)
     if summary.interrupted:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "

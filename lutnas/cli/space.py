@@ -9,7 +9,15 @@ from collections import Counter
 
 from rich.table import Table
 
-from lutnas.cli._common import add_json_flag, console, json_aware, load_space, print_json, read_config
+from lutnas.cli._common import (
+    SPACE_HELP,
+    add_json_flag,
+    console,
+    json_aware,
+    load_space,
+    print_json,
+    read_config,
+)
 from lutnas.profiler.plan import make_plan
 from lutnas.space import BlockSpec, block_complexity
 
@@ -18,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("space", help="inspect search spaces")
     sub = parser.add_subparsers(dest="space_command", metavar="ACTION", required=True)
     show = sub.add_parser("show", help="count subnets, unique blocks per kind and operators")
-    show.add_argument("space", help="built-in space name (elasticvit, tiny, evmini) or a space YAML file")
+    show.add_argument("space", help=SPACE_HELP)
     show.add_argument("--resolution", type=int, action="append", help="only these resolutions")
     show.set_defaults(handler=show_space)
     register_more(sub)
@@ -53,7 +61,7 @@ def show_space(args: argparse.Namespace) -> int:
 
 def register_more(sub: argparse._SubParsersAction) -> None:
     blocks = sub.add_parser("blocks", help="list a subnet's blocks (execution order) and its cost")
-    blocks.add_argument("space", help="built-in space name or a space YAML file")
+    blocks.add_argument("space", help=SPACE_HELP)
     blocks.add_argument("--config", required=True,
                         help="subnet config: a JSON file or text (see `lutnas space sample`), "
                              "search's best.json, ElasticViT's 10-tuple, smallest, largest, or a "
@@ -61,7 +69,7 @@ def register_more(sub: argparse._SubParsersAction) -> None:
     add_json_flag(blocks, "the blocks (key, MMACs, params, bytes moved) and the total")
     blocks.set_defaults(handler=json_aware(show_blocks))
     sample = sub.add_parser("sample", help="print random subnet configs of a space as JSON lines")
-    sample.add_argument("space", help="built-in space name or a space YAML file")
+    sample.add_argument("space", help=SPACE_HELP)
     sample.add_argument("-n", type=int, default=1, help="how many configs (default 1)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--largest", action="store_true", help="the largest subnet instead")

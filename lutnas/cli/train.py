@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lutnas.cli._common import console, positive_int
+from lutnas.cli._common import SPACE_HELP, console, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train-supernet", help="train a weight-sharing supernet (complexity/performance-aware sampling)",
         description="Train the elastic supernet of a search space. Run under `torchrun --nproc_per_node N "
                     "-m lutnas train-supernet ...` for data-parallel training.")
-    p.add_argument("--space", required=True, help="elasticvit, tiny or a space YAML file")
+    p.add_argument("--space", required=True, help=SPACE_HELP)
     p.add_argument("--data", required=True,
                    help="builtin:digits or an ImageFolder directory with train/ and val/ subfolders")
     p.add_argument("--out", required=True, help="run directory: checkpoint, log.csv")

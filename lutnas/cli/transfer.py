@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lutnas.cli._common import console, err_console, positive_int, print_json
 from lutnas.cli.device_options import DEVICE_FORMS, add_device_flags, agent_options
+from lutnas.device_agents.base import RUNTIMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="blocks of the new device to fit on (default 50)")
     p.add_argument("--holdout", type=int, default=0, metavar="H",
                    help="with --device: also measure H other blocks to report the error (default 0)")
-    p.add_argument("--runtime", help="runtime on the new device (default: table A's)")
+    p.add_argument("--runtime", choices=RUNTIMES, help="runtime on the new device (default: table A's)")
     p.add_argument("--threads", type=int, help="threads on the new device (default: table A's)")
     p.add_argument("--trials", type=positive_int, default=5, help="fresh processes per block (default 5)")
     p.add_argument("--store", default="measurements.sqlite", help="measurement store for --device")

@@ -61,9 +61,15 @@ class RemoteOptions:
     runner_args: tuple[str, ...] = ()  # passed through to the runner after lutnas's own arguments
 
     def __post_init__(self) -> None:
+        """BadInputError for an unknown runner kind or a host runner file that is not there:
+        checked here, before any device is reached (a connection can take 15 s to fail)."""
         if self.runner_kind not in RUNNER_KINDS:
             raise BadInputError(f"unknown --runner-kind {self.runner_kind!r}; use "
                                 f"{' or '.join(RUNNER_KINDS)}")
+        for flag, local in (("--runner", self.runner), ("--onnx-runner", self.onnx_runner)):
+            if local is not None and not Path(local).is_file():
+                raise BadInputError(f"{flag} {local} does not exist: download or build the runner for "
+                                    f"the device's ABI (see the README), or give its path")
 
 
 class RemoteAgent(DeviceAgent):

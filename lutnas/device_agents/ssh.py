@@ -521,7 +521,9 @@ class SshAgent(RemoteAgent):
     def close(self) -> None:
         """Remove the uploaded worker package with the rest of what lutnas pushed."""
         if self.transport.lost:  # each cleanup command would wait out the reconnect back-off again
-            self.on_message(f"{self.address}: unreachable; files stay in {self.platform.work_dir}")
+            if self._on_device and not self.options.keep_files:  # nothing to say when nothing was pushed
+                self.on_message(f"{self.address}: unreachable, so lutnas's files stay in "
+                                f"{self.platform.work_dir}; remove them when it is back")
             self._on_device.clear()
         package = f"{self.platform.work_dir}/py"
         if not self.options.keep_files and any(p.startswith(package + "/") for p in self._on_device):

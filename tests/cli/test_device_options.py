@@ -23,7 +23,8 @@ from tests.adbd.fixtures import _session_adb_key  # noqa: F401 - a pytest fixtur
 from tests.sshd import Sshd, sshd_missing
 from tests.tables.synthetic import add_trials, device
 
-DEVICE_FLAGS = ["--runner", "/opt/bm", "--runner-kind", "litert", "--runner-arg=--use_gpu=true",
+RUNNER = "tests/adbd/benchmark_model"  # a runner file that exists (checked before any device)
+DEVICE_FLAGS = ["--runner", RUNNER, "--runner-kind", "litert", "--runner-arg=--use_gpu=true",
                 "--max-temp", "40", "--ssh-key", "/k", "--ssh-known-hosts", "/kh", "--remote-python", "py3",
                 "--adb-key", "/a"]
 COMMANDS = {
@@ -43,12 +44,23 @@ def test_every_device_command_takes_the_same_device_flags(command: str) -> None:
         [*COMMANDS[command], *DEVICE_FLAGS, "--accelerator", "gpu"]
     args = build_parser(argv).parse_args(argv)
     options = agent_options(args)
-    assert options.remote.runner == Path("/opt/bm") and options.remote.runner_kind == "litert"
+    assert options.remote.runner == Path(RUNNER) and options.remote.runner_kind == "litert"
     assert options.remote.runner_args == ("--use_gpu=true",) and options.remote.max_temp_c == 40.0
     assert (options.ssh.key, options.ssh.known_hosts, options.ssh.remote_python) == \
         (Path("/k"), Path("/kh"), "py3")
     assert options.adb.adb_key == Path("/a")
     assert getattr(args, "accelerator", "gpu") == "gpu"
+
+
+@pytest.mark.parametrize("flag", ["--runner", "--onnx-runner"])
+def test_a_missing_runner_file_is_named_before_any_device_is_reached(flag: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    # nothing listens on port 1: were the device reached first, this would fail to connect (exit 1)
+    code = main(["profile-device", "--device", "adb:127.0.0.1:1", flag, str(tmp_path / "bm"),
+                 "--space", "tiny", "--store", str(tmp_path / "m.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{flag} {tmp_path / 'bm'} does not exist" in err and "connect" not in err
+    assert not (tmp_path / "m.sqlite").exists()
 
 
 def test_every_command_that_reaches_a_device_takes_adb_key() -> None:

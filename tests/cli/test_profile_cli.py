@@ -99,8 +99,10 @@ def test_never_settled_blocks_get_one_line_of_advice(tmp_path, capsys):
     out = capsys.readouterr().out
     (advice,) = [line for line in out.splitlines() if "never settled" in line]
     assert "2 block(s) never settled (95% interval wider than ±0.001% after up to 2 trials)" in advice
-    for words in ("quiet the device", "larger --trials", "--max-trials", "looser --ci-bound"):
+    # ±0.001% would take millions of trials: the advice does not offer more trials
+    for words in ("quiet the device", "rerun the same command: more trials will not settle"):
         assert words in advice
+    assert "larger --trials" not in advice
 
 
 def test_no_advice_without_flagged_blocks():
@@ -116,6 +118,12 @@ def test_no_advice_without_flagged_blocks():
     advice = qc_advice("host", noisy, QualitySettings(ci_bound=0.02))
     # the median CV of the flagged keys (upper median of two: 6%) sets the trials the bound needs
     assert "their trials vary by 6.0% (median CV), so ±2% needs ~58 trials" in advice
+    for words in ("larger --trials", "--max-trials", "looser --ci-bound"):
+        assert words in advice
+    # 29% would need ~800 trials a block: quieting the device is the advice, not more trials
+    advice = qc_advice("host", KeysResult("host", measured=4, flagged=1, flagged_cvs=[0.29]),
+                       QualitySettings(ci_bound=0.02))
+    assert "more trials will not settle" in advice and "larger --trials" not in advice
 
 
 def _wait_for_measurements(store: Path, count: int, process: subprocess.Popen, limit_s: float = 240) -> int:
