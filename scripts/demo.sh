@@ -13,7 +13,9 @@ SPACE=evmini
 TABLE="$OUT/$SPACE-host.parquet"
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-step() { printf '\n\033[1m== %s  (%s)\033[0m\n' "$*" "$(date +%T)"; }
+# bold step titles on a terminal only: a log file gets plain text
+if [ -t 1 ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD='' PLAIN=''; fi
+step() { printf '\n%s== %s  (%s)%s\n' "$BOLD" "$*" "$(date +%T)" "$PLAIN"; }
 START=$SECONDS
 
 step "1/7 the search space"

@@ -110,7 +110,10 @@ def show_measurements(args: argparse.Namespace) -> int:
         out["samples_ms"] = [json.dumps(s) for s in out["samples_ms"]]
         out["operator_ms"] = [json.dumps(o) if o is not None else "" for o in out["operator_ms"]]
         out.to_csv(args.csv, index=False)
-        console.print(f"wrote {len(out)} trial rows of {out['key'].nunique()} blocks to {args.csv}")
+        # `lutnas runs` counts every trial row: say which these are, or the two seem to disagree
+        which = "trial rows (failed and discarded included)" if args.all else \
+            "ok trial rows (--all adds failed and discarded ones)"
+        console.print(f"wrote {len(out)} {which} of {out['key'].nunique()} blocks to {args.csv}")
         return 0
     rows = _block_rows(frame, quality)
     failed = frame[frame["status"] != "ok"]

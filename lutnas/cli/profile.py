@@ -21,6 +21,7 @@ from lutnas.device_agents.base import CACHE_STATES, RUNTIMES, RunSettings, parse
 from lutnas.device_agents.kernel import CORE_NAMES
 from lutnas.errors import BadInputError
 from lutnas.profiler.plan import GRANULARITIES
+from lutnas.space import SearchSpace
 
 if TYPE_CHECKING:  # the profiler imports torch: loaded by the handler, not to register the command
     from lutnas.device_agents.factory import AgentOptions
@@ -253,6 +254,9 @@ def qc_advice(device: str, result: KeysResult, qc: QualitySettings | None = None
 
 def profile_device(args: argparse.Namespace) -> int:
     """`profile-device`: the profiling loop over every --device, a progress bar each, a summary."""
+    # Bad flags and an unknown space are refused before the profiler (and torch) is imported: ~5 s.
+    settings = _settings(args)
+    SearchSpace.load(args.space)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -265,7 +269,6 @@ def profile_device(args: argparse.Namespace) -> int:
     from lutnas.profiler.export import ModelCache
     from lutnas.profiler.run import QualitySettings, run_profile
 
-    settings = _settings(args)
     if args.calibration_data:
         from lutnas.profiler.quantize import use_calibration_data
 
