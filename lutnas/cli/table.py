@@ -14,7 +14,7 @@ from rich.table import Table
 
 from lutnas.cli._common import LazyChoices, add_host_change_flag, console, err_console, positive_int
 from lutnas.cli.device_options import DEVICE_FORMS, add_accelerator_flag, add_device_flags, agent_options
-from lutnas.errors import BadInputError, TableError
+from lutnas.errors import BadInputError, PredictorError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
 
 DEFAULT_STORE = "measurements.sqlite"
@@ -31,13 +31,6 @@ def core_mask_of(text: str | None) -> str | None:
     from lutnas.device_agents.base import RunSettings
 
     return RunSettings(cores=parse_cores(text)).core_mask
-
-
-def describe_correction(c: dict) -> str:
-    text = f"{c['scale']:.4f} x LUT sum"
-    if c.get("per_block_ms"):
-        text += f" {c['per_block_ms']:+.4f} ms x blocks"
-    return text + f" {c['intercept']:+.4f} ms"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -240,15 +233,22 @@ def show_command(args: argparse.Namespace) -> int:
     console.print(f"space: {table.space or '?'}   lutnas {table.metadata.get('lutnas_version', '?')}"
                   + (f"   runners: {runners}" if runners else ""))
     _print_import(table.metadata)
-    correction = table.correction
-    if correction:
-        console.print(f"correction: {describe_correction(correction)} "
-                      f"from {correction.get('n', '?')} subnets")
-    else:
-        console.print("correction: none (build-table --calibrate K adds one)")
+    console.print(f"correction: {_describe_correction(table.correction)}")
     used = _print_coverage(args, table)
     _print_quality(args, table.frame, used, table.metadata.get("ci95_ms"))
     return 0
+
+
+def _describe_correction(record: dict | None) -> str:
+    """Every term the table's correction holds, in the words build-table and predict print it."""
+    from lutnas.predictors.correction import Correction
+
+    if not record:
+        return "none (build-table --calibrate K adds one)"
+    try:
+        return Correction.from_dict(record).describe()
+    except PredictorError as exc:  # show the rest of the table; search and predict will refuse it
+        return f"unreadable: {exc}"
 
 
 def _print_import(meta: dict) -> None:

@@ -99,6 +99,17 @@ class Candidate:
                 "config": self.config.to_json()}
 
 
+def rank_key(cand: Candidate) -> tuple[float, float, str]:
+    """Best first: higher score, then lower latency, then the config's JSON.
+
+    Held-out top-1 counts correct images of a small split (builtin digits: 360, so 99.44% is 358 of
+    them), and many subnets tie exactly; among those the faster one wins, which keeps the winner on
+    the Pareto front. The config breaks the last ties, so the winner does not depend on the order
+    candidates were scored in.
+    """
+    return (-cand.score, cand.latency_ms, cand.config.to_json())
+
+
 @dataclass
 class SearchResult:
     best: Candidate
@@ -117,10 +128,12 @@ class SearchResult:
         return len(self.candidates)
 
     def pareto_front(self) -> list[Candidate]:
-        """Candidates no other beats on both lower latency and higher score, by latency."""
+        """The non-dominated candidates, by latency: a candidate is dominated by one at most as
+        slow with a score at least as high, better in one of the two. Of candidates equal in both,
+        the one `rank_key` puts first stands for them, so `best` is always the front's last point."""
         front: list[Candidate] = []
         best_score = -np.inf
-        for cand in sorted(self.candidates, key=lambda c: (c.latency_ms, -c.score)):
+        for cand in sorted(self.candidates, key=lambda c: (c.latency_ms, *rank_key(c))):
             if cand.score > best_score:
                 front.append(cand)
                 best_score = cand.score
@@ -221,9 +234,9 @@ def evolve(space: SearchSpace, cost_model: CostModel, objective: Objective, cons
     history: list[float] = []
     best: Candidate | None = None
     for generation in range(settings.generations):
-        ranked = sorted(scorer.score(population, generation), key=lambda c: -c.score)
+        ranked = sorted(scorer.score(population, generation), key=rank_key)
         parents = [c.config for c in ranked[:settings.parents]]
-        if best is None or ranked[0].score > best.score:
+        if best is None or rank_key(ranked[0]) < rank_key(best):
             best = ranked[0]
         history.append(best.score)
         if progress is not None:
@@ -274,7 +287,7 @@ def random_search(space: SearchSpace, cost_model: CostModel, objective: Objectiv
         pools = build_pools(space, cost_model, constraints, rng, evaluations)
         chosen = list(dict.fromkeys(chosen + pools.draw(rng, evaluations - len(chosen))))
     scorer = _Scorer(cost_model, objective, constraints)
-    ranked = sorted(scorer.score(chosen, 0), key=lambda c: -c.score)
+    ranked = sorted(scorer.score(chosen, 0), key=rank_key)
     settings = EvolutionSettings(population=max(1, len(chosen)), generations=1, parents=1,
                                  mutations=0, crossovers=0, seed=seed)
     return SearchResult(ranked[0], list(scorer.scored.values()), [ranked[0].score], constraints,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lutnas.plotting import pyplot, save_figure
+from lutnas.plotting import pyplot, readable_log_axes, save_figure
 from lutnas.tables.table import IDENTITY, LatencyTable
 
 # A key whose figure moved less than this between two builds of one table has not changed: the
@@ -57,8 +57,9 @@ def plot_diff(diff: TableDiff, path: str | Path, name_a: str = "A", name_b: str 
         low = float(min(per_key["a_ms"].min(), per_key["b_ms"].min())) * 0.8
         high = float(max(per_key["a_ms"].max(), per_key["b_ms"].max())) * 1.25
         left.plot([low, high], [low, high], color="black", linewidth=1)
-    left.set_xscale("log")
-    left.set_yscale("log")
+        left.set_xlim(low, high)  # the same span on both axes: B = A is the diagonal
+        left.set_ylim(low, high)
+    readable_log_axes(left)
     left.set_xlabel(f"{name_a} (ms)")
     left.set_ylabel(f"{name_b} (ms)")
     left.set_title("per key")

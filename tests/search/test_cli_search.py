@@ -111,6 +111,9 @@ def test_supernet_search_uses_its_accuracy(tmp_path: Path, tiny_table: Path, tin
         rows = list(csv.DictReader(handle))
     assert "top1" in rows[0] and all(0 <= float(r["top1"]) <= 100 for r in rows)
     assert len({r["top1"] for r in rows}) > 1  # subnets differ, so the objective is not a constant
+    # Top-1 over 360 held-out digits ties often; no candidate as accurate may be faster than the winner.
+    as_good = [r for r in rows if float(r["top1"]) >= float(f"{best['accuracy_top1']:.6g}")]
+    assert min(float(r["latency_ms"]) for r in as_good) == pytest.approx(best["predicted_ms"], abs=1e-6)
 
     # The exported winner carries the supernet's weights, not the static model's seeded ones.
     bundle = supernet_objective(str(tiny_supernet), "builtin:digits", tiny_space, calib_batches=1)

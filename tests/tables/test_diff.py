@@ -58,3 +58,37 @@ def test_rebuild_drops_replaces_or_refuses_the_correction_when_it_should() -> No
     assert change.correction.startswith("not kept") and other.correction is None
     assert change.settings_changed == ["runtime"]
     assert carry_over(table({KEY_A: 1.0}), table({KEY_A: 1.0})).correction == "none"
+
+
+def test_diff_plot_labels_its_log_axes_in_plain_numbers_that_do_not_overlap(
+        tmp_path, monkeypatch, tiny_space) -> None:
+    import lutnas.tables.diff as diff_module
+    from lutnas.plotting import pyplot
+
+    drawn = []
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        drawn.append(fig.axes[0])
+        return path
+
+    monkeypatch.setattr(diff_module, "save_figure", keep)
+    keys = [spec.key for spec in tiny_space.unique_blocks()][:40]
+    # About one decade, as blocks of a small space on a fast host: matplotlib's default labels
+    # every minor tick there, and the labels ran together (3×10⁻³4×10⁻³6×10⁻³...).
+    a_ms = [0.003 * 1.05 ** i for i in range(len(keys))]
+    a, b = table(dict(zip(keys, a_ms))), table({k: 1.2 * ms for k, ms in zip(keys, a_ms)})
+    diff_module.plot_diff(diff_tables(a, b), tmp_path / "diff.png")
+    left = drawn[0]
+    renderer = left.figure.canvas.get_renderer()
+    for axis in (left.xaxis, left.yaxis):
+        assert all(not label.get_text() for label in axis.get_ticklabels(minor=True))
+        low, high = sorted(axis.get_view_interval())
+        labels = [label for label, value in zip(axis.get_ticklabels(), axis.get_majorticklocs())
+                  if low <= value <= high]
+        assert len(labels) >= 3
+        assert all(float(label.get_text()) > 0 for label in labels)  # plain numbers, no 10^x
+        boxes = sorted((label.get_window_extent(renderer) for label in labels),
+                       key=lambda box: (box.x0, box.y0))
+        assert not any(first.overlaps(second) for first, second in zip(boxes, boxes[1:]))
+    pyplot().close(left.figure)

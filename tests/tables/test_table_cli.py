@@ -47,11 +47,33 @@ def test_rebuild_keeps_the_correction_and_predictor_files_and_says_what_changed(
     assert "t.learned.predictor.npz (fitted on the previous rows)" in printed
     assert LatencyTable.load(out).correction == CORRECTION and predictor.is_file()
     assert main(["table", "show", str(out)]) == 0
-    assert "correction: 1.1000 x LUT sum" in capsys.readouterr().out
+    assert "correction: 1.1000 x block sum +0.0200 ms" in capsys.readouterr().out
     assert main(["build-table", "--store", str(store), "--out", str(out), "--fresh"]) == 0
     printed = capsys.readouterr().out
     assert "correction dropped" in printed and "removed t.learned.predictor.npz" in printed
     assert LatencyTable.load(out).correction is None and not predictor.exists()
+
+
+def test_show_prints_every_term_of_the_correction_as_predict_does(tmp_path, capsys):
+    from lutnas.predictors.correction import Correction
+
+    store, out = _store(tmp_path / "m.sqlite", [0.5]), tmp_path / "t.parquet"
+    assert main(["build-table", "--store", str(store), "--out", str(out)]) == 0
+    correction = Correction(scale=0.7851, weight_ms_per_mib=0.0209, invoke_ms=0.004,
+                            terms=("scale", "weight_ms_per_mib"), n=6, rel_sigma=0.031)
+    table = LatencyTable.load(out)
+    table.set_correction(correction.to_dict())
+    table.save(out)
+    capsys.readouterr()
+    assert main(["table", "show", str(out)]) == 0
+    printed = capsys.readouterr().out
+    # build-table --calibrate and predict print Correction.describe(); show prints the same line.
+    assert f"correction: {correction.describe()}" in printed.replace("\n", " ")
+    assert "+0.0209 ms x weight MiB" in printed and "ms x blocks" in printed
+    table.set_correction({"scale": "not a number"})
+    table.save(out)
+    assert main(["table", "show", str(out)]) == 0  # the rest of the table is still shown
+    assert "correction: unreadable: whole-model correction record is malformed" in capsys.readouterr().out
 
 
 def test_rebuild_over_a_file_that_is_not_a_table_warns_and_writes(tmp_path, capsys):
