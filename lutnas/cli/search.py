@@ -19,6 +19,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lutnas.cli._common import (
+    SPACE_HELP,
     add_host_change_flag,
     add_json_flag,
     console,
@@ -55,8 +56,7 @@ def _targets(text: str) -> list[float]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("search", help="evolutionary search for the best subnet under a "
                                              "latency target")
-    p.add_argument("--space", help="tiny, elasticvit or a space YAML file (default: the space the "
-                                   "table embeds)")
+    p.add_argument("--space", help=f"{SPACE_HELP} (default: the space the table embeds)")
     p.add_argument("--table", required=True, type=Path, help="latency table (.parquet)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="refuse a table of another precision (default: the table's)")

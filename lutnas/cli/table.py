@@ -14,6 +14,7 @@ from rich.table import Table
 
 from lutnas.cli._common import LazyChoices, add_host_change_flag, console, err_console, positive_int
 from lutnas.cli.device_options import DEVICE_FORMS, add_accelerator_flag, add_device_flags, agent_options
+from lutnas.device_agents.base import PRECISIONS, RUNTIMES
 from lutnas.errors import BadInputError, PredictorError, TableError
 from lutnas.space.vocabulary import ACTIVATIONS
 
@@ -87,12 +88,14 @@ def _register_build(subparsers: argparse._SubParsersAction) -> None:
     b = subparsers.add_parser("build-table", help="build a latency table from a measurement store")
     b.add_argument("--store", default=DEFAULT_STORE, help=f"measurement store (default {DEFAULT_STORE})")
     b.add_argument("--device", help="device id in the store (needed when it holds several)")
-    b.add_argument("--runtime", help="tflite, onnxruntime or torch")
+    b.add_argument("--runtime", choices=RUNTIMES, help="only this runtime's measurements (needed when "
+                                                       "the store holds several)")
     b.add_argument("--threads", type=int)
     b.add_argument("--cores", help="core mask (0x1, all) or core list (0 / 0,1 / 4-7)")
     add_accelerator_flag(b, "only measurements taken on this accelerator (needed when the store "
                             "holds several)")
-    b.add_argument("--precision", help="fp32, fp16 or int8 (needed when the store holds several)")
+    b.add_argument("--precision", choices=PRECISIONS,
+                   help="only this precision's measurements (needed when the store holds several)")
     b.add_argument("--space", help="space of the table (default: the space of its profiling runs)")
     b.add_argument("--out", required=True, type=Path,
                    help="table file to write (.parquet); rebuilding an existing one keeps its "
