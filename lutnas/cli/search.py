@@ -231,8 +231,10 @@ def _print_verify_context(check: Any) -> None:
     if host is not None:
         state = (f"normalised from {check.raw_ms:.3f} ms" if host.normalised
                  else f"within ±{host.tolerance:.0%}, not normalised")
-        console.print(f"  host check: the table's blocks {host.reference} ran x{host.ratio:.3f} of "
-                      f"their table figures (median; {state})")
+        # up to three references; those under HOST_CHECK_MIN_MS (timer steps) are left out
+        count = len(host.ratios) or host.reference.count(";") + 1
+        console.print(f"  host check: {count} reference block{'s' if count > 1 else ''} of the table "
+                      f"({host.reference}) ran x{host.ratio:.3f} of their table figures (median; {state})")
     if check.static_ms is not None:
         console.print(f"  the same subnet with the table's seeded weights: {check.static_ms:.3f} ms "
                       f"(trained weights x{check.measured_ms / check.static_ms:.3f})")
