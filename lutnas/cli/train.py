@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -78,12 +79,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=train_command)
 
 
+# Seconds between the plain progress lines train-supernet prints when its output is not a terminal.
+LOG_EVERY_S = 30.0
+
+
 class _ProgressReporter:
     def __init__(self) -> None:
         self.progress = Progress(TextColumn("[bold]train-supernet"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("loss {task.fields[loss]:.3f} lr {task.fields[lr]:.2e}"),
                                  TimeRemainingColumn(), console=console, transient=False)
         self.task: Any = None
+        self.last_line = time.monotonic()
 
     def start(self, total_steps: int, start_step: int) -> None:
         self.progress.start()
@@ -92,6 +98,13 @@ class _ProgressReporter:
 
     def step(self, step: int, loss: float, lr: float) -> None:
         self.progress.update(self.task, completed=step, loss=loss, lr=lr)
+        # A pipe or log file sees no live bar, only the epoch lines (minutes apart on 2 cores): a
+        # plain line every LOG_EVERY_S instead.
+        now = time.monotonic()
+        if not self.progress.console.is_terminal and now - self.last_line >= LOG_EVERY_S:
+            self.last_line = now
+            total = self.progress.tasks[0].total if self.progress.tasks else None
+            self.progress.console.print(f"step {step}/{total or '?'}  loss {loss:.3f}  lr {lr:.2e}")
 
     def epoch(self, row: dict[str, Any]) -> None:
         accs = "  ".join(f"{k[5:]} {v * 100:.1f}%" for k, v in row.items() if k.startswith("top1_"))

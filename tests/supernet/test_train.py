@@ -212,3 +212,15 @@ def test_distillation_losses() -> None:
     alpha = kd_loss(student, teacher, "alpha")
     assert alpha >= kl > 0
     assert kd_loss(teacher, teacher, "alpha").abs() < 1e-6 and kd_loss(teacher, teacher, "kl").abs() < 1e-6
+
+
+def test_progress_prints_plain_lines_when_not_on_a_terminal(monkeypatch, capsys) -> None:
+    # a pipe or log file gets no live bar: without these lines, minutes pass between epoch lines
+    from lutnas.cli import train as train_cli
+
+    monkeypatch.setattr(train_cli, "LOG_EVERY_S", 0.0)
+    reporter = train_cli._ProgressReporter()
+    reporter.start(total_steps=10, start_step=0)
+    reporter.step(3, loss=1.25, lr=0.01)
+    reporter.finish()
+    assert "step 3/10  loss 1.250  lr 1.00e-02" in capsys.readouterr().out
