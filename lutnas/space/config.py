@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from lutnas.errors import ConfigError
+from lutnas.space.fields import Section, integer, items
 from lutnas.space.stages import MBCONV, TRANSFORMER
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
@@ -48,6 +49,14 @@ class StageChoice:
     v_scale: int = 0
 
 
+CONFIG_SOURCE = "subnet config"
+CONFIG_KEYS = ("resolution", "stem", "stages")
+STEM_KEYS = tuple(f.name for f in fields(StemChoice))
+STAGE_KEYS = tuple(f.name for f in fields(StageChoice))
+STAGE_REQUIRED = ("depth", "width")
+POSITIVE, NON_NEGATIVE, STAGE_LIST = integer(1), integer(0), items("objects, one per stage")
+
+
 @dataclass(frozen=True)
 class SubnetConfig:
     resolution: int
@@ -67,27 +76,32 @@ class SubnetConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Any) -> SubnetConfig:
-        if not isinstance(data, dict):
-            raise ConfigError(f"a subnet config is a JSON object, got {type(data).__name__}")
-        try:
-            stem = StemChoice(**data["stem"])
-            stages = tuple(StageChoice(**s) for s in data["stages"])
-            return cls(int(data["resolution"]), stem, stages)
-        except KeyError as exc:
-            raise ConfigError(
-                f"subnet config misses {exc}; expected keys resolution, stem, stages"
-            ) from None
-        except TypeError as exc:
-            raise ConfigError(f"subnet config has an unexpected field: {exc}") from None
+    def from_dict(cls, data: Any, source: str = CONFIG_SOURCE) -> SubnetConfig:
+        """The config a parsed JSON object describes (not yet checked against a space: see
+        `SearchSpace.validate`); `source` names it in messages (e.g. the file it came from).
+
+        Raises ConfigError naming the key path: unknown keys first, at every level (with the close
+        match and the allowed keys), then a missing key, then a value that is not an integer
+        (strings and booleans are not) or is out of range (fields that do not apply may be 0)."""
+        # Every mapping's keys are checked before any value is read or any key found missing, so
+        # a typo is reported as such rather than as the key it hides being missing.
+        top = Section.of(data, source, "", CONFIG_KEYS, ConfigError)
+        stem = top.section("stem", STEM_KEYS) if "stem" in top.raw else None
+        stages = None
+        if "stages" in top.raw:
+            stages = [Section.of(raw, source, f"stage {index}", STAGE_KEYS, ConfigError)
+                      for index, raw in enumerate(top.get("stages", STAGE_LIST), start=1)]
+        resolution = top.get("resolution", POSITIVE)
+        stem = stem or top.section("stem", STEM_KEYS)
+        stages = stages or top.get("stages", STAGE_LIST)
+        return cls(resolution, StemChoice(**{k: stem.get(k, POSITIVE) for k in STEM_KEYS}),
+                   tuple(_stage_choice(stage) for stage in stages))
 
     @classmethod
     def from_json(cls, text: str) -> SubnetConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"subnet config is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        """`from_dict` of a JSON text; raises ConfigError for text that is not JSON, a key given
+        twice in one object, or what `from_dict` refuses."""
+        return cls.from_dict(loads_json(text, CONFIG_SOURCE))
 
     # ---------------------------------------------------------------- ElasticViT's encoding
     def to_elasticvit(self, space: SearchSpace) -> tuple[Any, ...]:
@@ -131,6 +145,30 @@ class SubnetConfig:
             return space.validate(config)
         except ConfigError as exc:
             raise ConfigError(f"ElasticViT encoding does not fit space {space.name!r}: {exc}") from None
+
+
+def _stage_choice(stage: Section) -> StageChoice:
+    """One stage of a config JSON; depth and width are required, the others default to 0."""
+    return StageChoice(**{key: stage.get(key, POSITIVE) if key in STAGE_REQUIRED
+                          else stage.get(key, NON_NEGATIVE, 0) for key in STAGE_KEYS})
+
+
+def loads_json(text: str, source: str, hint: str = "") -> Any:
+    """Parsed JSON; raises ConfigError naming `source` for invalid JSON (adding `hint`) or a key
+    given twice in one object (json keeps the last one silently)."""
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, source))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{source} is not valid JSON ({exc}){hint}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], source: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ConfigError(f"{source}: key {key!r} is given twice in one JSON object; keep one")
+        seen[key] = value
+    return seen
 
 
 def _describe(value: Any) -> str:

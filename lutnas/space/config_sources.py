@@ -9,13 +9,14 @@ ElasticViT models ship in `builtin/elasticvit-released.json` (MIT, microsoft/Moo
 from __future__ import annotations
 
 import json
+import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lutnas.errors import ConfigError
-from lutnas.space.config import SubnetConfig
+from lutnas.space.config import SubnetConfig, loads_json
 from lutnas.space.searchspace import SearchSpace
 
 RELEASED_FILE = "elasticvit-released.json"
@@ -68,22 +69,38 @@ def read_config(space: SearchSpace, source: str) -> SubnetConfig:
     """A config of `space` from any accepted form (`ACCEPTED`), validated.
 
     A file of that name wins over a released-model name. Raises ConfigError naming what was wrong
-    and the accepted forms."""
-    text = source.strip()
+    and the accepted forms; a name that looks like a path (a path separator, or ending in .json)
+    and is no file is reported as a missing file."""
+    text, origin = source.strip(), "subnet config"
     if text in ("smallest", "largest"):
         return getattr(space, text)()
     if not text.startswith(("{", "[")):
-        if not _is_file(Path(text)):
-            if released_name(text) is not None:
-                return released_config(text, space)
+        path = Path(text)
+        if _is_file(path):
+            text, origin = _read_text(path), f"config file {text!r}"
+        elif released_name(text) is not None:
+            return released_config(text, space)
+        elif looks_like_path(text):
+            what = "is a directory, not a file" if _is_dir(path) else "does not exist"
+            raise ConfigError(f"config file {text!r} {what}; check the path, or give the config "
+                              f"itself (accepted: {ACCEPTED})")
+        else:
             raise ConfigError(f"config {source!r} is neither a JSON file nor JSON text nor a known "
                               f"name; accepted: {ACCEPTED}")
-        text = Path(text).read_text()
+    data = loads_json(text, f"config {source!r}", hint=f"; accepted: {ACCEPTED}")
+    return config_from_data(space, data, origin)
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a config name is meant as a file: it holds a path separator or ends in .json."""
+    return any(sep in text for sep in ("/", "\\", os.sep)) or text.lower().endswith(".json")
+
+
+def _read_text(path: Path) -> str:
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"config {source!r} is not valid JSON ({exc}); accepted: {ACCEPTED}") from None
-    return config_from_data(space, data)
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read as text ({exc})") from None
 
 
 def _is_file(path: Path) -> bool:
@@ -93,13 +110,23 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def config_from_data(space: SearchSpace, data: Any) -> SubnetConfig:
-    """A config of `space` from parsed JSON: a SubnetConfig object, {"config": ...} or a 10-tuple."""
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def config_from_data(space: SearchSpace, data: Any, source: str = "subnet config") -> SubnetConfig:
+    """A config of `space` from parsed JSON: a SubnetConfig object, {"config": ...} or a 10-tuple.
+
+    Raises ConfigError as `SubnetConfig.from_dict` (naming `source`), `from_elasticvit` and
+    `SearchSpace.validate` do."""
     if isinstance(data, dict) and "config" in data and "stem" not in data:
         data = data["config"]  # search's best.json and similar records
     if isinstance(data, list):
         return SubnetConfig.from_elasticvit(data, space)
     if isinstance(data, dict):
-        return space.validate(SubnetConfig.from_dict(data))
+        return space.validate(SubnetConfig.from_dict(data, source))
     raise ConfigError(f"a config is a JSON object or list, got {type(data).__name__}; "
                       f"accepted: {ACCEPTED}")

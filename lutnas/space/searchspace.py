@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -18,12 +19,13 @@ from typing import Any
 
 import yaml
 
+import lutnas.space.fields as F
 import lutnas.space.widths as W
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.complexity import Complexity, total_complexity
 from lutnas.space.config import StageChoice, StemChoice, SubnetConfig
-from lutnas.space.stages import MBCONV, PLURAL, TRANSFORMER, get_stage_type
+from lutnas.space.stages import MBCONV, PLURAL, TRANSFORMER, get_stage_type, stage_keys, stage_types
 from lutnas.space.vocabulary import ACTIVATIONS, conv_out
 
 __all__ = ["BUILTIN_SPACES", "MBCONV", "TRANSFORMER", "STEM_FIELDS", "SearchSpace", "StageChoice",
@@ -70,14 +72,35 @@ class StageSpace:
         return {f: getattr(self, PLURAL[f]) for f in self.fields}
 
 
-def _ints(raw: Any, where: str) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in raw
-    ):
-        raise SpaceFileError(f"{where} must be a non-empty list of positive integers, got {raw!r}")
-    return tuple(sorted(set(raw)))
+# The keys a space YAML may hold, per mapping (a stage's keys depend on its type: `stage_keys`).
+SPACE_KEYS = ("name", "num_classes", "activation", "resolutions", "monotone_widths", "stem", "stages",
+              "downsample", "head")
+STEM_KEYS = ("widths", "depths", "kernels", "kernel", "stride")
+DOWNSAMPLE_KEYS = ("expand", "kernel", "se")
+HEAD_KEYS = ("expand", "hidden")
+# Sizes are positive; kernels also odd: blocks pad k // 2, which keeps the size (`conv_out`) only
+# for odd k.
+SIZE, SIZES = F.integer(), F.integers()
+KERNEL, KERNELS = F.integer(odd=True), F.integers(odd=True)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last
+    silently, so a repeated `head:` would drop the first one's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` may legitimately repeat keys it merges
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it itself, with its own message
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 @dataclass(frozen=True)
@@ -100,63 +123,49 @@ class SearchSpace:
     # ---------------------------------------------------------------- loading
     @classmethod
     def load(cls, name_or_path: str | Path) -> "SearchSpace":
-        """A built-in name (`elasticvit`, `tiny`, `evmini`) or the path of a YAML file."""
+        """A built-in name (`elasticvit`, `tiny`, `evmini`) or the path of a YAML file.
+
+        Raises UnknownSpaceError for a name that is neither (saying so when a path-like name is no
+        file) and SpaceFileError for a file that is unreadable or not a valid space (`from_yaml`)."""
         text_name = str(name_or_path)
         if text_name in BUILTIN_SPACES:
             text = resources.files("lutnas.space.builtin").joinpath(f"{text_name}.yaml").read_text()
             return cls.from_yaml(text, source=text_name)
         path = Path(text_name)
-        if not path.is_file():
-            raise UnknownSpaceError(
-                f"unknown search space {text_name!r}: use one of {', '.join(BUILTIN_SPACES)} "
-                f"or the path of a space YAML file"
-            )
-        return cls.from_yaml(path.read_text(), source=str(path))
+        text = _read_space_file(path)
+        return cls.from_yaml(text, source=str(path))
 
     @classmethod
     def from_yaml(cls, text: str, source: str = "<yaml>") -> "SearchSpace":
+        """The space a YAML text describes. Raises SpaceFileError naming the line of a syntax
+        error, or the key path, what is allowed and what was given for an unknown key, a missing
+        key, or a value of the wrong type or range (see `lutnas.space.fields`)."""
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: safe
         except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else "parse error"
-            raise SpaceFileError(f"{source}: not valid YAML ({first}); fix the file") from None
-        if not isinstance(data, dict):
-            raise SpaceFileError(f"{source}: a space file is a YAML mapping, got {type(data).__name__}")
-        try:
-            return cls._from_mapping(data, source)
-        except KeyError as exc:
-            raise SpaceFileError(f"{source}: missing required key {exc}") from None
+            raise SpaceFileError(f"{source}: not valid YAML ({_yaml_problem(exc)}); fix the file") from None
+        return cls._from_mapping(data, source)
 
     @classmethod
-    def _from_mapping(cls, data: dict[str, Any], source: str) -> "SearchSpace":
-        act = data.get("activation", "hswish")
-        if act not in ACTIVATIONS:
-            raise SpaceFileError(f"{source}: activation {act!r} is not one of {ACTIVATIONS}")
-        stem_raw = data["stem"]
-        stem = StemSpace(
-            widths=_ints(stem_raw["widths"], f"{source}: stem.widths"),
-            depths=_ints(stem_raw.get("depths", [1]), f"{source}: stem.depths"),
-            kernels=_ints(stem_raw.get("kernels", [3]), f"{source}: stem.kernels"),
-            kernel=int(stem_raw.get("kernel", 3)), stride=int(stem_raw.get("stride", 2)),
-        )
-        stages = []
-        raw_stages = data["stages"]
-        if not isinstance(raw_stages, list) or not raw_stages:
-            raise SpaceFileError(f"{source}: stages must be a non-empty list")
-        for index, raw in enumerate(raw_stages):
-            stages.append(_parse_stage(raw, f"{source}: stage {index + 1}", index))
-        down = data.get("downsample", {})
-        head = data.get("head", {})
-        monotone = data.get("monotone_widths", False)
-        if not isinstance(monotone, bool):
-            raise SpaceFileError(f"{source}: monotone_widths must be true or false, got {monotone!r}")
+    def _from_mapping(cls, data: Any, source: str) -> "SearchSpace":
+        top = F.Section.of(data, source, "", SPACE_KEYS, SpaceFileError)
+        part = top.section("stem", STEM_KEYS)
+        stem = StemSpace(widths=part.get("widths", SIZES), depths=part.get("depths", SIZES, [1]),
+                         kernels=part.get("kernels", KERNELS, [3]), kernel=part.get("kernel", KERNEL, 3),
+                         stride=part.get("stride", SIZE, 2))
+        stages = tuple(_parse_stage(raw, source, index) for index, raw in
+                       enumerate(top.get("stages", F.items("mappings, one per stage")), start=1))
+        down = top.section("downsample", DOWNSAMPLE_KEYS, {})
+        head = top.section("head", HEAD_KEYS, {})
+        monotone = top.get("monotone_widths", F.boolean, False)
         space = cls(
-            name=str(data.get("name", source)), num_classes=int(data.get("num_classes", 1000)),
-            activation=act, resolutions=_ints(data["resolutions"], f"{source}: resolutions"),
-            stem=stem, stages=tuple(stages),
-            downsample_expand=int(down.get("expand", 6)), downsample_kernel=int(down.get("kernel", 3)),
-            downsample_se=bool(down.get("se", True)), head_expand=int(head.get("expand", 6)),
-            head_hidden=int(head.get("hidden", 1984)), monotone_widths=monotone, source=source,
+            name=top.get("name", F.text) if "name" in top.raw else source,
+            num_classes=top.get("num_classes", SIZE, 1000),
+            activation=top.get("activation", F.one_of(ACTIVATIONS), "hswish"),
+            resolutions=top.get("resolutions", SIZES), stem=stem, stages=stages,
+            downsample_expand=down.get("expand", SIZE, 6), downsample_kernel=down.get("kernel", KERNEL, 3),
+            downsample_se=down.get("se", F.boolean, True), head_expand=head.get("expand", SIZE, 6),
+            head_hidden=head.get("hidden", SIZE, 1984), monotone_widths=monotone, source=source,
         )
         if monotone and W.lowest_chain(space.width_options()) is None:
             raise SpaceFileError(f"{source}: monotone_widths is true but no choice of widths is "
@@ -416,20 +425,74 @@ def _product(choices: dict[str, tuple[int, ...]], exclude: str) -> Iterator[dict
         yield dict(zip(names, values))
 
 
-def _parse_stage(raw: Any, where: str, index: int) -> StageSpace:
-    """One stage of a space YAML; raises SpaceFileError naming the stage and key."""
-    if not isinstance(raw, dict):
-        raise SpaceFileError(f"{where}: a stage is a mapping, got {type(raw).__name__}")
-    stage_type = get_stage_type(raw.get("type"), where)
+def _looks_like_file(text: str) -> bool:
+    """Whether a name is meant as a file: it holds a path separator or ends in .json/.yaml/.yml."""
+    return any(sep in text for sep in ("/", "\\", os.sep)) or \
+        text.lower().endswith((".json", ".yaml", ".yml"))
+
+
+def _read_space_file(path: Path) -> str:
+    """The text of a user's space file. Raises UnknownSpaceError for a name that is no file (saying
+    the file does not exist when the name looks like a path) and SpaceFileError for a file that
+    cannot be read as text."""
+    name, known = str(path), ", ".join(BUILTIN_SPACES)
+    if not _is_file(path):
+        if _is_dir(path):
+            raise UnknownSpaceError(f"space {name!r} is a directory; give the path of a space YAML "
+                                    f"file or one of {known}")
+        if _looks_like_file(name):
+            raise UnknownSpaceError(f"space file {name!r} does not exist; check the path, or use "
+                                    f"one of {known}")
+        raise UnknownSpaceError(f"unknown search space {name!r}: use one of {known} "
+                                f"or the path of a space YAML file")
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpaceFileError(f"{name}: cannot be read as a text file ({exc})") from None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long to be a path
+        return False
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """'found duplicate key ... at line 3, column 1': the problem and where, in one line."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        first = str(exc).splitlines()
+        return first[0] if first else "parse error"
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+def _parse_stage(raw: Any, source: str, index: int) -> StageSpace:
+    """Stage `index` (1-based) of a space YAML. Raises SpaceFileError naming the stage and the
+    key: a missing or unknown type, an unknown key (allowed keys depend on the type), a value of
+    the wrong type or range, or what the type's own check refuses."""
+    where = f"stage {index}"
+    # Unknown keys first, against every type's keys, so that `tpye:` is reported as a typo.
+    every_key = dict.fromkeys(k for t in stage_types().values() for k in stage_keys(t))
+    first = F.Section.of(raw, source, where, tuple(every_key), SpaceFileError)
+    stage_type = get_stage_type(first.get("type", F.one_of(tuple(stage_types()))))
+    part = F.Section.of(raw, source, where, stage_keys(stage_type), SpaceFileError,
+                        label=f"{where} (a {stage_type.name} stage)")
     values: dict[str, Any] = {
-        PLURAL[f]: _ints(raw[PLURAL[f]], f"{where}.{PLURAL[f]}") for f in stage_type.fields
+        PLURAL[f]: part.get(PLURAL[f], KERNELS if f == "kernel" else SIZES) for f in stage_type.fields
     }
     for key, parse, default in stage_type.options:
-        values[key] = parse(raw.get(key, default))
-    stage = StageSpace(name=str(raw.get("name", f"stage{index + 1}")), type=stage_type.name,
-                       stride=int(raw.get("stride", 1)), **values)
+        values[key] = part.get(key, parse, default)
+    stage = StageSpace(name=part.get("name", F.text, f"stage{index}"), type=stage_type.name,
+                       stride=part.get("stride", F.one_of((1, 2)), 1), **values)
     if stage_type.check is not None:
-        stage_type.check(stage, where)
-    if stage.stride not in (1, 2):
-        raise SpaceFileError(f"{where}: stride must be 1 or 2, got {stage.stride}")
+        stage_type.check(stage, f"{source}: {where}")
     return stage

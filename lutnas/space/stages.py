@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import lutnas.space.fields as F
 from lutnas.errors import BlockKeyError, SpaceFileError
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.vocabulary import conv_out
@@ -32,7 +33,9 @@ class StageType:
 
     fields: its choice fields in config order (always starting with depth, width; names from PLURAL).
     blocks: (space, stage, input hw, input width, choice) -> its blocks in execution order.
-    options: YAML keys beyond the choice lists -> parser of the raw value (e.g. `se`, `head_dim`).
+    options: YAML keys beyond the choice lists: (key, parser of the raw value, default), e.g. `se`
+        read by `fields.boolean`; a parser raises `fields.FieldError` (or ValueError) for a bad
+        value, which the loader reports naming the stage and the key.
     check: (stage, where) -> None, raising SpaceFileError for a stage the type cannot build.
     """
 
@@ -62,9 +65,20 @@ def unregister_stage_type(name: str) -> None:
     _STAGE_TYPES.pop(name, None)
 
 
+def stage_types() -> dict[str, StageType]:
+    """Name -> record of every registered stage type, in registration order (a copy)."""
+    return dict(_STAGE_TYPES)
+
+
+def stage_keys(stage_type: StageType) -> tuple[str, ...]:
+    """The keys a stage of this type may have in a space YAML, in the order messages list them."""
+    return ("name", "type", "stride", *(PLURAL[f] for f in stage_type.fields),
+            *(key for key, _, _ in stage_type.options))
+
+
 def get_stage_type(name: Any, where: str = "stage") -> StageType:
     """The record of stage type `name`; raises SpaceFileError naming the known types."""
-    if name not in _STAGE_TYPES:
+    if not isinstance(name, str) or name not in _STAGE_TYPES:
         raise SpaceFileError(f"{where}: type {name!r} is not one of {list(_STAGE_TYPES)}")
     return _STAGE_TYPES[name]
 
@@ -99,7 +113,7 @@ def _check_head_dim(stage: "StageSpace", where: str) -> None:
 def register_builtin_stage_types() -> None:
     """Register `mbconv` and `transformer` (idempotent)."""
     register_stage_type(StageType(MBCONV, ("depth", "width", "expand", "kernel"), _mbconv_blocks,
-                                  options=(("se", bool, False),)), replace=True)
+                                  options=(("se", F.boolean, False),)), replace=True)
     register_stage_type(StageType(TRANSFORMER, ("depth", "width", "mlp_ratio", "v_scale"),
-                                  _transformer_blocks, options=(("head_dim", int, 16),),
+                                  _transformer_blocks, options=(("head_dim", F.integer(), 16),),
                                   check=_check_head_dim), replace=True)

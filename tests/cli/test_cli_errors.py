@@ -15,7 +15,8 @@ def lutnas(*args: str) -> subprocess.CompletedProcess:
     (["space", "show", "mobilenetv9"], "unknown search space 'mobilenetv9'"),
     (["space", "block", "mbconv:hw=56"], "block kind 'mbconv' takes fields"),
     (["space", "blocks", "tiny", "--config", "{\"resolution\": 32"], "not valid JSON"),
-    (["space", "blocks", "tiny", "--config", "missing.json"], "neither a JSON file nor JSON text"),
+    (["space", "blocks", "tiny", "--config", "missing.json"], "config file 'missing.json' does not exist"),
+    (["space", "blocks", "tiny", "--config", "smalest"], "neither a JSON file nor JSON text"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle) -> None:
     result = lutnas(*args)

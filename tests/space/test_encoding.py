@@ -136,8 +136,11 @@ def test_a_file_wins_over_a_released_name(tmp_path: Path, elasticvit_space, monk
 @pytest.mark.parametrize("source, message", [
     ("elasticvit:S9", r"no released ElasticViT model 'elasticvit:S9'; known: elasticvit:\{T1, T2, "
                       r"S1, S2, M, L1, L1.5, L2, L3\}"),
-    ("nothing.json", r"neither a JSON file nor JSON text nor a known name; accepted: a SubnetConfig "
-                     r"as JSON text or a .json file; a JSON object holding one under \"config\""),
+    ("nothing.json", r"config file 'nothing.json' does not exist; check the path, or give the "
+                     r"config itself \(accepted: a SubnetConfig as JSON text or a .json file; a "
+                     r"JSON object holding one under \"config\""),
+    ("nothing", r"neither a JSON file nor JSON text nor a known name; accepted: a SubnetConfig "
+                r"as JSON text or a .json file; a JSON object holding one under \"config\""),
     ('{"resolution": 128', r"not valid JSON .*accepted: .*10-tuple"),
     ("42x", r"accepted: .*smallest; largest; or a released ElasticViT model"),
     ('"just a string"', r"neither a JSON file"),

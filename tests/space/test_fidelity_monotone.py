@@ -140,7 +140,8 @@ def test_validation_names_the_stages_and_widths(elasticvit_space: SearchSpace) -
 
 
 def test_space_file_option_is_checked(tmp_path: Path) -> None:
-    with pytest.raises(SpaceFileError, match="monotone_widths must be true or false, got 'yes please'"):
+    with pytest.raises(SpaceFileError,
+                       match="monotone_widths must be true or false, got the string 'yes please'"):
         SearchSpace.from_yaml(TOY.replace("monotone_widths: true", "monotone_widths: 'yes please'"))
     impossible = _with_widths(TOY, stage3="[32, 48]", stage4="[16]")
     with pytest.raises(SpaceFileError, match="no choice of widths is non-decreasing"):

@@ -57,7 +57,7 @@ def test_validation_names_stage_field_value_and_allowed(tiny_space: SearchSpace)
         tiny_space.config_from_json(json.dumps(data))
     with pytest.raises(ConfigError, match="not valid JSON"):
         SubnetConfig.from_json("{resolution: 32")
-    with pytest.raises(ConfigError, match="misses"):
+    with pytest.raises(ConfigError, match="missing required key 'stem'"):
         SubnetConfig.from_json('{"resolution": 32}')
 
 
