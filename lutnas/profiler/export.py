@@ -325,9 +325,10 @@ def build_subnet(space: SearchSpace, config: SubnetConfig, as_blocks: bool = Fal
     seed per key, the converters merge the equal weights into one tensor read by every repeat
     (litert-torch and torch.onnx's exporter both do): four 40-48-block `elasticvit` 128 px subnets
     came out 42-53 MB as .tflite against 63-89 MB with the weights apart, a model smaller than the
-    one deployed. On this host's LiteRT (1 thread, 32 MiB LLC) that was within the timing's noise
-    (one 42-block subnet over 16 fresh interpreter sets: merged x1.000-1.005 of apart), but a
-    device short of memory bandwidth streams what the file holds.
+    one deployed. On this host's LiteRT (1 thread, 32 MiB LLC) the difference was within the
+    timing's noise (merged x1.002-1.024 of apart, a copy of one file x1.010-1.035 of it:
+    benchmarks/subnet_stitch.py), but a device short of memory bandwidth streams what the file
+    holds.
     `as_blocks`: every block with its own block file's weights, seeded by its key alone: the model
     a file stitched from those files is (stitch.py keeps the repeats' weights apart)."""
     modules = []

@@ -14,11 +14,13 @@ between transformer blocks. `fold_boundaries` removes them with three rules that
 identities (two transposes that compose to one, two reshapes that make one, a reshape or transpose
 that changes nothing) and shares the small constants every block file carries its own copy of,
 which leaves the converter's op list, in its order and with its tensor shapes (test_stitch.py
-compares op counts). Latency is not quite the same: on this host's LiteRT (XNNPACK, 1 thread) a
-stitched file ran 1.021-1.062x the converted file's time (median 1.047, 4 subnets,
-benchmarks/subnet_stitch.py; a copy of the converted file timed beside them: 0.979-0.994).
-Sharing constants, numbering tensors as the converter does and aligning buffers to 16 bytes did not
-change it (earlier runs without them: 1.002-1.068); the cause is not found.
+compares op counts). Latency is the same within what this host can tell: on its LiteRT (XNNPACK,
+1 thread) a stitched file ran 1.007-1.019x the converted file's time, and a copy of the converted
+file 1.010-1.035x (4 subnets, 12 sets of fresh interpreters each, benchmarks/subnet_stitch.py).
+The 2-6% excess reported before came from timing one interpreter per file: where an interpreter's
+packed weights land in memory moves its speed by up to ±10% (per-set ratios 0.89-1.16), stable
+within a process. The weights of a block that comes again are repeated, in tensors apart, as in
+the converted model (export.build_subnet) and a trained one.
 LUTNAS_SUBNET_ASSEMBLY=convert makes every whole subnet a conversion again (export.py).
 
 The schema is LiteRT's own (ai_edge_litert.schema_py_generated, with the flatbuffers runtime it is
