@@ -5,13 +5,20 @@ each one that cannot load (here: a CUDA sm_90 kernel library and one built for C
 torch logs a deprecation warning for an enum torchao registers. Neither is used by any conversion
 lutnas runs (fp32 and int8 go through litert-torch's Python lowering and ai-edge-quantizer), yet
 every command that exports printed six such lines, which read like failures. The loggers are
-raised to ERROR for the import only, so later warnings still show.
+raised to ERROR for the import only, so later warnings still show. TensorFlow's C++ side (imported
+by litert-torch) also logs at import, to fd 2 and past Python's logging ("oneDNN custom operations
+are on", absl's "All log messages before absl::InitializeLog()"): two lines per export worker, 13
+in one demo run; the first import runs with fds 1/2 captured (NativeOutput), written out only when
+the import fails.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
+import tempfile
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -33,10 +40,45 @@ def _quiet(names: tuple[str, ...]) -> Iterator[None]:
             logger.setLevel(level)
 
 
+class NativeOutput:
+    """Silence the converter's C++ logging (it writes to fds 1/2), keeping it for error messages."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def __enter__(self) -> "NativeOutput":
+        self._sink = tempfile.TemporaryFile(mode="w+b")
+        self._saved = os.dup(1), os.dup(2)
+        os.dup2(self._sink.fileno(), 1)
+        os.dup2(self._sink.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.dup2(self._saved[0], 1)
+        os.dup2(self._saved[1], 2)
+        os.close(self._saved[0])
+        os.close(self._saved[1])
+        self._sink.seek(0)
+        self.text = self._sink.read().decode(errors="replace")
+        self._sink.close()
+
+    def last_line(self) -> str:
+        lines = [ln for ln in self.text.splitlines() if ln.strip()]
+        return f" (converter said: {lines[-1][:200]})" if lines else ""
+
+
 def litert_torch() -> ModuleType:
     """The `litert_torch` module, imported once with its import-time warnings silenced.
 
-    Raises ImportError as the import itself would (the caller turns it into an ExportError)."""
-    with _quiet(_IMPORT_LOGGERS):
-        import litert_torch as module
+    Raises ImportError as the import itself would (the caller turns it into an ExportError); what
+    the native side printed during a failed import goes to stderr first."""
+    if "litert_torch" in sys.modules:
+        return sys.modules["litert_torch"]
+    native = NativeOutput()
+    try:
+        with _quiet(_IMPORT_LOGGERS), native:
+            import litert_torch as module
+    except BaseException:
+        sys.stderr.write(native.text)
+        raise
     return module

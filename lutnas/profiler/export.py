@@ -15,7 +15,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import tempfile
 import threading
 import time
 import zlib
@@ -132,33 +131,6 @@ class ModelCache:
             return None  # a damaged record: export again
 
 
-
-
-class _NativeOutput:
-    """Silence the converter's C++ logging (it writes to fds 1/2), keeping it for error messages."""
-
-    def __init__(self) -> None:
-        self.text = ""
-
-    def __enter__(self) -> "_NativeOutput":
-        self._sink = tempfile.TemporaryFile(mode="w+b")
-        self._saved = os.dup(1), os.dup(2)
-        os.dup2(self._sink.fileno(), 1)
-        os.dup2(self._sink.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        os.dup2(self._saved[0], 1)
-        os.dup2(self._saved[1], 2)
-        os.close(self._saved[0])
-        os.close(self._saved[1])
-        self._sink.seek(0)
-        self.text = self._sink.read().decode(errors="replace")
-        self._sink.close()
-
-    def last_line(self) -> str:
-        lines = [ln for ln in self.text.splitlines() if ln.strip()]
-        return f" (converter said: {lines[-1][:200]})" if lines else ""
 
 
 def model_seed(key: str) -> int:
@@ -287,7 +259,7 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
     path = cache.path_for(key, fmt, assembly)
     module = module.eval()
     with atomic_path(path) as tmp:
-        native = _NativeOutput()
+        native = converter.NativeOutput()
         try:
             with native:
                 max_error, scale = _write_checked(key, module, example, spatial, fmt, tmp, blocks)
