@@ -46,7 +46,7 @@ from lutnas.profiler.export import (
     shutdown_export_pool,
     tool_versions,
 )
-from lutnas.space import SearchSpace, subnet_key
+from lutnas.space import SearchSpace, SubnetConfig, subnet_key
 
 
 def _interpreters(paths: list[Path], feed: np.ndarray, rng: random.Random) -> list[object]:
@@ -94,7 +94,7 @@ def _ratio(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return float(np.exp(np.log(ratios).mean())), float(ratios.min()), float(ratios.max())
 
 
-def one_subnet(space: SearchSpace, config, cache: ModelCache, whole_cache: ModelCache,
+def one_subnet(space: SearchSpace, config: SubnetConfig, cache: ModelCache, whole_cache: ModelCache,
                rounds: int, warmup: int, sets: int) -> dict[str, object]:
     start = time.perf_counter()
     stitched = export_subnet(space, config, "tflite", cache)

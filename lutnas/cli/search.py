@@ -236,7 +236,7 @@ def _print_verify_context(check: Any) -> None:
         many = count > 1
         console.print(f"  host check: {count} reference block{'s' if many else ''} of the table "
                       f"({host.reference}) ran x{host.ratio:.3f} of {'their' if many else 'its'} table "
-                      f"figure{'s (median' if many else ' ('}; {state})")
+                      f"figure{'s (median; ' if many else ' ('}{state})")
     if check.static_ms is not None:
         console.print(f"  the same subnet with the table's seeded weights: {check.static_ms:.3f} ms "
                       f"(trained weights x{check.measured_ms / check.static_ms:.3f})")

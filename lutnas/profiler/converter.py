@@ -40,13 +40,25 @@ def _quiet(names: tuple[str, ...]) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def _flush_python_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or detached stream has nothing to flush
+            stream.flush()
+
+
 class NativeOutput:
-    """Silence the converter's C++ logging (it writes to fds 1/2), keeping it for error messages."""
+    """Capture what is written to fds 1/2 inside the block (the converter's C++ logging), for errors.
+
+    `text` holds the captured bytes, decoded, once the block exits. Python's own sys.stdout/stderr
+    are flushed on entry and exit, so text buffered before the block still reaches the terminal and
+    text printed inside it is captured rather than written out later. Blocks nest: an inner block
+    captures into its own `text` and hands fds 1/2 back to the outer one's capture."""
 
     def __init__(self) -> None:
         self.text = ""
 
     def __enter__(self) -> "NativeOutput":
+        _flush_python_streams()
         self._sink = tempfile.TemporaryFile(mode="w+b")
         self._saved = os.dup(1), os.dup(2)
         os.dup2(self._sink.fileno(), 1)
@@ -54,6 +66,7 @@ class NativeOutput:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _flush_python_streams()
         os.dup2(self._saved[0], 1)
         os.dup2(self._saved[1], 2)
         os.close(self._saved[0])
@@ -78,7 +91,7 @@ def litert_torch() -> ModuleType:
     try:
         with _quiet(_IMPORT_LOGGERS), native:
             import litert_torch as module
-    except BaseException:
+    except Exception:  # not Ctrl-C: the captured import noise would bury the traceback
         sys.stderr.write(native.text)
         raise
     return module

@@ -251,7 +251,9 @@ def export_module(key: str, module: nn.Module, example: torch.Tensor, spatial: b
                   cache: ModelCache, blocks: Sequence[Path] = (), assembly: str = "") -> ExportedModel:
     """Write, check and record one model; returns the cached entry when already done. With
     `blocks` (.tflite files whose composition `module` is), the file is stitched from them.
-    `assembly`: how a whole model is made (ModelCache.path_for); STITCHED when `blocks` are given."""
+    `assembly`: how a whole model is made (ModelCache.path_for); STITCHED when `blocks` are given.
+    Raises ExportError naming `key` and the format when the converter fails or its file disagrees
+    with PyTorch beyond TOLERANCE (quantize.QuantizationError for int8)."""
     assembly = STITCHED if blocks else assembly
     done = cache.get(key, fmt, assembly)
     if done is not None:
@@ -293,7 +295,7 @@ def build_subnet(space: SearchSpace, config: SubnetConfig, as_blocks: bool = Fal
     """The static model of a subnet: the composition of its blocks' modules, seeded.
 
     A block whose key comes again later in the subnet (a stage repeating one block) gets weights
-    of its own at every position (seeded by key and position), as a trained subnet has. With one
+    of its own at every position (seeded by key and occurrence), as a trained subnet has. With one
     seed per key, the converters merge the equal weights into one tensor read by every repeat
     (litert-torch and torch.onnx's exporter both do): four 40-48-block `elasticvit` 128 px subnets
     came out 42-53 MB as .tflite against 63-89 MB with the weights apart, a model smaller than the
@@ -327,8 +329,9 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
     example = torch.randn(1, 3, config.resolution, config.resolution,
                           generator=torch.Generator().manual_seed(0))
     key = subnet_key(space, config)
-    if module is not None:
-        return export_module(key, module.eval(), example, True, fmt, cache)
+    if module is not None:  # its own weights: cached under their digest, never the static file
+        return export_module(key, module.eval(), example, True, fmt, cache,
+                             assembly=trained_assembly(module))
     done = cached_subnet(space, config, fmt, cache)
     if done is not None:  # before building 10-50 modules only to find the file made
         return done
@@ -338,6 +341,24 @@ def export_subnet(space: SearchSpace, config: SubnetConfig, fmt: str, cache: Mod
                              cache, blocks=[b.path for b in blocks if b is not None])
     return export_module(key, build_subnet(space, config), example, True, fmt, cache,
                          assembly=DISTINCT)
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 (hex, first 16 digits) of `module`'s state dict: names, dtypes, shapes and bytes.
+
+    Tells two trainings of the same subnet apart (same key, other weights), so a rerun after
+    retraining neither reuses the old export nor the old measurement of it."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)};".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def trained_assembly(module: nn.Module) -> str:
+    """The cache assembly (ModelCache.path_for) of a subnet with `module`'s own weights."""
+    return f"trained-{weights_digest(module)}"
 
 
 def cached_subnet(space: SearchSpace, config: SubnetConfig, fmt: str,
@@ -420,9 +441,12 @@ _POOL: dict[str, Any] = {}
 
 def export_pool(workers: int, preload: Sequence[str] = ()) -> ProcessPoolExecutor:
     """The process pool exports run in: started once, then reused by every later call with the same
-    `workers` and LUTNAS_PLUGINS, so process start and imports (5-10 s a worker here) are paid once
-    per session, not per call. A broken pool (a worker killed) is replaced on the next call."""
-    key = (workers, os.environ.get("LUTNAS_PLUGINS", ""))
+    `workers` and LUTNAS_* environment, so process start and imports (5-10 s a worker here) are paid
+    once per session, not per call. A broken pool (a worker killed) is replaced on the next call."""
+    # Spawned workers keep the environment they started with, and they read LUTNAS_PLUGINS,
+    # LUTNAS_SUBNET_ASSEMBLY, the calibration data and the speed-up switch from it: any change to
+    # one of those must start fresh workers, or exports would follow the old settings.
+    key = (workers, tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("LUTNAS_"))))
     with _POOL_LOCK:
         pool = _POOL.get("executor")
         if pool is not None and (_POOL["key"] != key or getattr(pool, "_broken", False)):

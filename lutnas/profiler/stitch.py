@@ -18,7 +18,7 @@ compares op counts). Latency is the same within what this host can tell: on its 
 1 thread) a stitched file ran 1.007-1.019x the converted file's time, and a copy of the converted
 file 1.010-1.035x (4 subnets, 12 sets of fresh interpreters each, benchmarks/subnet_stitch.py).
 The 2-6% excess reported before came from timing one interpreter per file: where an interpreter's
-packed weights land in memory moves its speed by up to ±10% (per-set ratios 0.89-1.16), stable
+packed weights land in memory moves its speed by up to ±10% (per-set ratios 0.88-1.16), stable
 within a process. The weights of a block that comes again are repeated, in tensors apart, as in
 the converted model (export.build_subnet) and a trained one.
 LUTNAS_SUBNET_ASSEMBLY=convert makes every whole subnet a conversion again (export.py).

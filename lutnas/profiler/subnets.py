@@ -37,6 +37,7 @@ from lutnas.profiler.export import (
     export_subnet,
     export_subnets,
     format_for,
+    trained_assembly,
 )
 from lutnas.profiler.run import measure_files
 from lutnas.space import BlockSpec, SearchSpace, SubnetConfig, subnet_key
@@ -451,8 +452,8 @@ def export_winner(space: SearchSpace, config: SubnetConfig, out: Path, module: A
     cache = ModelCache(cache_root)
     files = {}
     for fmt in formats:
-        # Trained weights differ from the static model's seeded ones but share its key: keep them
-        # apart in the cache by writing trained exports to a cache of their own.
+        # Trained weights differ from the static model's seeded ones but share its key: they are
+        # cached under the digest of their weights (export_subnet), in a cache of their own.
         use_cache = cache if module is None else ModelCache(out / ".export-cache")
         entry = export_subnet(space, config, fmt, use_cache, module=module)
         target = out / f"best{FORMATS[fmt]}"
@@ -480,7 +481,9 @@ def verify_winner(space: SearchSpace, table: LatencyTable, config: SubnetConfig,
     fmt = format_for(settings.runtime, settings.precision)  # BadInputError: int8 of a non-TFLite runtime
     files = export_winner(space, config, out, module, cache_root, formats=[fmt])
     static_key = subnet_key(space, config)
-    key = static_key + (":trained" if module is not None else "")
+    # The trained winner's key names its weights: a rerun after retraining measures the new file
+    # instead of finding the old one's measurement finished in the store.
+    key = static_key + (f":{trained_assembly(module)}" if module is not None else "")
     store_path = store_path or out / "verify.sqlite"
     with MeasurementStore(store_path) as store, open_agent(address, agent_options) as agent:
         info = agent.info()

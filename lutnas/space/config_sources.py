@@ -9,13 +9,13 @@ ElasticViT models ship in `builtin/elasticvit-released.json` (MIT, microsoft/Moo
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lutnas.errors import ConfigError
+from lutnas.fileio import is_dir, is_file, looks_like_path
 from lutnas.space.config import SubnetConfig, loads_json
 from lutnas.space.searchspace import SearchSpace
 
@@ -76,12 +76,12 @@ def read_config(space: SearchSpace, source: str) -> SubnetConfig:
         return getattr(space, text)()
     if not text.startswith(("{", "[")):
         path = Path(text)
-        if _is_file(path):
+        if is_file(path):
             text, origin = _read_text(path), f"config file {text!r}"
         elif released_name(text) is not None:
             return released_config(text, space)
-        elif looks_like_path(text):
-            what = "is a directory, not a file" if _is_dir(path) else "does not exist"
+        elif looks_like_path(text, (".json",)):
+            what = "is a directory, not a file" if is_dir(path) else "does not exist"
             raise ConfigError(f"config file {text!r} {what}; check the path, or give the config "
                               f"itself (accepted: {ACCEPTED})")
         else:
@@ -91,30 +91,11 @@ def read_config(space: SearchSpace, source: str) -> SubnetConfig:
     return config_from_data(space, data, origin)
 
 
-def looks_like_path(text: str) -> bool:
-    """Whether a config name is meant as a file: it holds a path separator or ends in .json."""
-    return any(sep in text for sep in ("/", "\\", os.sep)) or text.lower().endswith(".json")
-
-
 def _read_text(path: Path) -> str:
     try:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read as text ({exc})") from None
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. a name too long to be a path
-        return False
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
 
 
 def config_from_data(space: SearchSpace, data: Any, source: str = "subnet config") -> SubnetConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import random
 from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -22,10 +21,19 @@ import yaml
 import lutnas.space.fields as F
 import lutnas.space.widths as W
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
+from lutnas.fileio import is_dir, is_file, looks_like_path
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.complexity import Complexity, total_complexity
 from lutnas.space.config import StageChoice, StemChoice, SubnetConfig
-from lutnas.space.stages import MBCONV, PLURAL, TRANSFORMER, get_stage_type, stage_keys, stage_types
+from lutnas.space.stages import (
+    CHOICE_LISTS,
+    MBCONV,
+    PLURAL,
+    TRANSFORMER,
+    get_stage_type,
+    stage_keys,
+    stage_types,
+)
 from lutnas.space.vocabulary import ACTIVATIONS, conv_out
 
 __all__ = ["BUILTIN_SPACES", "MBCONV", "TRANSFORMER", "STEM_FIELDS", "SearchSpace", "StageChoice",
@@ -425,22 +433,16 @@ def _product(choices: dict[str, tuple[int, ...]], exclude: str) -> Iterator[dict
         yield dict(zip(names, values))
 
 
-def _looks_like_file(text: str) -> bool:
-    """Whether a name is meant as a file: it holds a path separator or ends in .json/.yaml/.yml."""
-    return any(sep in text for sep in ("/", "\\", os.sep)) or \
-        text.lower().endswith((".json", ".yaml", ".yml"))
-
-
 def _read_space_file(path: Path) -> str:
     """The text of a user's space file. Raises UnknownSpaceError for a name that is no file (saying
     the file does not exist when the name looks like a path) and SpaceFileError for a file that
     cannot be read as text."""
     name, known = str(path), ", ".join(BUILTIN_SPACES)
-    if not _is_file(path):
-        if _is_dir(path):
+    if not is_file(path):
+        if is_dir(path):
             raise UnknownSpaceError(f"space {name!r} is a directory; give the path of a space YAML "
                                     f"file or one of {known}")
-        if _looks_like_file(name):
+        if looks_like_path(name, (".json", ".yaml", ".yml")):
             raise UnknownSpaceError(f"space file {name!r} does not exist; check the path, or use "
                                     f"one of {known}")
         raise UnknownSpaceError(f"unknown search space {name!r}: use one of {known} "
@@ -449,20 +451,6 @@ def _read_space_file(path: Path) -> str:
         return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise SpaceFileError(f"{name}: cannot be read as a text file ({exc})") from None
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. a name too long to be a path
-        return False
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -487,7 +475,7 @@ def _parse_stage(raw: Any, source: str, index: int) -> StageSpace:
     part = F.Section.of(raw, source, where, stage_keys(stage_type), SpaceFileError,
                         label=f"{where} (a {stage_type.name} stage)")
     values: dict[str, Any] = {
-        PLURAL[f]: part.get(PLURAL[f], KERNELS if f == "kernel" else SIZES) for f in stage_type.fields
+        PLURAL[f]: part.get(PLURAL[f], CHOICE_LISTS[f]) for f in stage_type.fields
     }
     for key, parse, default in stage_type.options:
         values[key] = part.get(key, parse, default)

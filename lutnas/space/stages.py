@@ -25,6 +25,10 @@ MBCONV, TRANSFORMER = "mbconv", "transformer"
 # Every choice field a StageChoice can hold, and the YAML list that offers its values.
 PLURAL = {"depth": "depths", "width": "widths", "expand": "expands", "kernel": "kernels",
           "mlp_ratio": "mlp_ratios", "v_scale": "v_scales"}
+# How each choice field's YAML list is read: positive integers; kernels also odd, because blocks
+# pad k // 2, which keeps the spatial size (`conv_out`) only for odd k.
+CHOICE_LISTS: dict[str, Callable[[Any], Any]] = {
+    field: F.integers(odd=field == "kernel") for field in PLURAL}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lutnas.errors import BadInputError
+from lutnas.errors import BadInputError, SpaceFileError
 from lutnas.fileio import atomic_path
 from lutnas.space import BUILTIN_SPACES, SearchSpace
 
@@ -29,10 +29,17 @@ def space_record(space: SearchSpace) -> dict[str, Any]:
     return {"yaml": Path(space.source).read_text(), "path": space.source}
 
 
-def space_from_record(record: dict[str, Any]) -> SearchSpace:
+def space_from_record(record: dict[str, Any], where: str = "<checkpoint>") -> SearchSpace:
+    """The space `space_record` wrote. SpaceFileError when its YAML fails the strict reading
+    (a checkpoint written before unknown keys were refused): the message names the checkpoint's
+    JSON, whose "space" entry holds the text to correct."""
     if "builtin" in record:
         return SearchSpace.load(record["builtin"])
-    return SearchSpace.from_yaml(record["yaml"], source=record.get("path", "<checkpoint>"))
+    try:
+        return SearchSpace.from_yaml(record["yaml"], source=record.get("path", where))
+    except SpaceFileError as exc:
+        raise SpaceFileError(f"{exc}; this space is embedded in {where}: correct its \"space\" "
+                             f"entry there, or retrain") from None
 
 
 def _atomic_write(path: Path, write: Any) -> None:
@@ -81,7 +88,7 @@ def load_supernet(path: str | Path, map_location: str | torch.device = "cpu", us
     from lutnas.supernet.model import Supernet
 
     tensors, meta = load_checkpoint(path, map_location)
-    space = space_from_record(meta["space"])
+    space = space_from_record(meta["space"], str(checkpoint_paths(path)[1]))
     supernet = Supernet(space)
     state = dict(tensors["model"])
     if use_ema and "ema" in tensors:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lutnas.device_agents.base import DeviceInfo
-from lutnas.errors import TableError
+from lutnas.errors import SpaceFileError, TableError
 from lutnas.space import SearchSpace
 from lutnas.tables.spaces import FROM_TABLE, short_digest, space_digest, space_yaml
 
@@ -81,11 +81,18 @@ class TableContext:
     def load_space(self) -> SearchSpace:
         """The space the table was profiled for: its embedded YAML text if it has one (so the
         space's file may be gone), else the built-in space of its name. Raises UnknownSpaceError /
-        SpaceFileError when neither is there."""
+        SpaceFileError when neither is there, or when the embedded text fails the strict reading
+        (the message then points to --space)."""
         text = self.metadata.get("space_yaml")
-        if text:
+        if not text:
+            return SearchSpace.load(self.space)
+        try:
             return SearchSpace.from_yaml(text, source=f"{self.space} {FROM_TABLE}")
-        return SearchSpace.load(self.space)
+        except SpaceFileError as exc:
+            # A table written before space files were read strictly (unknown keys were ignored
+            # then) still holds its measurements: say how to go on without rebuilding it.
+            raise SpaceFileError(f"{exc}; the table's embedded space no longer reads: give --space "
+                                 f"with the space's YAML file, corrected") from None
 
     def space_mismatch(self, space: SearchSpace, given: str) -> str | None:
         """One line when `space` (named `given` by the user) is not the space embedded in this

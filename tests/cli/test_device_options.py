@@ -23,7 +23,7 @@ from tests.adbd.fixtures import _session_adb_key  # noqa: F401 - a pytest fixtur
 from tests.sshd import Sshd, sshd_missing
 from tests.tables.synthetic import add_trials, device
 
-RUNNER = "tests/adbd/benchmark_model"  # a runner file that exists (checked before any device)
+RUNNER = str(Path(__file__).parents[1] / "adbd" / "benchmark_model")  # exists (checked before any device)
 DEVICE_FLAGS = ["--runner", RUNNER, "--runner-kind", "litert", "--runner-arg=--use_gpu=true",
                 "--max-temp", "40", "--ssh-key", "/k", "--ssh-known-hosts", "/kh", "--remote-python", "py3",
                 "--adb-key", "/a"]

@@ -148,9 +148,9 @@ def test_runner_missing_or_not_executable(phone, tflite_model, tmp_path):
     with agent_for(phone, runner_on_device="/data/local/tmp/benchmark_model") as agent:
         (m,) = agent.measure_batch(files, FAST, 0)
         assert m.ok and m.runner.binary_sha256
-    with agent_for(phone, runner=tmp_path / "missing") as agent:
-        with pytest.raises(BadInputError, match="does not exist"):
-            agent.measure_batch(files, FAST, 0)
+    # A local runner that is not there is named before anything connects (RemoteOptions).
+    with pytest.raises(BadInputError, match="does not exist"):
+        agent_for(phone, runner=tmp_path / "missing")
     with agent_for(phone) as agent:
         with pytest.raises(BadInputError, match="--runner PATH"):
             agent.measure_batch(files, FAST, 0)

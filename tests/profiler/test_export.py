@@ -12,6 +12,7 @@ from lutnas.device_agents.runtimes import load_tflite_interpreter
 from lutnas.errors import ExportError
 from lutnas.profiler.export import (
     ModelCache,
+    build_subnet,
     export_many,
     export_module,
     export_pool,
@@ -20,6 +21,7 @@ from lutnas.profiler.export import (
     export_subnets,
     model_seed,
     shutdown_export_pool,
+    weights_digest,
 )
 from lutnas.space import SearchSpace
 from lutnas.supernet.blocks import build_block, example_input
@@ -129,3 +131,34 @@ def test_the_export_pool_is_started_once_and_reused(tiny_space, tmp_path) -> Non
         assert entry.max_abs_error < 1e-4
     finally:
         shutdown_export_pool()
+
+
+def test_a_changed_lutnas_setting_starts_fresh_export_workers(monkeypatch) -> None:
+    # Spawned workers keep the environment they started with; one that read the old assembly
+    # or calibration setting must not serve an export asked for under the new one.
+    try:
+        pool = export_pool(1)
+        assert export_pool(1) is pool
+        monkeypatch.setenv("LUTNAS_SUBNET_ASSEMBLY", "convert")
+        fresh = export_pool(1)
+        assert fresh is not pool and export_pool(1) is fresh
+        monkeypatch.setenv("UNRELATED_SETTING", "1")
+        assert export_pool(1) is fresh
+    finally:
+        shutdown_export_pool()
+
+
+def test_a_retrained_subnet_is_exported_again_not_taken_from_the_cache(tiny_space, tmp_path) -> None:
+    config = tiny_space.sample(random.Random(4))
+    cache = ModelCache(tmp_path)
+    module = build_subnet(tiny_space, config)
+    first = export_subnet(tiny_space, config, "onnx", cache, module=module)
+    assert export_subnet(tiny_space, config, "onnx", cache, module=module).path == first.path
+    digest = weights_digest(module)
+    with torch.no_grad():  # "retrained": the same subnet with other weights
+        next(module.parameters()).add_(0.5)
+    assert weights_digest(module) != digest
+    second = export_subnet(tiny_space, config, "onnx", cache, module=module)
+    assert second.path != first.path and second.sha256 != first.sha256
+    static = export_subnet(tiny_space, config, "onnx", cache)
+    assert static.path not in (first.path, second.path)

@@ -189,3 +189,21 @@ def test_population_alone_and_an_imported_phone_table(tmp_path: Path, capsys: py
     widths = space.width_chain(config)
     assert widths == sorted(widths) and 39.5 <= best["predicted_ms"] <= 40.0
     assert f"winner {best['mmacs']:.1f} MMACs" in printed
+
+
+@pytest.mark.parametrize("ratios, expected", [
+    ((1.01,), "1 reference block of the table (a) ran x1.010 of its table figure (within ±3%, "
+              "not normalised)"),
+    ((1.1, 1.2), "2 reference blocks of the table (a; b) ran x1.150 of their table figures "
+                 "(median; normalised from 2.300 ms)"),
+])
+def test_the_host_check_line_reads_for_one_reference_and_for_several(capsys, ratios, expected):
+    from types import SimpleNamespace
+
+    from lutnas.cli.search import _print_verify_context
+    from lutnas.profiler.subnets import HostCheck
+
+    names = "; ".join("ab"[: len(ratios)])
+    host = HostCheck(names, sum(ratios) / len(ratios), None, ratios=ratios)
+    _print_verify_context(SimpleNamespace(host_check=host, raw_ms=2.3, static_ms=None))
+    assert expected in " ".join(capsys.readouterr().out.split())

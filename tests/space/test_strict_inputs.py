@@ -252,3 +252,12 @@ def test_cli_config_exits_2_with_one_line(capsys: pytest.CaptureFixture, config:
     assert main(["space", "blocks", "tiny", "--config", config]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], lines
+
+
+def test_a_checkpoint_whose_embedded_space_no_longer_reads_names_its_json() -> None:
+    from lutnas.supernet.checkpoint import space_from_record
+
+    record = {"yaml": tiny_with("", "legacy_option: 3\n"), "path": "gone/my.yaml"}
+    with pytest.raises(SpaceFileError, match=r"legacy_option.*embedded in run/checkpoint\.json: "
+                                             r"correct its \"space\" entry there, or retrain"):
+        space_from_record(record, "run/checkpoint.json")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lutnas.device_agents.base import RunSettings
-from lutnas.errors import TableError
+from lutnas.errors import SpaceFileError, TableError
 from lutnas.space import SearchSpace
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import UNRATED, LatencyTable, aggregate, build_table
@@ -136,8 +137,6 @@ def test_table_round_trip_keeps_rows_and_metadata(store: MeasurementStore, tmp_p
 
 def test_space_yaml_is_kept_when_the_space_came_from_a_file(store: MeasurementStore,
                                                             tmp_path: Path) -> None:
-    from importlib import resources
-
     text = resources.files("lutnas.space.builtin").joinpath("tiny.yaml").read_text().replace(
         "name: tiny", "name: mytiny")
     space_file = tmp_path / "mytiny.yaml"
@@ -151,3 +150,21 @@ def test_space_yaml_is_kept_when_the_space_came_from_a_file(store: MeasurementSt
     path = table.save(tmp_path / "t.parquet")
     space_file.unlink()  # the table stands on its own
     assert LatencyTable.load(path).load_space().name == "mytiny"
+
+
+def test_a_table_whose_embedded_space_no_longer_reads_points_to_space(store: MeasurementStore,
+                                                                      tmp_path: Path) -> None:
+    # Tables written before space files were read strictly may embed a key now refused: the
+    # error names the key and the way on (--space), not a bare parse failure.
+    settings = RunSettings()
+    store.upsert_device(device())
+    run = store.start_run("host-test", settings, "tiny", "block", [])
+    add_trials(store, run, "host-test", settings, KEY_A, [1.0])
+    table = build_table(store)
+    text = resources.files("lutnas.space.builtin").joinpath("tiny.yaml").read_text()
+    table.metadata["space_yaml"] = text + "\nlegacy_option: 3\n"
+    table.metadata.pop("space_digest", None)
+    loaded = LatencyTable.load(table.save(tmp_path / "old.parquet"))
+    with pytest.raises(SpaceFileError, match=r"legacy_option.*give --space with the space's YAML") as err:
+        loaded.load_space()
+    assert "\n" not in str(err.value)
