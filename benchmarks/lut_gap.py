@@ -547,7 +547,7 @@ def plot(path: Path, onnx: list[dict[str, Any]], litert: list[dict[str, Any]],
          tiny: list[dict[str, Any]]) -> Path:
     """Left: per-block in-model vs isolated kernel time (onnxruntime profile). Right: whole/LUT sum
     per subnet under each statistic, both runtimes."""
-    from lutnas.plotting import pyplot, save_figure
+    from lutnas.plotting import pyplot, readable_log_axes, save_figure
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5))
@@ -562,7 +562,8 @@ def plot(path: Path, onnx: list[dict[str, Any]], litert: list[dict[str, Any]],
         left.scatter([], [], color=colour, label=kind)
     if hi > 0:
         left.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="in-model = isolated")
-    left.set(xscale="log", yscale="log", xlabel="isolated block, kernel time (µs, median per node)",
+    readable_log_axes(left)
+    left.set(xlabel="isolated block, kernel time (µs, median per node)",
              ylabel="same block inside the whole model (µs)",
              title="onnxruntime 1 thread: per-block in-model vs isolated")
     left.legend(fontsize=8)
@@ -581,8 +582,8 @@ def plot(path: Path, onnx: list[dict[str, Any]], litert: list[dict[str, Any]],
         right.bar(np.arange(len(labels)) + j * width, values, width, label=name)
     right.axhline(1.0, color="k", lw=0.8)
     right.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels, rotation=30, ha="right")
-    right.set(ylabel="ratio", yscale="log",
-              title="whole subnet / sum of isolated blocks (interleaved, same process)")
+    readable_log_axes(right, "y")
+    right.set(ylabel="ratio", title="whole subnet / sum of isolated blocks (interleaved, same process)")
     right.legend(fontsize=8)
     return save_figure(fig, path)
 

@@ -156,7 +156,7 @@ def plot(path: Path, runs: list[dict[str, Any]], macs: list[float], samplers: li
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from lutnas.plotting import pyplot, save_figure
+    from lutnas.plotting import pyplot, readable_log_axes, save_figure
 
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -165,7 +165,7 @@ def plot(path: Path, runs: list[dict[str, Any]], macs: list[float], samplers: li
         means = [100 * statistics.mean(col) for col in zip(*mine)]
         stds = [100 * statistics.pstdev(col) for col in zip(*mine)]
         left.errorbar(macs, means, yerr=stds, marker="o", ms=3, capsize=2, label=name)
-    left.set_xscale("log")
+    readable_log_axes(left, "x")
     left.set(xlabel="subnet MMACs", ylabel="held-out top-1 (%)",
              title="fixed subnets: mean ± std over seeds")
     left.legend()

@@ -7,12 +7,13 @@ Parsing and printing only: the transfer is `lutnas.predictors.transfer` (from a 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-from lutnas.cli._common import console, err_console, positive_int, print_json
+from lutnas.cli._common import console, err_console, positive_int
 from lutnas.cli.device_options import DEVICE_FORMS, add_device_flags, agent_options
 from lutnas.device_agents.base import RUNTIMES
 
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, type=Path, help="table of the new device to write (.parquet); "
                    "the transfer predictor is saved beside it")
+    p.add_argument("--json", type=Path, metavar="OUT",
+                   help="also write the held-out report as JSON to OUT (the table stays on stdout)")
     add_device_flags(p, "--device options")
     p.set_defaults(handler=transfer_command)
 
@@ -63,6 +66,11 @@ def transfer_command(args: argparse.Namespace) -> int:
     saved = save_predictor(result.predictor, predictor_path(out, "transfer"),
                            extra={"from": str(args.source), "report": result.report})
     _print(result.report, out, saved, len(result.predictor.measured_))
+    if args.json is not None:
+        from lutnas.fileio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result.report, indent=1, default=str))
+        console.print(f"report: {args.json}")
     return 0
 
 
@@ -80,5 +88,3 @@ def _print(report: dict[str, Any], out: Path, saved: Path, samples: int) -> None
     table.add_row("[bold]all[/]", str(report["heldout"]), f"[bold]{report['mape']:.1%}[/]")
     console.print(table)
     console.print(f"within ±10%: {report['within_10pct']:.0%}   within ±5%: {report['within_5pct']:.0%}")
-    # plain print: a JSON line is never wrapped at a pipe's 80 columns nor read as rich markup
-    print_json({k: v for k, v in report.items() if k != "by_kind"})

@@ -519,6 +519,8 @@ def _export_plan(specs: Sequence[BlockSpec], ids: Sequence[str], settings: RunSe
         if progress:
             progress(Progress("export", "export", count, len(to_export)))
 
+    if progress and to_export:  # the bar starts with the export, not at its first file
+        progress(Progress("export", "export", 0, len(to_export)))
     entries = export_many(to_export, fmt, cache, workers, on_export) if to_export else {}
     files = {key: ModelFile(e.path, key, e.sha256) for key, e in entries.items()}
     return files, len(to_export), time.perf_counter() - start

@@ -283,7 +283,11 @@ def measure_subnets(agent: DeviceAgent, table: LatencyTable, space: SearchSpace,
     (DeviceError), never fitted; both bounds widen by the median relative half-width of the
     references' 95% intervals in the table; `max_host_change` (a fraction, `--max-host-change`)
     replaces the 30%. Subnets finished before are not measured again (their own session's check
-    applies). TableError for another device; DeviceError when a subnet has no successful trial."""
+    applies), whichever file they were measured from: a store filled before whole subnets had
+    distinct weights per position (their rows' model_sha256 name the merged-weight files, which
+    measured x1.002-1.024 of the distinct ones here, benchmarks/subnet_stitch.py) keeps those
+    figures; use a new --store to measure the current files. TableError for another device;
+    DeviceError when a subnet has no successful trial."""
     settings = table.run_settings()
     info = agent.info()
     if info.device_id != table.device.device_id:

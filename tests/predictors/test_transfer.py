@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -56,10 +58,13 @@ def test_cli_transfer_to_a_measured_table(runtimes, tmp_path, capsys) -> None:
     as_table(a, "onnxruntime", "host-a").save(tmp_path / "a.parquet")
     as_table(b, "torch", "host-b").save(tmp_path / "b.parquet")
     code = main(["transfer", "--from", str(tmp_path / "a.parquet"), "--to-table",
-                 str(tmp_path / "b.parquet"), "--samples", "20", "--out", str(tmp_path / "out.parquet")])
+                 str(tmp_path / "b.parquet"), "--samples", "20", "--out", str(tmp_path / "out.parquet"),
+                 "--json", str(tmp_path / "report.json")])
     assert code == 0
     out = " ".join(capsys.readouterr().out.split())  # rich wraps at the terminal's width
-    assert "held-out error on 28 blocks" in out
+    assert "held-out error on 28 blocks" in out and '"mape"' not in out  # a table, not JSON too
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["heldout"] == 28 and set(report["by_kind"]) and 0 <= report["within_5pct"] <= 1
     table = LatencyTable.load(tmp_path / "out.parquet")
     assert table.device.device_id == "host-b" and len(table) == len(a)
     assert (table.frame["source"] == "measured").sum() == 20
