@@ -61,26 +61,3 @@ def sha256_of(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def is_file(path: Path) -> bool:
-    """`path.is_file()`, False instead of OSError for a name that cannot be a path (too long)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
-def is_dir(path: Path) -> bool:
-    """`path.is_dir()`, False instead of OSError for a name that cannot be a path (too long)."""
-    try:
-        return path.is_dir()
-    except OSError:
-        return False
-
-
-def looks_like_path(text: str, suffixes: tuple[str, ...]) -> bool:
-    """Whether a name given for a built-in thing or a file is meant as a file: it holds a path
-    separator or ends in one of `suffixes` (lower case, with the dot). Tells "no such file" apart
-    from "no such built-in" in error messages."""
-    return any(sep in text for sep in ("/", "\\", os.sep)) or text.lower().endswith(suffixes)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from lutnas.errors import ConfigError
-from lutnas.fileio import is_dir, is_file, looks_like_path
 from lutnas.space.config import SubnetConfig, loads_json
+from lutnas.space.paths import is_dir, is_file, looks_like_path
 from lutnas.space.searchspace import SearchSpace
 
 RELEASED_FILE = "elasticvit-released.json"

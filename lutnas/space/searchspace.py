@@ -21,10 +21,10 @@ import yaml
 import lutnas.space.fields as F
 import lutnas.space.widths as W
 from lutnas.errors import ConfigError, SpaceFileError, UnknownSpaceError
-from lutnas.fileio import is_dir, is_file, looks_like_path
 from lutnas.space.blockspec import BlockSpec
 from lutnas.space.complexity import Complexity, total_complexity
 from lutnas.space.config import StageChoice, StemChoice, SubnetConfig
+from lutnas.space.paths import is_dir, is_file, looks_like_path
 from lutnas.space.stages import (
     CHOICE_LISTS,
     MBCONV,
