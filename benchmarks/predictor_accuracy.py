@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -188,6 +189,8 @@ def main() -> None:
                         title=f"{space.name} on {table.device.device_id} ({args.runtime})")
     out = RESULTS / f"predictor_accuracy_{tag}.json"
     out.write_text(json.dumps({
+        # The command as run: the README's rows name the script, this names every flag.
+        "command": " ".join(["benchmarks/predictor_accuracy.py", *sys.argv[1:]]),
         "space": args.space, "settings": settings.to_dict(), "trials": args.trials,
         "calibrate": args.calibrate, "subnet_blocks": args.subnet_blocks, "samples": args.samples,
         "seed": args.seed,
