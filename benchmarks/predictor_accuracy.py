@@ -107,6 +107,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--cache", default="cold-l2", choices=("warm", "cold-l2", "cold-llc"),
                         help="cache state each timed run starts from (RunSettings.cache)")
     parser.add_argument("--trials", type=int, default=20, help="fresh processes per block and subnet")
+    parser.add_argument("--subnet-trials", type=int,
+                        help="fresh processes per calibration and held-out subnet (default: --trials); "
+                             "more trials make the held-out figures less noisy (heldout_noise.py)")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per trial")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--calibrate", type=int, default=10)
@@ -159,13 +162,14 @@ def main() -> None:
                             core_mask=settings.core_mask, precision=args.precision)
         space = table.load_space()
         start = time.perf_counter()
-        correction = calibrate(agent, table, space, args.calibrate, args.seed + 1, store, args.trials,
+        subnet_trials = args.subnet_trials or args.trials
+        correction = calibrate(agent, table, space, args.calibrate, args.seed + 1, store, subnet_trials,
                                resolutions=args.resolution)
         timings["calibrate_s"] = time.perf_counter() - start
         table.save(args.work / f"{tag}.parquet")
         start = time.perf_counter()
         eval_checks: list = []
-        result = evaluate_on_device(agent, table, space, args.samples, args.seed + 2, store, args.trials,
+        result = evaluate_on_device(agent, table, space, args.samples, args.seed + 2, store, subnet_trials,
                                     resolutions=args.resolution, checks=eval_checks)
         timings["evaluate_s"] = time.perf_counter() - start
         weighted = with_weight_term(result, table, space, correction, settings.precision)
@@ -177,8 +181,8 @@ def main() -> None:
 
     cli_eval.console = console
     print_reports(result.reports, f"{args.samples} held-out {space.name} subnets, {args.runtime}, "
-                                  f"{args.threads} thread(s), {args.trials} trials, correction from "
-                                  f"{correction['n']} subnets")
+                                  f"{args.threads} thread(s), {args.trials} block / {subnet_trials} subnet "
+                                  f"trials, correction from {correction['n']} subnets")
     block_cv = table.frame["cv"].dropna()
     console.print(f"trial-median CV: blocks median {block_cv.median():.3f} "
                   f"(p90 {block_cv.quantile(0.9):.3f}); "
@@ -188,10 +192,11 @@ def main() -> None:
     plot = scatter_plot(RESULTS / f"predictor_accuracy_{tag}.png", result.measured_ms, result.predictions,
                         title=f"{space.name} on {table.device.device_id} ({args.runtime})")
     out = RESULTS / f"predictor_accuracy_{tag}.json"
-    out.write_text(json.dumps({
+    record = {
         # The command as run: the README's rows name the script, this names every flag.
         "command": " ".join(["benchmarks/predictor_accuracy.py", *sys.argv[1:]]),
         "space": args.space, "settings": settings.to_dict(), "trials": args.trials,
+        "subnet_trials": subnet_trials,
         "calibrate": args.calibrate, "subnet_blocks": args.subnet_blocks, "samples": args.samples,
         "seed": args.seed,
         "drift_bound": args.drift_bound, "device": table.device.to_dict(), "host": platform.node(),
@@ -211,7 +216,15 @@ def main() -> None:
         "reports": [r.to_dict() for r in result.reports],
         "subnets": result.to_dict()["subnets"], "plot": plot.name,
         "target": {"within_5": 0.95, "mape": 2.0},
-    }, indent=1))
+    }
+    # How much of the held-out error is the held-out figures' own noise (heldout_noise.py).
+    from heldout_noise import analyse
+
+    record["heldout_noise"] = noise = analyse(record, args.work, tag)
+    console.print(f"held-out figures' noise: SE {noise['figure_se_median_pct']:.2f}% (median); a "
+                  f"perfect predictor would be within ±5% for {noise['within_5_perfect_predictor']:.0%}; "
+                  f"the correction's own spread {noise['predictor_own_sd_pct']:.2f}%")
+    out.write_text(json.dumps(record, indent=1))
     console.print(f"wrote {out} and {plot}")
 
 
