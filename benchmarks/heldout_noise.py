@@ -99,12 +99,62 @@ def _tag_from(result: dict[str, Any]) -> str:
             + (f"-{s['precision']}" if s["precision"] != "fp32" else "") + ("-paced" if s["pace"] else ""))
 
 
+def lut_sum_standard_errors(result: dict[str, Any], work: Path, tag: str | None = None) -> np.ndarray:
+    """Relative standard error of each held-out subnet's corrected prediction from its blocks' own
+    noise: each block figure's bootstrap SE (as `relative_standard_errors`), added in quadrature
+    with the block's multiplicity in the subnet (block trials are independent processes), times
+    the correction's scale (the only term the block sum passes through), over the prediction."""
+    tag = tag or _tag_from(result)
+    table = LatencyTable.load(work / f"{tag}.parquet")
+    space: SearchSpace = table.load_space()
+    configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
+    keys = sorted({b.key for c in configs for b in space.blocks_of(c)})
+    with MeasurementStore(work / f"{tag}.sqlite") as store:
+        done = store.trial_medians(table.device.device_id, table.run_settings(), keys,
+                                   scales=pace_scales(table))
+    figure = {k: float(np.median(done[k])) for k in keys if done.get(k)}  # the table's statistic
+    se = dict(zip(keys, relative_standard_errors([done.get(k, []) for k in keys]) *
+                  np.asarray([figure.get(k, np.nan) for k in keys])))
+    scale = float(result["correction_full"]["scale"])
+    out = []
+    for config, subnet in zip(configs, result["subnets"]):
+        blocks = [b.key for b in space.blocks_of(config)]
+        variance = sum((blocks.count(k) * se[k]) ** 2 for k in set(blocks))
+        out.append(scale * math.sqrt(variance) / float(subnet[PREDICTOR]))
+    return np.asarray(out, dtype=float)
+
+
+def correction_standard_errors(result: dict[str, Any], work: Path, tag: str | None = None) -> np.ndarray:
+    """Relative standard error of each held-out prediction from the correction's fitted terms
+    (`Correction.std_ms`: their covariance from the calibration subnets' residuals)."""
+    from lutnas.predictors.correction import Correction
+    from lutnas.predictors.lut import LutPredictor
+
+    table = LatencyTable.load(work / f"{tag or _tag_from(result)}.parquet")
+    space = table.load_space()
+    configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
+    sums, _, blocks = LutPredictor(space).fit(table).block_sums(configs)
+    std = Correction.from_dict(result["correction_full"]).std_ms(sums, blocks)
+    return np.asarray(std, dtype=float) / np.asarray([s[PREDICTOR] for s in result["subnets"]], float)
+
+
 def analyse(result: dict[str, Any], work: Path, tag: str | None = None) -> dict[str, Any]:
-    """`noise_report` of a predictor_accuracy result, with the trials per held-out subnet."""
+    """`noise_report` of a predictor_accuracy result, with the trials per held-out subnet and how
+    much of the predictor's own spread the block figures' noise explains."""
     trials, errors = held_out_trials(result, work, tag)
     report = noise_report(errors, relative_standard_errors(trials))
-    return report | {"predictor": PREDICTOR,
-                     "trials_per_subnet_median": float(np.median([len(t) for t in trials]))}
+    lut_se = lut_sum_standard_errors(result, work, tag)
+    own, lut = report["predictor_own_sd_pct"], 100 * float(np.sqrt(np.mean(lut_se ** 2)))
+    fit = 100 * float(np.sqrt(np.nanmean(correction_standard_errors(result, work, tag) ** 2)))
+    return report | {
+        "predictor": PREDICTOR,
+        "trials_per_subnet_median": float(np.median([len(t) for t in trials])),
+        "lut_sum_se_median_pct": 100 * float(np.median(lut_se)), "lut_sum_se_rms_pct": lut,
+        "correction_fit_se_rms_pct": fit,
+        # what neither the held-out figures' nor the blocks' noise nor the correction's fitted
+        # terms explain: what a corrected sum of isolated blocks misses about a whole model
+        "unexplained_sd_pct": math.sqrt(max(own ** 2 - lut ** 2 - fit ** 2, 0.0)),
+    }
 
 
 def main() -> None:
