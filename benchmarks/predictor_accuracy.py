@@ -82,6 +82,36 @@ def with_weight_term(result, table, space, correction: dict, precision: str) -> 
     return fit.to_dict()
 
 
+MEASURED_INVOKE = "LUT + correction, measured invoke"
+
+
+def with_measured_invoke(result, table, space, correction: dict) -> dict | None:
+    """Adds MEASURED_INVOKE to `result`: the correction refitted on the same calibration subnets
+    with the per-invoke cost fixed at the empty model's median from the calibration's host checks
+    (what lutnas.profiler.subnets.measured_invoke uses for warm and cold-l2 tables, and fits
+    otherwise). A comparison, never the table's correction: choosing between the two on the
+    held-out subnets would tune the proof to them. None when no empty model was measured or the
+    correction used it already."""
+    import numpy as np
+
+    from lutnas.predictors.correction import Correction
+    from lutnas.predictors.lut import LutPredictor
+    from lutnas.predictors.metrics import accuracy
+    from lutnas.space import SubnetConfig
+
+    invokes = [c["invoke_ms"] for c in correction.get("host_checks") or [] if c.get("invoke_ms")]
+    if not invokes or correction.get("invoke_measured"):
+        return None
+    lut = LutPredictor(space).fit(table)
+    sums, _, blocks = lut.block_sums([SubnetConfig.from_dict(c) for c in correction["configs"]])
+    fit = Correction.fit(sums, correction["measured_ms"], blocks, float(np.median(invokes)))
+    sums, _, blocks = lut.block_sums(result.configs)
+    predicted = np.asarray(fit.apply(sums, blocks), dtype=float)
+    result.predictions[MEASURED_INVOKE] = predicted
+    result.reports.append(accuracy(MEASURED_INVOKE, predicted, result.measured_ms))
+    return fit.to_dict()
+
+
 def _subnet_blocks(args: argparse.Namespace) -> list:
     """The blocks of exactly the subnets calibrate and evaluate will sample (same seeds)."""
     from lutnas.profiler.subnets import sample_configs
@@ -173,6 +203,7 @@ def main() -> None:
                                     resolutions=args.resolution, checks=eval_checks)
         timings["evaluate_s"] = time.perf_counter() - start
         weighted = with_weight_term(result, table, space, correction, settings.precision)
+        measured_invoke = with_measured_invoke(result, table, space, correction)
         subnet_cv = store.quality_frame(device_id=table.device.device_id)
         subnet_cv = subnet_cv[subnet_cv["key"].str.startswith("subnet:")]["cv"].dropna()
 
@@ -213,6 +244,7 @@ def main() -> None:
                      for name, p in result.predictions.items()},
         "correction_full": {k: v for k, v in correction.items() if k != "configs"},
         "correction_with_weights": weighted,
+        "correction_with_measured_invoke": measured_invoke,
         "reports": [r.to_dict() for r in result.reports],
         "subnets": result.to_dict()["subnets"], "plot": plot.name,
         "target": {"within_5": 0.95, "mape": 2.0},
