@@ -22,18 +22,21 @@ measured.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from predictor_accuracy import parse_args, result_tag  # the script whose results this reads
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import bootstrap
 
 from lutnas.profiler.subnets import pace_scales
-from lutnas.space import SearchSpace, SubnetConfig, subnet_key
+from lutnas.space import SubnetConfig, subnet_key
 from lutnas.tables.store import MeasurementStore
 from lutnas.tables.table import LatencyTable
 
@@ -74,81 +77,84 @@ def noise_report(errors: np.ndarray, rel_se: np.ndarray) -> dict[str, Any]:
     }
 
 
-def held_out_trials(result: dict[str, Any], work: Path,
-                    tag: str | None = None) -> tuple[list[list[float]], np.ndarray]:
-    """Each held-out subnet's trial figures (pace units applied) and its error under PREDICTOR;
-    `tag`: the store's and table's name in `work` (default: rebuilt from the result)."""
-    tag = tag or _tag_from(result)
-    table = LatencyTable.load(work / f"{tag}.parquet")
-    space: SearchSpace = table.load_space()
-    keys = [subnet_key(space, SubnetConfig.from_dict(s["config"])) for s in result["subnets"]]
-    with MeasurementStore(work / f"{tag}.sqlite") as store:
-        done = store.trial_medians(table.device.device_id, table.run_settings(), keys,
-                                   scales=pace_scales(table))
-    errors = np.asarray([s[PREDICTOR] / s["measured_ms"] - 1 for s in result["subnets"]], dtype=float)
-    return [list(done.get(k, [])) for k in keys], errors
+@dataclass
+class Proof:
+    """What a predictor_accuracy result measured, read once: its table, the held-out configs and
+    the trial figures (pace units applied) of the held-out subnets and of their blocks."""
+
+    result: dict[str, Any]
+    table: LatencyTable
+    configs: list[SubnetConfig]
+    subnet_trials: list[list[float]]
+    block_trials: dict[str, list[float]]
+
+    @classmethod
+    def load(cls, result: dict[str, Any], work: Path, tag: str | None = None) -> "Proof":
+        """`tag`: the store's and table's name in `work` (default: from the result's command)."""
+        tag = tag or result_tag(parse_args(result["command"].split()[1:]))
+        table = LatencyTable.load(work / f"{tag}.parquet")
+        space = table.load_space()
+        configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
+        subnets = [subnet_key(space, c) for c in configs]
+        blocks = sorted({b.key for c in configs for b in space.blocks_of(c)})
+        with MeasurementStore(work / f"{tag}.sqlite") as store:
+            done = store.trial_medians(table.device.device_id, table.run_settings(), subnets + blocks,
+                                       scales=pace_scales(table))
+        return cls(result, table, configs, [list(done.get(k, [])) for k in subnets],
+                   {k: list(done.get(k, [])) for k in blocks})
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return np.asarray([s[PREDICTOR] for s in self.result["subnets"]], dtype=float)
+
+    @property
+    def errors(self) -> np.ndarray:
+        """predicted / measured - 1 of each held-out subnet under PREDICTOR."""
+        measured = np.asarray([s["measured_ms"] for s in self.result["subnets"]], dtype=float)
+        return self.predicted / measured - 1
 
 
-def _tag_from(result: dict[str, Any]) -> str:
-    """The store/table name predictor_accuracy.py gave this result (its `tag`)."""
-    s, words = result["settings"], result.get("command", "").split()
-    given = [words[i + 1] for i, word in enumerate(words[:-1]) if word == "--resolution"]
-    res = f"-r{'-'.join(given)}" if given else ""
-    return (f"{result['space']}-{s['runtime']}-t{s['threads']}{res}"
-            + ("-" + s["cache"].replace("-", "") if s["cache"] != "warm" else "")
-            + (f"-{s['precision']}" if s["precision"] != "fp32" else "") + ("-paced" if s["pace"] else ""))
-
-
-def lut_sum_standard_errors(result: dict[str, Any], work: Path, tag: str | None = None) -> np.ndarray:
+def lut_sum_standard_errors(proof: Proof) -> np.ndarray:
     """Relative standard error of each held-out subnet's corrected prediction from its blocks' own
-    noise: each block figure's bootstrap SE (as `relative_standard_errors`), added in quadrature
-    with the block's multiplicity in the subnet (block trials are independent processes), times
-    the correction's scale (the only term the block sum passes through), over the prediction."""
-    tag = tag or _tag_from(result)
-    table = LatencyTable.load(work / f"{tag}.parquet")
-    space: SearchSpace = table.load_space()
-    configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
-    keys = sorted({b.key for c in configs for b in space.blocks_of(c)})
-    with MeasurementStore(work / f"{tag}.sqlite") as store:
-        done = store.trial_medians(table.device.device_id, table.run_settings(), keys,
-                                   scales=pace_scales(table))
-    figure = {k: float(np.median(done[k])) for k in keys if done.get(k)}  # the table's statistic
-    se = dict(zip(keys, relative_standard_errors([done.get(k, []) for k in keys]) *
-                  np.asarray([figure.get(k, np.nan) for k in keys])))
-    scale = float(result["correction_full"]["scale"])
+    noise: each block figure's bootstrap SE (as `relative_standard_errors`, times the table's
+    figure), added in quadrature with the block's multiplicity in the subnet (block trials are
+    independent processes), times the correction's scale (the only term the block sum passes
+    through), over the prediction."""
+    keys = list(proof.block_trials)
+    figures = proof.table.frame["median_ms"].reindex(keys).to_numpy(dtype=float)
+    se = dict(zip(keys, relative_standard_errors([proof.block_trials[k] for k in keys]) * figures))
+    space = proof.table.load_space()
+    scale = float(proof.result["correction_full"]["scale"])
     out = []
-    for config, subnet in zip(configs, result["subnets"]):
-        blocks = [b.key for b in space.blocks_of(config)]
-        variance = sum((blocks.count(k) * se[k]) ** 2 for k in set(blocks))
-        out.append(scale * math.sqrt(variance) / float(subnet[PREDICTOR]))
+    for config, predicted in zip(proof.configs, proof.predicted):
+        blocks = collections.Counter(b.key for b in space.blocks_of(config))
+        out.append(scale * math.sqrt(sum((n * se[k]) ** 2 for k, n in blocks.items())) / predicted)
     return np.asarray(out, dtype=float)
 
 
-def correction_standard_errors(result: dict[str, Any], work: Path, tag: str | None = None) -> np.ndarray:
+def correction_standard_errors(proof: Proof) -> np.ndarray:
     """Relative standard error of each held-out prediction from the correction's fitted terms
     (`Correction.std_ms`: their covariance from the calibration subnets' residuals)."""
     from lutnas.predictors.correction import Correction
     from lutnas.predictors.lut import LutPredictor
 
-    table = LatencyTable.load(work / f"{tag or _tag_from(result)}.parquet")
-    space = table.load_space()
-    configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
-    sums, _, blocks = LutPredictor(space).fit(table).block_sums(configs)
-    std = Correction.from_dict(result["correction_full"]).std_ms(sums, blocks)
-    return np.asarray(std, dtype=float) / np.asarray([s[PREDICTOR] for s in result["subnets"]], float)
+    sums, _, blocks = LutPredictor(proof.table.load_space()).fit(proof.table).block_sums(proof.configs)
+    std = Correction.from_dict(proof.result["correction_full"]).std_ms(sums, blocks)
+    return np.asarray(std, dtype=float) / proof.predicted
 
 
 def analyse(result: dict[str, Any], work: Path, tag: str | None = None) -> dict[str, Any]:
     """`noise_report` of a predictor_accuracy result, with the trials per held-out subnet and how
-    much of the predictor's own spread the block figures' noise explains."""
-    trials, errors = held_out_trials(result, work, tag)
-    report = noise_report(errors, relative_standard_errors(trials))
-    lut_se = lut_sum_standard_errors(result, work, tag)
+    much of the predictor's own spread the block figures' noise and the correction's fitted terms
+    explain."""
+    proof = Proof.load(result, work, tag)
+    report = noise_report(proof.errors, relative_standard_errors(proof.subnet_trials))
+    lut_se = lut_sum_standard_errors(proof)
     own, lut = report["predictor_own_sd_pct"], 100 * float(np.sqrt(np.mean(lut_se ** 2)))
-    fit = 100 * float(np.sqrt(np.nanmean(correction_standard_errors(result, work, tag) ** 2)))
+    fit = 100 * float(np.sqrt(np.nanmean(correction_standard_errors(proof) ** 2)))
     return report | {
         "predictor": PREDICTOR,
-        "trials_per_subnet_median": float(np.median([len(t) for t in trials])),
+        "trials_per_subnet_median": float(np.median([len(t) for t in proof.subnet_trials])),
         "lut_sum_se_median_pct": 100 * float(np.median(lut_se)), "lut_sum_se_rms_pct": lut,
         "correction_fit_se_rms_pct": fit,
         # what neither the held-out figures' nor the blocks' noise nor the correction's fitted

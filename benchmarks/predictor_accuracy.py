@@ -41,6 +41,7 @@ from rich.console import Console
 from lutnas.device_agents.base import RunSettings, parse_cores
 from lutnas.device_agents.factory import open_agent
 from lutnas.predictors.evaluate import scatter_plot
+from lutnas.predictors.lut import LutPredictor
 from lutnas.profiler.export import ModelCache, tool_versions
 from lutnas.profiler.run import QualitySettings, run_profile
 from lutnas.profiler.subnets import calibrate, evaluate_on_device
@@ -58,58 +59,56 @@ def weight_mib(space, configs, precision: str) -> list[float]:
     return [subnet_weight_mib(space.blocks_of(c), precision) for c in configs]
 
 
-def with_weight_term(result, table, space, correction: dict, precision: str) -> dict:
-    """Adds the WEIGHTED predictor to `result` (held-out subnets): a Correction with the weight term
-    (lutnas.predictors.correction) fitted on the same calibration subnets, block sums and measured
-    invoke as the table's correction; returns it as a dict."""
+def _add_refit(result, lut, correction: dict, name: str, invoke_ms: float | None,
+               mib: tuple[list[float], list[float]] | None = None) -> dict:
+    """Refit the table's correction on its own calibration subnets (`correction`: `calibrate`'s
+    record) with `invoke_ms` fixed (None: fitted) and, with `mib` (calibration, held-out weight
+    MiB), the weight term as a candidate; add its predictions of the held-out subnets to `result`
+    under `name`; returns the refit as a dict."""
     import numpy as np
 
     from lutnas.predictors.correction import Correction
-    from lutnas.predictors.lut import LutPredictor
     from lutnas.predictors.metrics import accuracy
     from lutnas.space import SubnetConfig
 
-    lut = LutPredictor(space).fit(table)
-    cal = [SubnetConfig.from_dict(c) for c in correction["configs"]]
-    sums, _, blocks = lut.block_sums(cal)
-    fit = Correction.fit(sums, correction["measured_ms"], blocks,
-                         correction["invoke_ms"] if correction.get("invoke_measured") else None,
-                         weight_mib=weight_mib(space, cal, precision))
+    sums, _, blocks = lut.block_sums([SubnetConfig.from_dict(c) for c in correction["configs"]])
+    fit = Correction.fit(sums, correction["measured_ms"], blocks, invoke_ms,
+                         weight_mib=mib[0] if mib else None)
     sums, _, blocks = lut.block_sums(result.configs)
-    predicted = fit.apply(sums, blocks, weight_mib(space, result.configs, precision))
-    result.predictions[WEIGHTED] = np.asarray(predicted, dtype=float)
-    result.reports.append(accuracy(WEIGHTED, predicted, result.measured_ms))
+    predicted = np.asarray(fit.apply(sums, blocks, mib[1] if mib else None), dtype=float)
+    result.predictions[name] = predicted
+    result.reports.append(accuracy(name, predicted, result.measured_ms))
     return fit.to_dict()
+
+
+def with_weight_term(result, lut, space, correction: dict, precision: str) -> dict:
+    """Adds the WEIGHTED predictor to `result` (held-out subnets): a Correction with the weight term
+    (lutnas.predictors.correction) fitted on the same calibration subnets, block sums and measured
+    invoke as the table's correction; returns it as a dict."""
+    from lutnas.space import SubnetConfig
+
+    cal = [SubnetConfig.from_dict(c) for c in correction["configs"]]
+    invoke = correction["invoke_ms"] if correction.get("invoke_measured") else None
+    return _add_refit(result, lut, correction, WEIGHTED, invoke,
+                      (weight_mib(space, cal, precision), weight_mib(space, result.configs, precision)))
 
 
 MEASURED_INVOKE = "LUT + correction, measured invoke"
 
 
-def with_measured_invoke(result, table, space, correction: dict) -> dict | None:
+def with_measured_invoke(result, lut, correction: dict) -> dict | None:
     """Adds MEASURED_INVOKE to `result`: the correction refitted on the same calibration subnets
     with the per-invoke cost fixed at the empty model's median from the calibration's host checks
     (what lutnas.profiler.subnets.measured_invoke uses for warm and cold-l2 tables, and fits
     otherwise). A comparison, never the table's correction: choosing between the two on the
     held-out subnets would tune the proof to them. None when no empty model was measured or the
     correction used it already."""
-    import numpy as np
-
-    from lutnas.predictors.correction import Correction
-    from lutnas.predictors.lut import LutPredictor
-    from lutnas.predictors.metrics import accuracy
-    from lutnas.space import SubnetConfig
+    import statistics
 
     invokes = [c["invoke_ms"] for c in correction.get("host_checks") or [] if c.get("invoke_ms")]
     if not invokes or correction.get("invoke_measured"):
         return None
-    lut = LutPredictor(space).fit(table)
-    sums, _, blocks = lut.block_sums([SubnetConfig.from_dict(c) for c in correction["configs"]])
-    fit = Correction.fit(sums, correction["measured_ms"], blocks, float(np.median(invokes)))
-    sums, _, blocks = lut.block_sums(result.configs)
-    predicted = np.asarray(fit.apply(sums, blocks), dtype=float)
-    result.predictions[MEASURED_INVOKE] = predicted
-    result.reports.append(accuracy(MEASURED_INVOKE, predicted, result.measured_ms))
-    return fit.to_dict()
+    return _add_refit(result, lut, correction, MEASURED_INVOKE, float(statistics.median(invokes)))
 
 
 def _subnet_blocks(args: argparse.Namespace) -> list:
@@ -124,7 +123,18 @@ def _subnet_blocks(args: argparse.Namespace) -> list:
     return list({b.key: b for c in cal + held for b in space.blocks_of(c)}.values())
 
 
-def _parse() -> argparse.Namespace:
+def result_tag(args: argparse.Namespace) -> str:
+    """The name of a run's store and table in --work and of its result files: space, runtime,
+    threads, resolutions, cache state, precision, paced."""
+    return f"{args.space}-{args.runtime}-t{args.threads}" + (
+        f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
+        "-" + args.cache.replace("-", "") if args.cache != "warm" else "") + (
+        f"-{args.precision}" if args.precision != "fp32" else "") + ("-paced" if args.pace else "")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's flags (`argv`: sys.argv[1:] when None; heldout_noise.py passes a result's
+    recorded command)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="tiny")
     parser.add_argument("--resolution", type=int, action="append", help="profile/sample only these")
@@ -157,18 +167,15 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "lutnas-predictor-accuracy",
                         help="store, tables and model cache (kept so reruns reuse measurements)")
-    return parser.parse_args()
+    return parser.parse_args(argv)
 
 
 def main() -> None:
-    args = _parse()
+    args = parse_args()
     console = Console(highlight=False, width=160)
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("LUTNAS_CACHE", str(args.work / "cache"))
-    tag = f"{args.space}-{args.runtime}-t{args.threads}" + (
-        f"-r{'-'.join(map(str, args.resolution))}" if args.resolution else "") + (
-        "-" + args.cache.replace("-", "") if args.cache != "warm" else "") + (
-        f"-{args.precision}" if args.precision != "fp32" else "") + ("-paced" if args.pace else "")
+    tag = result_tag(args)
     store_path = args.work / f"{tag}.sqlite"
     cores = parse_cores(args.cores) if args.cores else None
     settings = RunSettings(runtime=args.runtime, threads=args.threads, cores=cores, warmup=args.warmup,
@@ -202,8 +209,9 @@ def main() -> None:
         result = evaluate_on_device(agent, table, space, args.samples, args.seed + 2, store, subnet_trials,
                                     resolutions=args.resolution, checks=eval_checks)
         timings["evaluate_s"] = time.perf_counter() - start
-        weighted = with_weight_term(result, table, space, correction, settings.precision)
-        measured_invoke = with_measured_invoke(result, table, space, correction)
+        lut = LutPredictor(space).fit(table)
+        weighted = with_weight_term(result, lut, space, correction, settings.precision)
+        measured_invoke = with_measured_invoke(result, lut, correction)
         subnet_cv = store.quality_frame(device_id=table.device.device_id)
         subnet_cv = subnet_cv[subnet_cv["key"].str.startswith("subnet:")]["cv"].dropna()
 
