@@ -102,7 +102,8 @@ def add_host_change_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-host-change", type=_percent, default=default, metavar="PCT",
                         help="refuse whole-subnet measurements when the table's reference blocks, "
                              "timed in the same processes, moved more than PCT%% (median, plus "
-                             "their own uncertainty) from their table figures; smaller moves are "
+                             "the uncertainty of their table and session figures) from their table "
+                             "figures; smaller moves are "
                              "normalised "
                              f"(default {default}: $LUTNAS_MAX_HOST_CHANGE, else 30)")
 

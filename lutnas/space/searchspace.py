@@ -86,10 +86,10 @@ SPACE_KEYS = ("name", "num_classes", "activation", "resolutions", "monotone_widt
 STEM_KEYS = ("widths", "depths", "kernels", "kernel", "stride")
 DOWNSAMPLE_KEYS = ("expand", "kernel", "se")
 HEAD_KEYS = ("expand", "hidden")
-# Sizes are positive; kernels also odd: blocks pad k // 2, which keeps the size (`conv_out`) only
-# for odd k.
+# Sizes are positive; kernels also odd, as a stage's kernel list is read (stages.CHOICE_LISTS says
+# why): the stem's and the downsampling blocks' kernels follow the same rule.
 SIZE, SIZES = F.integer(), F.integers()
-KERNEL, KERNELS = F.integer(odd=True), F.integers(odd=True)
+KERNEL, KERNELS = F.integer(odd=True), CHOICE_LISTS["kernel"]
 
 
 class _StrictLoader(yaml.SafeLoader):
