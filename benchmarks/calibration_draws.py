@@ -6,7 +6,7 @@ it on 50 measured in another. Its one number mixes three things: which 10 subnet
 drawn, the two sessions' difference, and the method. This takes the 50 held-out subnets of a
 proof (one session), draws `--draws` random calibration sets of `--calibrate` of them, fits the
 correction as `build-table --calibrate` does (the table's cache state decides whether the empty
-model's invoke is used: lutnas.profiler.subnets.INVOKE_FROM_EMPTY_MODEL; the weight term a
+model's invoke is used: lutnas.profiler.subnets.invoke_for_cache; the weight term a
 candidate), and scores it on the rest: the distribution of the ±5% share over draws is what the
 method gives on this host's noise, before any session shift.
 
@@ -21,18 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from predictor_accuracy import weight_mib  # the weight MiB the proof's own refits charge
 from rich.console import Console
 from rich.table import Table
 
 from lutnas.predictors.correction import Correction
-from lutnas.profiler.subnets import INVOKE_FROM_EMPTY_MODEL
+from lutnas.profiler.subnets import invoke_for_cache
 from lutnas.space import SearchSpace, SubnetConfig
-from lutnas.space.complexity import weight_mib
 
 RESULTS = Path(__file__).parent / "results"
 PREDICTOR_INPUT = "LUT"  # the raw block sum each held-out subnet's entry carries
@@ -46,14 +45,12 @@ def held_out(path: Path) -> dict[str, Any]:
     space = SearchSpace.load(result["space"])
     configs = [SubnetConfig.from_dict(s["config"]) for s in result["subnets"]]
     settings = result["settings"]
-    invokes = [c["invoke_ms"] for c in result.get("evaluation_host_checks") or [] if c.get("invoke_ms")]
-    use_invoke = str(settings.get("cache") or "warm") in INVOKE_FROM_EMPTY_MODEL and invokes
+    invokes = [c.get("invoke_ms") for c in result.get("evaluation_host_checks") or []]
     return {"sums": np.array([s[PREDICTOR_INPUT] for s in result["subnets"]], dtype=float),
             "measured": np.array([s["measured_ms"] for s in result["subnets"]], dtype=float),
             "blocks": np.array([len(space.blocks_of(c)) for c in configs], dtype=float),
-            "mib": np.array([weight_mib(space.blocks_of(c), settings.get("precision") or "fp32")
-                             for c in configs], dtype=float),
-            "invoke": float(statistics.median(invokes)) if use_invoke else None}
+            "mib": np.array(weight_mib(space, configs, settings.get("precision") or "fp32"), dtype=float),
+            "invoke": invoke_for_cache(str(settings.get("cache") or "warm"), invokes)}
 
 
 def score(data: dict[str, Any], calibration: np.ndarray) -> tuple[float, float, float]:

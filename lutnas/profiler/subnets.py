@@ -392,10 +392,16 @@ INVOKE_FROM_EMPTY_MODEL = ("warm", "cold-l2")
 def measured_invoke(table: LatencyTable, checks: Sequence[HostCheck]) -> float | None:
     """The empty model's median ms measured next to the subnets, when it was and the table's cache
     state makes it the per-invoke cost (INVOKE_FROM_EMPTY_MODEL); None: the correction fits it."""
-    if str(table.settings.get("cache") or "warm") not in INVOKE_FROM_EMPTY_MODEL:
+    return invoke_for_cache(str(table.settings.get("cache") or "warm"), [c.invoke_ms for c in checks])
+
+
+def invoke_for_cache(cache: str, invokes: Sequence[float | None]) -> float | None:
+    """The median of the empty model's ms (`invokes`, None where not measured) when the cache state
+    `cache` makes it the per-invoke cost (INVOKE_FROM_EMPTY_MODEL), else None (fitted)."""
+    measured = [v for v in invokes if v is not None]
+    if cache not in INVOKE_FROM_EMPTY_MODEL or not measured:
         return None
-    invokes = [c.invoke_ms for c in checks if c.invoke_ms is not None]
-    return float(np.median(invokes)) if invokes else None
+    return float(np.median(measured))
 
 
 def calibrate(agent: DeviceAgent, table: LatencyTable, space: SearchSpace, count: int, seed: int,
