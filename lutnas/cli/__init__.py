@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from lutnas import __version__
+from lutnas.cli.stopping import EXIT_TERMINATED, stop_on_sigterm
+from lutnas.cli.stopping import exit_code as interrupted_exit_code
 from lutnas.errors import LutnasError
 
 # Command -> (module that registers it, one-line help). Only the module of the command being run is
@@ -75,14 +77,16 @@ def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
     args = parser.parse_args(argv)
     name = script or f"{parser.prog} {args.command}"  # as the user typed it
     try:
-        result = args.handler(args)
+        with stop_on_sigterm():
+            result = args.handler(args)
     except LutnasError as exc:
         message = str(exc).replace("\n", " ")
         print(f"{name}: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{name}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (stopping.Terminated)
+        code = interrupted_exit_code(exc)
+        print(f"{name}: {'terminated' if code == EXIT_TERMINATED else 'interrupted'}", file=sys.stderr)
+        return code
     except BrokenPipeError:  # `lutnas ... | head`: the reader has all it wanted; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

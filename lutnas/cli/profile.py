@@ -17,6 +17,7 @@ from lutnas.cli.device_options import (
     add_device_flags,
     agent_options,
 )
+from lutnas.cli.stopping import exit_code as interrupted_exit_code
 from lutnas.device_agents.base import CACHE_STATES, RUNTIMES, RunSettings, parse_cores
 from lutnas.device_agents.kernel import CORE_NAMES
 from lutnas.errors import BadInputError
@@ -295,18 +296,18 @@ def profile_device(args: argparse.Namespace) -> int:
             sample_fraction=args.sample, seed=args.seed,
             cache=ModelCache(args.cache) if args.cache else None, export_workers=args.export_workers,
             qc=qc, agent_options=options, argv=sys.argv[1:], progress=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         progress.stop()
         print(f"stopped during export; nothing measured was lost. Run the same command again to "
               f"resume (store {args.store}).", file=sys.stderr)
-        return 130
+        return interrupted_exit_code(exc)
     finally:
         progress.stop()
     print_summary(summary, qc)
     if summary.interrupted:
         print(f"stopped: every measurement taken is in {args.store}; run the same command again to "
               f"resume where it stopped.", file=sys.stderr)
-        return 130
+        return interrupted_exit_code()
     # 0: every key measured; 1: some key ended failed (named above); 2 (bad input) is raised earlier.
     return 1 if any(result.failed for result in summary.devices.values()) else 0
 

@@ -221,7 +221,9 @@ class LocalAgent(DeviceAgent):
                     break
             code = process.wait(timeout_s=30)
             if index < len(files):
-                if code == -signal.SIGINT or code == 130:
+                # Ctrl-C in a terminal, or `timeout`/`kill -TERM -PGID`, signals the whole process
+                # group: a worker ended by either is the user stopping, not this file failing.
+                if code in (-signal.SIGINT, 130, -signal.SIGTERM, 143):
                     raise KeyboardInterrupt
                 why = f"signal {-code}" if code < 0 else f"exit code {code}"
                 yield Measurement.failed(files[index], trial_index, RunnerInfo(settings.runtime, "?"),

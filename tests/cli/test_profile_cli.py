@@ -21,19 +21,20 @@ SMALL = ["--space", "tiny", "--limit", "4", "--trials", "2", "--runs", "5", "--w
 SCRIPTS = Path(sys.executable).parent
 
 
-def _default_sigint() -> None:
+def _default_stop_signals() -> None:
     # A test run started in the background of a non-interactive shell inherits SIGINT ignored, and
-    # Python keeps an ignored SIGINT: give the child the default so Ctrl-C reaches it as a user's would.
-    # Unblocked too: the mask is inherited, and a pytest-xdist worker can spawn from a thread that
-    # blocks SIGINT (the Ctrl-C test then saw the run finish with exit 0).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    # Python keeps an ignored SIGINT: give the child the defaults so Ctrl-C and SIGTERM reach it as
+    # a user's would. Unblocked too: the mask is inherited, and a pytest-xdist worker can spawn from
+    # a thread that blocks them.
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def _profile(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([str(SCRIPTS / "profile-device"), *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_default_sigint, **kwargs)
+                            preexec_fn=_default_stop_signals, **kwargs)
 
 
 @pytest.mark.parametrize("args,word", [
@@ -172,18 +173,35 @@ def test_kill_9_loses_at_most_the_measurement_in_flight_and_a_rerun_finishes(tmp
 
 
 @pytest.mark.slow
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("how,code", [
+    ("ctrl-c", 130),  # SIGINT to profile-device alone: its worker keeps running until stopped
+    ("timeout", 143),  # SIGTERM to the whole process group, as `timeout` and systemd send it
+])
+def test_a_stopped_run_ends_cleanly_and_says_how_to_resume(tmp_path, how, code):
     store = tmp_path / "m.sqlite"
-    # 60 trials (~30 s of work): a poller starved by the other test process must still find it running.
-    process = _profile("--space", "tiny", "--limit", "4", "--trials", "60", "--runs", "20", "--warmup", "2",
-                       "--runtime", "onnxruntime", "--export-workers", "1", "--store", str(store))
-    _wait_for_measurements(store, 3, process)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=60)
-    assert process.returncode == 130
+    planned = 4 * 400  # minutes of work: a poller starved by the other test process still finds it early
+    process = _profile("--space", "tiny", "--limit", "4", "--trials", "400", "--runs", "20",
+                       "--warmup", "2", "--runtime", "onnxruntime", "--export-workers", "1",
+                       "--store", str(store))
+    seen = _wait_for_measurements(store, 3, process)
+    assert seen < planned / 2, f"the run was nearly done ({seen} of {planned}) before it was stopped"
+    if how == "ctrl-c":
+        process.send_signal(signal.SIGINT)
+    else:
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        out, err = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise AssertionError(f"{how}: profile-device went on measuring for 60 s after the signal") from None
+    assert process.returncode == code, err[-1500:]
     assert "run the same command again" in err
-    runs = MeasurementStore(store).runs_frame()
-    assert runs.iloc[0].summary["interrupted"] is True
+    s = MeasurementStore(store)
+    assert s.runs_frame().iloc[0].summary["interrupted"] is True
+    frame = s.measurements_frame(ok_only=False)
+    # The worker the signal ended is not a file that failed: no error rows, and a rerun resumes.
+    assert not frame["status"].str.contains("worker died").any(), frame["status"].value_counts()
 
 
 @pytest.mark.slow
