@@ -14,8 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from lutnas import __version__
-from lutnas.cli.stopping import EXIT_TERMINATED, stop_on_sigterm
-from lutnas.cli.stopping import exit_code as interrupted_exit_code
+from lutnas.cli.stopping import EXIT_TERMINATED, interrupted_exit_code, stop_on_sigterm
 from lutnas.errors import LutnasError
 
 # Command -> (module that registers it, one-line help). Only the module of the command being run is
@@ -36,6 +35,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "search": ("search", "evolutionary search for the best subnet under a latency target"),
     "cache": ("cache", "show or trim the exported-model cache (~/.cache/lutnas/models, $LUTNAS_CACHE)"),
 }
+
+
+# Commands whose SIGTERM keeps its default (the process ends at once). torchrun's agent SIGTERMs
+# its workers and SIGKILLs them 30 s later; a rank stuck in a collective whose peer is gone would
+# never reach Python's handler, and DataLoader workers dying of a group SIGTERM would raise in the
+# middle of the unwinding. Training checkpoints are written atomically and `--resume` continues.
+SIGTERM_KILLS = frozenset({"train-supernet"})
 
 
 def _requested(argv: Sequence[str]) -> str | None:
@@ -77,7 +83,7 @@ def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
     args = parser.parse_args(argv)
     name = script or f"{parser.prog} {args.command}"  # as the user typed it
     try:
-        with stop_on_sigterm():
+        with stop_on_sigterm(enabled=args.command not in SIGTERM_KILLS):
             result = args.handler(args)
     except LutnasError as exc:
         message = str(exc).replace("\n", " ")

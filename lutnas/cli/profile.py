@@ -17,7 +17,7 @@ from lutnas.cli.device_options import (
     add_device_flags,
     agent_options,
 )
-from lutnas.cli.stopping import exit_code as interrupted_exit_code
+from lutnas.cli.stopping import interrupted_exit_code
 from lutnas.device_agents.base import CACHE_STATES, RUNTIMES, RunSettings, parse_cores
 from lutnas.device_agents.kernel import CORE_NAMES
 from lutnas.errors import BadInputError

@@ -221,9 +221,7 @@ class LocalAgent(DeviceAgent):
                     break
             code = process.wait(timeout_s=30)
             if index < len(files):
-                # Ctrl-C in a terminal, or `timeout`/`kill -TERM -PGID`, signals the whole process
-                # group: a worker ended by either is the user stopping, not this file failing.
-                if code in (-signal.SIGINT, 130, -signal.SIGTERM, 143):
+                if code == -signal.SIGINT or code == 130:
                     raise KeyboardInterrupt
                 why = f"signal {-code}" if code < 0 else f"exit code {code}"
                 yield Measurement.failed(files[index], trial_index, RunnerInfo(settings.runtime, "?"),

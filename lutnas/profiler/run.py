@@ -419,7 +419,9 @@ def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, set
     `kinds` gives some keys another stored kind than `kind` (the host check next to subnets).
 
     Keys already finished under these settings are not measured again. With `run_id=None` a run
-    (space "files") is opened and closed around the measurement.
+    (space "files") is opened and closed around the measurement. Ctrl-C or SIGTERM during it
+    raises KeyboardInterrupt once the measurements taken are stored (the run marked interrupted),
+    so a caller never fits or saves from a part of its trials.
     """
     info = agent.info()
     store.upsert_device(info)
@@ -432,6 +434,11 @@ def measure_files(agent: DeviceAgent, files: Sequence[ModelFile], kind: str, set
                           progress, stop, cache=cache)
     if own_run:
         store.finish_run(int(run_id), result.summary())
+    # The loop turns an interrupt into a flag (profile-device reports it); here a caller would go on
+    # to calibrate, evaluate or pick the next adaptive batch from partial figures: raise it again.
+    # A `stop` set by another device's thread is that caller's to handle, not an interrupt.
+    if result.interrupted and not (stop is not None and stop.is_set()):
+        raise KeyboardInterrupt
     return {k: v for k, v in result.figures_ms.items() if k in by_key}
 
 

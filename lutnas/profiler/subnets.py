@@ -278,12 +278,16 @@ def _measure_with_host_check(agent: DeviceAgent, info: Any, table: LatencyTable,
     for reference in references:
         entry = export_spec(reference, fmt, cache)
         checked.append(ModelFile(entry.path, f"hostref:{run_id}:{reference.key}", entry.sha256))
+    summary: dict[str, Any] = {"subnets": len(files), "trials": trials,
+                               "host_reference": "; ".join(r.key for r in references)}
     try:
         measure_files(agent, list(files) + checked, SUBNET_KIND, settings, trials, store, run_id,
                       progress=progress, kinds={f.key: HOST_CHECK_KIND for f in checked}, cache=cache)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: `lutnas runs` shows the session as interrupted
+        summary["interrupted"] = True
+        raise
     finally:
-        store.finish_run(run_id, {"subnets": len(files), "trials": trials,
-                                  "host_reference": "; ".join(r.key for r in references)})
+        store.finish_run(run_id, summary)
     return run_id
 
 

@@ -7,21 +7,33 @@ import signal
 
 import pytest
 
-from lutnas.cli.stopping import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, exit_code, stop_on_sigterm
+from lutnas.cli.stopping import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    interrupted_exit_code,
+    stop_on_sigterm,
+)
 
 
-def test_sigterm_raises_terminated_inside_and_the_old_handler_is_back_after():
+def test_the_first_sigterm_raises_terminated_a_second_is_ignored_and_the_old_handler_is_back():
     before = signal.getsignal(signal.SIGTERM)
+    cleaned = []
     with pytest.raises(Terminated), stop_on_sigterm():
-        os.kill(os.getpid(), signal.SIGTERM)
-    assert exit_code() == EXIT_TERMINATED  # a loop that swallowed the interrupt still exits 143
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:  # `timeout` signals the child, then its group: the cleanup is not cut short
+            os.kill(os.getpid(), signal.SIGTERM)
+            cleaned.append(True)
+    assert cleaned == [True]
+    assert interrupted_exit_code() == EXIT_TERMINATED  # a loop that swallowed the interrupt: 143
     assert signal.getsignal(signal.SIGTERM) == before
     with stop_on_sigterm():  # a new command starts without the last one's SIGTERM
-        assert exit_code() == EXIT_INTERRUPTED
-        assert exit_code(KeyboardInterrupt()) == EXIT_INTERRUPTED
+        assert interrupted_exit_code() == EXIT_INTERRUPTED
+        assert interrupted_exit_code(KeyboardInterrupt()) == EXIT_INTERRUPTED
 
 
-def test_an_ignored_sigterm_stays_ignored():
+def test_an_ignored_sigterm_stays_ignored_and_a_disabled_block_changes_nothing():
     previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         with stop_on_sigterm():
@@ -29,3 +41,5 @@ def test_an_ignored_sigterm_stays_ignored():
             os.kill(os.getpid(), signal.SIGTERM)  # nothing happens
     finally:
         signal.signal(signal.SIGTERM, previous)
+    with stop_on_sigterm(enabled=False):  # train-supernet: torchrun expects its workers to die
+        assert signal.getsignal(signal.SIGTERM) == previous

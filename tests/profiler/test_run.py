@@ -169,6 +169,30 @@ def test_measure_files_stores_subnets_and_skips_them_next_time(tmp_path, tiny_sp
     assert again == figures and len(store.measurements_frame(kinds=["subnet"])) == len(frame)
 
 
+def test_an_interrupt_during_measure_files_is_raised_after_its_measurements_are_stored(tmp_path, keyed_files):
+    # Calibrate, evaluate and adaptive profiling go on from what measure_files returns: an interrupt
+    # the loop turned into a flag must reach them, or they fit and save from part of the trials.
+    store = MeasurementStore(tmp_path / "m.sqlite")
+
+    def ctrl_c_after_five(event):
+        if event.measurements_done >= 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_files(ScriptedDevice("sim", _base(keyed_files)), list(keyed_files.values()), "conv",
+                      SETTINGS, 3, store, qc=QualitySettings(reference_every=100),
+                      progress=ctrl_c_after_five)
+    assert len(store.measurements_frame()) == 5  # every measurement taken is kept
+    assert store.runs_frame().iloc[0].summary["interrupted"] is True
+    # A stop set by another device's thread is the caller's to handle: what is stored, no exception.
+    stop = threading.Event()
+    stop.set()
+    figures = measure_files(ScriptedDevice("sim", _base(keyed_files)), list(keyed_files.values()), "conv",
+                            SETTINGS, 3, store, stop=stop)
+    stored = store.measurements_frame()
+    assert len(stored) == 5 and set(figures) == set(stored["key"])
+
+
 def test_several_devices_profile_in_parallel_each_into_its_own_rows(tmp_path, tiny_space):
     plan = make_plan(tiny_space, limit=3, seed=2)
     keys = [s.key for s in plan.specs]
