@@ -89,8 +89,8 @@ def main(argv: Sequence[str] | None = None, script: str | None = None) -> int:
         message = str(exc).replace("\n", " ")
         print(f"{name}: error: {message}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (stopping.Terminated)
-        code = interrupted_exit_code(exc)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (stopping.Terminated)
+        code = interrupted_exit_code()
         print(f"{name}: {'terminated' if code == EXIT_TERMINATED else 'interrupted'}", file=sys.stderr)
         return code
     except BrokenPipeError:  # `lutnas ... | head`: the reader has all it wanted; no traceback

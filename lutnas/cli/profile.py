@@ -296,11 +296,11 @@ def profile_device(args: argparse.Namespace) -> int:
             sample_fraction=args.sample, seed=args.seed,
             cache=ModelCache(args.cache) if args.cache else None, export_workers=args.export_workers,
             qc=qc, agent_options=options, argv=sys.argv[1:], progress=progress)
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         progress.stop()
         print(f"stopped during export; nothing measured was lost. Run the same command again to "
               f"resume (store {args.store}).", file=sys.stderr)
-        return interrupted_exit_code(exc)
+        return interrupted_exit_code()
     finally:
         progress.stop()
     print_summary(summary, qc)

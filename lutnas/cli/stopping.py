@@ -58,7 +58,7 @@ def stop_on_sigterm(enabled: bool = True) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def interrupted_exit_code(exc: KeyboardInterrupt | None = None) -> int:
-    """EXIT_TERMINATED for SIGTERM (`exc` a Terminated, or one arrived since the block began),
-    EXIT_INTERRUPTED for Ctrl-C."""
-    return EXIT_TERMINATED if isinstance(exc, Terminated) or _terminated else EXIT_INTERRUPTED
+def interrupted_exit_code() -> int:
+    """EXIT_TERMINATED when a SIGTERM arrived since the block began (the handler sets the flag
+    before it raises, so a Terminated always has it), else EXIT_INTERRUPTED (Ctrl-C)."""
+    return EXIT_TERMINATED if _terminated else EXIT_INTERRUPTED

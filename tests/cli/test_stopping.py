@@ -30,7 +30,6 @@ def test_the_first_sigterm_raises_terminated_a_second_is_ignored_and_the_old_han
     assert signal.getsignal(signal.SIGTERM) == before
     with stop_on_sigterm():  # a new command starts without the last one's SIGTERM
         assert interrupted_exit_code() == EXIT_INTERRUPTED
-        assert interrupted_exit_code(KeyboardInterrupt()) == EXIT_INTERRUPTED
 
 
 def test_an_ignored_sigterm_stays_ignored_and_a_disabled_block_changes_nothing():
